@@ -1,0 +1,64 @@
+"""Pieces shared by the launcher commands: one-line usage errors and the environment flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Optional, Sequence
+
+
+class UsageError(Exception):
+    """A mistake in the command line; reported as one line with exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the fix, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``[options] -- CMD ARGS`` into the options and the command."""
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def add_environment_flags(parser: argparse.ArgumentParser) -> None:
+    """The allocator / OpenMP / thread flags that init and run share."""
+    alloc = parser.add_mutually_exclusive_group()
+    alloc.add_argument("-j", "--jemalloc", dest="allocator", action="store_const", const="jemalloc",
+                       help="preload jemalloc")
+    alloc.add_argument("-t", "--tcmalloc", dest="allocator", action="store_const", const="tcmalloc",
+                       help="preload tcmalloc")
+    alloc.add_argument("-c", "--default-allocator", dest="allocator", action="store_const",
+                       const="default", help="preload no allocator (glibc malloc)")
+    parser.set_defaults(allocator="auto")
+    parser.add_argument("-o", "--intel-openmp", action="store_true",
+                        help="preload Intel OpenMP (libiomp5 from the intel-openmp wheel) and set "
+                             "KMP_AFFINITY/KMP_BLOCKTIME instead of GNU OpenMP binding")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_cli(main, argv: Optional[Sequence[str]], prog: str) -> int:
+    """Run ``main(argv)``; turn UsageError (and ValueError from our checks) into one line + exit 2."""
+    try:
+        return main(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

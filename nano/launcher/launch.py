@@ -1,0 +1,113 @@
+"""Start N copies of a command, each pinned to its own cores with its own tuned environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from nano.launcher.cpulist import format_cpu_list
+from nano.launcher.environment import apply_plan, plan_environment
+from nano.launcher.pinning import child_setup
+from nano.launcher.topology import Topology
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One instance to start: its index, CPUs and full environment."""
+
+    index: int
+    cpus: tuple
+    env: dict
+
+
+def instance_specs(topology: Topology, cpu_sets: Sequence[Sequence[int]], env: Mapping[str, str],
+                   allocator: str = "auto", openmp: str = "gnu",
+                   extra_env: Optional[Mapping[str, str]] = None) -> list[InstanceSpec]:
+    """Build each instance's environment: tuned for its own cores, plus NANO_INSTANCE_* ids."""
+    specs = []
+    for i, cpus in enumerate(cpu_sets):
+        own = Topology.build(topology.cpus, cpus, None, topology.source, topology.flags)
+        plan = plan_environment(own, env, allocator=allocator, openmp=openmp,
+                                threads=len(own.usable_cores()))
+        child_env = apply_plan(plan, env)
+        child_env.update({
+            "NANO_INSTANCE_ID": str(i),
+            "NANO_NUM_INSTANCES": str(len(cpu_sets)),
+            "NANO_INSTANCE_CPUS": format_cpu_list(cpus),
+        })
+        child_env.update(extra_env or {})
+        specs.append(InstanceSpec(i, tuple(sorted(cpus)), child_env))
+    return specs
+
+
+def _pump(stream, index: int, sink, log) -> None:
+    """Copy a child's output line by line, prefixed with its instance index."""
+    prefix = f"[{index}] ".encode()
+    for line in iter(stream.readline, b""):
+        if log is not None:
+            log.write(line)
+            log.flush()
+        else:
+            sink.write(prefix + line)
+            sink.flush()
+    stream.close()
+
+
+def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
+                  log_dir: Optional[str] = None) -> int:
+    """Run the instances to completion; forward SIGINT/SIGTERM/SIGHUP; return the worst status.
+
+    Output is prefixed with ``[i]`` on stdout, or written to ``log_dir/instance_i.log``.
+    Returns 0 when every instance succeeded, else the first failing status
+    (128 + signal number for an instance killed by a signal).
+    """
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+    procs, pumps, logs = [], [], []
+    sink = sys.stdout.buffer
+    try:
+        for spec in specs:
+            log = open(os.path.join(log_dir, f"instance_{spec.index}.log"), "wb") if log_dir else None
+            logs.append(log)
+            proc = subprocess.Popen(list(command), env=spec.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    preexec_fn=child_setup(spec.cpus), start_new_session=True)
+            procs.append(proc)
+            t = threading.Thread(target=_pump, args=(proc.stdout, spec.index, sink, log), daemon=True)
+            t.start()
+            pumps.append(t)
+    except OSError as e:
+        for p in procs:
+            p.kill()
+        raise FileNotFoundError(f"cannot run {command[0]!r}: {e.strerror}") from None
+
+    def forward(signum, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        statuses = [p.wait() for p in procs]
+        for t in pumps:
+            t.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for log in logs:
+            if log is not None:
+                log.close()
+    worst = 0
+    for spec, status in zip(specs, statuses):
+        if status != 0:
+            code = 128 - status if status < 0 else status
+            how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            print(f"bigdl-nano-run: instance {spec.index} (cpus {format_cpu_list(spec.cpus)}) {how}",
+                  file=sys.stderr)
+            worst = worst or code
+    return worst

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install Nano and everything it needs on a fresh machine (idempotent; fast when already done).
+# PYTHON selects the interpreter (default: python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# Allocators for bigdl-nano-init: Debian packages, not on PyPI. Skipped cleanly where apt is
+# unavailable or we are not root; the launcher then says how to install them.
+need=()
+for pkg in libjemalloc2 libtcmalloc-minimal4 numactl; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
+            >/dev/null 2>&1 || echo "setup: could not install ${need[*]} with apt-get; skipping" >&2
+    else
+        echo "setup: not root or no apt-get; skipping system packages ${need[*]}" >&2
+    fi
+fi
+
+# torch first and pinned: the CPU build. Anything unpinned would pull a multi-GB CUDA build.
+"$PY" -m pip install -q torch==2.13.0
+"$PY" -m pip install -q -c scripts/constraints.txt -e ".[test]"

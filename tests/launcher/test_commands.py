@@ -1,0 +1,143 @@
+"""The installed commands, run for real: eval round trip, pinned instances, bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+
+
+def cmd(name):
+    path = os.path.join(BIN, name)
+    assert os.path.exists(path), f"{name} is not installed: run scripts/setup.sh"
+    return path
+
+
+def run(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_init_unset_round_trip_in_bash():
+    script = f"""
+        export LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 OMP_NUM_THREADS=7 KEEP=1
+        before=$(env | grep -v '^_=' | sort)
+        eval "$({cmd('bigdl-nano-init')} -t)"
+        echo "threads=$OMP_NUM_THREADS preload=$LD_PRELOAD"
+        eval "$({cmd('bigdl-nano-init')} -j -r 1)"
+        echo "threads=$OMP_NUM_THREADS malloc_conf=$MALLOC_CONF"
+        eval "$({cmd('bigdl-nano-unset-env')})"
+        after=$(env | grep -v '^_=' | sort)
+        [ "$before" = "$after" ] && echo RESTORED || diff <(echo "$before") <(echo "$after")
+    """
+    out = run(["bash", "-c", script])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("threads=") and lines[0] != "threads=7"
+    assert "libc.so.6:" in lines[0] or "warning" in out.stderr  # appended, never dropped
+    assert lines[1].startswith("threads=1")
+    assert lines[-1] == "RESTORED"
+
+
+def test_init_output_can_be_sourced():
+    out = run(["bash", "-c", f"source <({cmd('bigdl-nano-init')} --explain); echo $OMP_NUM_THREADS"])
+    assert out.returncode == 0 and out.stdout.strip().isdigit()
+
+
+def test_init_runs_a_command_under_the_environment():
+    out = run([cmd("bigdl-nano-init"), "-c", "-r", "1", "--", sys.executable, "-c",
+               "import os; print(os.environ['OMP_NUM_THREADS'], os.environ.get('LD_PRELOAD', ''))"],
+              env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
+
+
+def test_explain_gives_reasons_and_topology():
+    out = run([cmd("bigdl-nano-init"), "--explain"])
+    assert "# OMP_NUM_THREADS:" in out.stdout and "physical cores" in out.stdout
+
+
+REPORT = ("import os; print('REPORT', os.environ['NANO_INSTANCE_ID'], "
+          "os.environ['NANO_NUM_INSTANCES'], ','.join(map(str, sorted(os.sched_getaffinity(0)))), "
+          "os.environ['OMP_NUM_THREADS'])")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 usable CPUs")
+def test_run_two_pinned_instances():
+    out = run([cmd("bigdl-nano-run"), "--ninstances", "2", "--", sys.executable, "-c", REPORT])
+    assert out.returncode == 0, out.stderr
+    reports = sorted(line.split()[1:] for line in out.stdout.splitlines() if "REPORT" in line)
+    assert [r[:2] for r in reports] == [["REPORT", "0"], ["REPORT", "1"]]
+    cpu_sets = [set(r[3].split(",")) for r in reports]
+    assert not cpu_sets[0] & cpu_sets[1]  # disjoint cores
+    for r in reports:
+        assert r[2] == "2" and r[4] == str(len(r[3].split(",")))
+    assert all(line.startswith(("[0] ", "[1] ")) for line in out.stdout.splitlines())
+
+
+def test_run_logs_per_instance(tmp_path):
+    out = run([cmd("bigdl-nano-run"), "--log-dir", str(tmp_path), "--", sys.executable, "-c",
+               REPORT])
+    assert out.returncode == 0 and "REPORT 0 1" in (tmp_path / "instance_0.log").read_text()
+
+
+def test_run_fails_when_any_instance_fails():
+    out = run([cmd("bigdl-nano-run"), "--ninstances", "2", "--allow-oversubscribe", "--", "sh",
+               "-c", 'exit $((NANO_INSTANCE_ID * 3))'])
+    assert out.returncode == 3 and "instance 1" in out.stderr
+
+
+def test_run_reports_killed_instance():
+    out = run([cmd("bigdl-nano-run"), "--", "sh", "-c", "kill -9 $$"])
+    assert out.returncode == 137 and "signal 9" in out.stderr
+
+
+@pytest.mark.parametrize("name,args,fragment", [
+    ("bigdl-nano-run", ["--ninstances", "0", "--", "true"], "at least 1"),
+    ("bigdl-nano-run", ["--ninstances", "-2", "--", "true"], "at least 1"),
+    ("bigdl-nano-run", ["--ninstances", "999", "--", "true"], "--allow-oversubscribe"),
+    ("bigdl-nano-run", ["--cores-per-instance", "999", "--", "true"], "usable physical cores"),
+    ("bigdl-nano-run", ["--ninstances", "2"], "no command given"),
+    ("bigdl-nano-run", ["--bogus", "--", "true"], "unrecognized arguments"),
+    ("bigdl-nano-run", ["--", "/no/such/program"], "cannot run"),
+    ("bigdl-nano-run", ["--nodes-list", "x", "--", "true"], "--nodes-list"),
+    ("bigdl-nano-init", ["--bogus"], "unrecognized arguments"),
+    ("bigdl-nano-init", ["-r", "0"], "at least 1"),
+    ("bigdl-nano-init", ["-j", "-t"], "not allowed with"),
+    ("bigdl-nano-init", ["--", "/no/such/program"], "cannot run"),
+    ("bigdl-nano-unset-env", ["--bogus"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_exit_2(name, args, fragment):
+    out = run([cmd(name)] + args)
+    assert out.returncode == 2
+    assert fragment in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_help_works():
+    for name in ("bigdl-nano-init", "bigdl-nano-unset-env", "bigdl-nano-run"):
+        out = run([cmd(name), "--help"])
+        assert out.returncode == 0 and "usage:" in out.stdout
+
+
+def test_run_forwards_signals_to_instances():
+    import signal
+    import time
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: (print('got TERM', flush=True), sys.exit(5)))\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    proc = subprocess.Popen([cmd("bigdl-nano-run"), "--ninstances", "2", "--allow-oversubscribe",
+                             "--", sys.executable, "-c", child],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.time() + 30
+    while len(seen) < 2 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if "ready" in line:
+            seen.append(line)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert out.count("got TERM") == 2
+    assert proc.returncode == 5
