@@ -1,0 +1,6 @@
+"""Small model definitions Nano ships for demos, tests and benchmarks (plain ``torch.nn``)."""
+
+from nano.models.resnet import resnet18
+from nano.models.encoder import TinyEncoder
+
+__all__ = ["TinyEncoder", "resnet18"]
