@@ -1,0 +1,67 @@
+"""Runtime backends, one module each, found through a registry and imported lazily.
+
+Adding a runtime is one module here (exposing ``MODEL_CLASS``, ``build``,
+``unavailable_reason`` and ``INSTALL_HINT``) plus one line in ``_REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+from nano.inference.methods import Method
+
+# registry key -> module; the key is the method's accelerator, or "ipex" for use_ipex methods
+_REGISTRY = {
+    "pytorch": "nano.inference.backends.torch_eager",
+    "jit": "nano.inference.backends.torchscript",
+    "compile": "nano.inference.backends.torch_compile",
+    "onnxruntime": "nano.inference.backends.onnxruntime",
+    "openvino": "nano.inference.backends.openvino",
+    "ipex": "nano.inference.backends.ipex",
+}
+
+
+class MissingDependency(ImportError):
+    """An optional runtime is not installed; the message says what to install."""
+
+
+def registry_key(method: Method) -> str:
+    """Which backend module builds ``method``."""
+    if method.use_ipex:
+        return "ipex"
+    return method.accelerator
+
+
+def backend_module(key: str):
+    """Import a backend module by registry key."""
+    if key not in _REGISTRY:
+        raise ValueError(f"no backend registered for {key!r}; known: {', '.join(_REGISTRY)}")
+    return importlib.import_module(_REGISTRY[key])
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    """Why ``method`` cannot run here ("missing dependency: pip install ..."), or None."""
+    return backend_module(registry_key(method)).unavailable_reason(method)
+
+
+def backend_class(accelerator: str, method: Method):
+    """The AcceleratedModel subclass that loads a saved model of this kind."""
+    return backend_module(registry_key(method)).MODEL_CLASS
+
+
+def build(method: Method, inputs) -> "AcceleratedModel":  # noqa: F821
+    """Build ``method`` from prepared inputs (see ``nano.inference.prepare``)."""
+    reason = unavailable_reason(method)
+    if reason:
+        raise MissingDependency(f"{method.name} is unavailable: {reason}")
+    return backend_module(registry_key(method)).build(method, inputs)
+
+
+def module_available(name: str, install: str) -> Optional[str]:
+    """None if ``name`` imports, else the "missing dependency" reason."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return f"missing dependency: {install}"
+    return None

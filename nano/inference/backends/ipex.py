@@ -1,0 +1,100 @@
+"""Intel Extension for PyTorch (``*_ipex`` methods), only where it imports beside this torch.
+
+IPEX's last release (2.8) requires torch 2.8 exactly; with another torch its
+import fails with an AttributeError rather than an ImportError, so the check
+compares versions first and catches everything.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
+from nano.inference.methods import Method
+from nano.inference.model import restore_common
+
+INSTALL_HINT = "pip install intel-extension-for-pytorch (needs the matching torch release)"
+_reason_cache: dict = {}
+
+
+def _major_minor(version: str) -> tuple:
+    return tuple(int(p) for p in version.split("+")[0].split(".")[:2])
+
+
+def ipex_unavailable() -> Optional[str]:
+    """Why IPEX cannot be used with this torch, or None."""
+    if "reason" in _reason_cache:
+        return _reason_cache["reason"]
+    reason = None
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ipex_version = version("intel_extension_for_pytorch")
+        except PackageNotFoundError:
+            ipex_version = None
+        if ipex_version is None:
+            reason = f"missing dependency: {INSTALL_HINT}"
+        elif _major_minor(ipex_version) != _major_minor(torch.__version__):
+            reason = (f"intel_extension_for_pytorch {ipex_version} needs torch "
+                      f"{'.'.join(map(str, _major_minor(ipex_version)))}, this is torch "
+                      f"{torch.__version__}")
+        else:
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+            import intel_extension_for_pytorch  # noqa: F401
+    except Exception as e:  # a mismatched build raises AttributeError and friends
+        reason = f"intel_extension_for_pytorch does not import: {type(e).__name__}: {e}"
+    _reason_cache["reason"] = reason
+    return reason
+
+
+class IpexModel(TorchModuleModel):
+    """A module optimized by ``ipex.optimize`` (optionally traced), saved as a state dict."""
+
+    accelerator = "ipex"
+    needs_model_to_load = True
+
+    def save_artifacts(self, directory: str) -> dict:
+        torch.save(self._source_state, os.path.join(directory, "state_dict.pt"))
+        return {}
+
+    @classmethod
+    def load_artifacts(cls, directory, meta, model):
+        import copy
+
+        method, signature, output, threads = restore_common(meta)
+        module = copy.deepcopy(model).eval()
+        module.load_state_dict(torch.load(os.path.join(directory, "state_dict.pt")))
+        return _optimize(module, method, signature, output, threads, None)
+
+
+def _optimize(module, method, signature, output, threads, sample) -> IpexModel:
+    import intel_extension_for_pytorch as ipex
+
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    module = prepare_module(module, method)
+    dtype = torch.bfloat16 if method.precision == "bf16" else torch.float32
+    optimized = ipex.optimize(module, dtype=dtype)
+    model = IpexModel(optimized, method, signature, output, threads)
+    model._source_state = state
+    return model
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    reason = ipex_unavailable()
+    if reason:
+        return reason
+    if method.precision not in ("fp32", "bf16"):
+        return f"IPEX methods here are fp32 and bf16, not {method.precision}"
+    return None
+
+
+def build(method: Method, inputs) -> IpexModel:
+    return _optimize(inputs.model, method, inputs.signature, inputs.output, inputs.thread_num,
+                     inputs.flat_sample())
+
+
+MODEL_CLASS = IpexModel

@@ -1,0 +1,112 @@
+"""ONNX Runtime: ``onnxruntime_fp32`` (INT8 variants come from nano.quantize).
+
+The model is exported with the dynamo exporter (falling back to the legacy one)
+into a single ``model.onnx`` that any ONNX Runtime loads without Nano.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import Optional
+
+import torch
+
+from nano.inference.backends import module_available
+from nano.inference.methods import Method
+from nano.inference.model import AcceleratedModel, restore_common
+
+INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
+
+
+def export_onnx(inputs, path: str) -> None:
+    """Export the prepared model to ``path`` as one self-contained ONNX file."""
+    flat = inputs.flat_module()
+    sample = tuple(inputs.flat_sample())
+    names = list(inputs.signature.tensor_names)
+    dims = inputs.dynamic_dims()
+    from torch.export import Dim
+
+    dynamic_shapes = (tuple({d: Dim.AUTO for d in ds} or None for ds in dims),)
+    errors = []
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(flat, sample, path, input_names=names, dynamo=True,
+                              dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+                              optimize=True)
+            return
+        except Exception as e:  # some models only export with the TorchScript-based exporter
+            errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        try:
+            axes = {n: {d: f"{n}_dim{d}" for d in ds} for n, ds in zip(names, dims) if ds}
+            torch.onnx.export(flat, sample, path, input_names=names, dynamo=False,
+                              dynamic_axes=axes or None)
+        except Exception as e:
+            errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            raise RuntimeError(f"ONNX export failed: {errors[0]} (legacy exporter: {errors[1]})")
+
+
+def session_options(threads: Optional[int]):
+    """ORT options for latency: one inter-op thread, the given intra-op threads, full graph opts."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return opts
+
+
+class OnnxRuntimeModel(AcceleratedModel):
+    """An ONNX Runtime InferenceSession behind the AcceleratedModel interface."""
+
+    accelerator = "onnxruntime"
+
+    def __init__(self, onnx_bytes: bytes, method, signature, output, thread_num):
+        super().__init__(method, signature, output, thread_num)
+        import onnxruntime as ort
+
+        self.onnx_bytes = onnx_bytes
+        self.session = ort.InferenceSession(onnx_bytes, session_options(thread_num),
+                                            providers=["CPUExecutionProvider"])
+        self._input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, inputs):
+        feed = {name: t.detach().contiguous().numpy() for name, t in zip(self._input_names, inputs)}
+        return [torch.from_numpy(o) for o in self.session.run(None, feed)]
+
+    def save_artifacts(self, directory: str) -> dict:
+        with open(os.path.join(directory, "model.onnx"), "wb") as f:
+            f.write(self.onnx_bytes)
+        return {}
+
+    @classmethod
+    def load_artifacts(cls, directory, meta, model):
+        with open(os.path.join(directory, "model.onnx"), "rb") as f:
+            return cls(f.read(), *restore_common(meta))
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    reason = module_available("onnxruntime", INSTALL_HINT) or module_available("onnx", INSTALL_HINT)
+    if reason:
+        return reason
+    if method.precision != "fp32":
+        return f"ONNX Runtime on CPU runs fp32 (int8 via quantize()), not {method.precision}"
+    return None
+
+
+def build(method: Method, inputs) -> OnnxRuntimeModel:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        export_onnx(inputs, path)
+        with open(path, "rb") as f:
+            data = f.read()
+    return OnnxRuntimeModel(data, method, inputs.signature, inputs.output, inputs.thread_num)
+
+
+MODEL_CLASS = OnnxRuntimeModel

@@ -1,0 +1,119 @@
+"""OpenVINO: ``openvino_fp32``, ``openvino_bf16``, ``openvino_fp16`` (INT8 via nano.quantize).
+
+Converted straight from torch with ``openvino.convert_model`` (ONNX as the
+fallback). The inference precision is always pinned: OpenVINO's CPU default on
+bf16-capable machines is bf16, so an unpinned "fp32" model would not be fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import Optional
+
+import torch
+
+from nano.inference.backends import module_available
+from nano.inference.methods import Method
+from nano.inference.model import AcceleratedModel, restore_common
+
+INSTALL_HINT = "pip install openvino"
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+_core = None
+
+
+def core():
+    """One OpenVINO Core per process."""
+    global _core
+    if _core is None:
+        import openvino as ov
+
+        _core = ov.Core()
+    return _core
+
+
+def compile_config(precision: str, threads: Optional[int]) -> dict:
+    """The compile_model properties Nano uses: pinned precision, latency, the thread budget."""
+    config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+              "NUM_STREAMS": "1"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return config
+
+
+def convert(inputs):
+    """Convert the prepared model to an ov.Model with the requested dynamic dims."""
+    import openvino as ov
+
+    sample = inputs.flat_sample()
+    shapes = [ov.PartialShape([-1 if d in dyn else s for d, s in enumerate(t.shape)])
+              for t, dyn in zip(sample, inputs.dynamic_dims())]
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(inputs.flat_module(), example_input=tuple(sample),
+                                     input=shapes)
+    except Exception as direct_error:
+        from nano.inference.backends.onnxruntime import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            try:
+                export_onnx(inputs, path)
+                model = ov.convert_model(path)
+            except Exception as onnx_error:
+                raise RuntimeError(f"OpenVINO conversion failed: "
+                                   f"{str(direct_error).strip().splitlines()[0]} (via ONNX: "
+                                   f"{str(onnx_error).strip().splitlines()[0]})") from None
+    for port, name in zip(model.inputs, inputs.signature.tensor_names):
+        port.get_tensor().set_names({name})
+    return model
+
+
+class OpenVINOModel(AcceleratedModel):
+    """An OpenVINO compiled model behind the AcceleratedModel interface."""
+
+    accelerator = "openvino"
+
+    def __init__(self, ov_model, method, signature, output, thread_num):
+        super().__init__(method, signature, output, thread_num)
+        self.ov_model = ov_model
+        self.compiled = core().compile_model(ov_model, "CPU",
+                                             compile_config(method.precision, thread_num))
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, inputs):
+        results = self.request.infer([t.detach().contiguous().numpy() for t in inputs])
+        return [torch.from_numpy(results[port]) for port in self.compiled.outputs]
+
+    def save_artifacts(self, directory: str) -> dict:
+        import openvino as ov
+
+        ov.save_model(self.ov_model, os.path.join(directory, "model.xml"), compress_to_fp16=False)
+        return {}
+
+    @classmethod
+    def load_artifacts(cls, directory, meta, model):
+        return cls(core().read_model(os.path.join(directory, "model.xml")), *restore_common(meta))
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    reason = module_available("openvino", INSTALL_HINT)
+    if reason:
+        return reason
+    wanted = _CAPABILITY.get(method.precision)
+    if wanted:
+        caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if wanted not in caps:
+            return f"this CPU has no native {wanted} support (OpenVINO reports {', '.join(caps)})"
+    return None
+
+
+def build(method: Method, inputs) -> OpenVINOModel:
+    return OpenVINOModel(convert(inputs), method, inputs.signature, inputs.output,
+                         inputs.thread_num)
+
+
+MODEL_CLASS = OpenVINOModel

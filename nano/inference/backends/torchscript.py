@@ -1,0 +1,88 @@
+"""TorchScript: ``jit_fp32``, ``jit_bf16`` (+ ``_channels_last``): trace and freeze, script fallback."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from nano.inference.backends.torch_common import (autocast, low_precision_tracing, prepare_module,
+                                                  to_channels_last)
+from nano.inference.methods import Method
+from nano.inference.model import AcceleratedModel, restore_common, torch_threads
+from nano.inference.structure import flatten_output
+
+INSTALL_HINT = "pip install torch"
+
+
+class TorchScriptModel(AcceleratedModel):
+    """A frozen TorchScript module taking flat tensors (traced) or the original call (scripted)."""
+
+    accelerator = "jit"
+
+    def __init__(self, module, method, signature, output, thread_num, scripted: bool = False):
+        super().__init__(method, signature, output, thread_num)
+        self.module = module
+        self.scripted = scripted
+
+    def run(self, inputs):
+        if self.method.channels_last:
+            inputs = to_channels_last(list(inputs))
+        with torch_threads(self.thread_num), torch.no_grad():
+            if self.scripted:
+                args, kwargs = self.signature.rebuild(inputs)
+                with autocast(self.method):
+                    return flatten_output(self.module(*args, **kwargs))
+            return flatten_output(self.module(*inputs))
+
+    def save_artifacts(self, directory: str) -> dict:
+        torch.jit.save(self.module, os.path.join(directory, "model.pt"))
+        return {"scripted": self.scripted}
+
+    @classmethod
+    def load_artifacts(cls, directory, meta, model):
+        method, signature, output, threads = restore_common(meta)
+        module = torch.jit.load(os.path.join(directory, "model.pt"), map_location="cpu")
+        return cls(module, method, signature, output, threads, meta["extra"].get("scripted", False))
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    if method.precision not in ("fp32", "bf16"):
+        return f"TorchScript here supports fp32 and bf16, not {method.precision}"
+    return None
+
+
+def _trace(module, sample, method):
+    # Autocast must be recorded as explicit casts in the graph, so that the frozen
+    # module runs in bf16 without an autocast context around the call.
+    previous = torch._C._jit_set_autocast_mode(False)
+    try:
+        with torch.no_grad(), autocast(method), low_precision_tracing(method):
+            traced = torch.jit.trace(module, tuple(sample), check_trace=False, strict=False)
+    finally:
+        torch._C._jit_set_autocast_mode(previous)
+    return torch.jit.freeze(traced.eval())
+
+
+def build(method: Method, inputs) -> TorchScriptModel:
+    module = prepare_module(inputs.model, method)
+    sample = inputs.flat_sample()
+    if method.channels_last:
+        sample = to_channels_last(sample)
+    from nano.inference.structure import FlatModule
+
+    try:
+        frozen = _trace(FlatModule(module, inputs.signature), sample, method)
+        scripted = False
+    except Exception as trace_error:
+        try:
+            frozen, scripted = torch.jit.freeze(torch.jit.script(module).eval()), True
+        except Exception:
+            raise RuntimeError(f"cannot trace the model ({str(trace_error).splitlines()[0]}) "
+                               f"and scripting failed too") from trace_error
+    return TorchScriptModel(frozen, method, inputs.signature, inputs.output, inputs.thread_num,
+                            scripted)
+
+
+MODEL_CLASS = TorchScriptModel

@@ -1,0 +1,68 @@
+"""Everything a backend needs to build a model: a private eval copy, the sample, the signature."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from nano.inference.structure import (FlatModule, InputSignature, normalize_sample, output_spec)
+
+
+@dataclass
+class BuildInputs:
+    """A private, eval-mode copy of the user's model plus its sample call and output structure."""
+
+    model: torch.nn.Module
+    args: tuple
+    kwargs: dict
+    signature: InputSignature
+    output: dict
+    thread_num: Optional[int]
+    dynamic_axes: Union[bool, dict] = True
+
+    def flat_sample(self) -> list:
+        return self.signature.flatten(self.args, self.kwargs)
+
+    def flat_module(self) -> FlatModule:
+        return FlatModule(self.model, self.signature)
+
+    def dynamic_dims(self) -> list[list[int]]:
+        """For each flat input, which dims may vary: dim 0 when True, none when False,
+        or the axes listed per input name in a dict."""
+        dims = []
+        for name, t in zip(self.signature.tensor_names, self.flat_sample()):
+            if self.dynamic_axes is True:
+                dims.append([0] if t.dim() > 0 else [])
+            elif not self.dynamic_axes:
+                dims.append([])
+            else:
+                axes = self.dynamic_axes.get(name, [])
+                dims.append(sorted(axes.keys()) if isinstance(axes, dict) else list(axes))
+        return dims
+
+
+def prepare(model: torch.nn.Module, input_sample, thread_num: Optional[int] = None,
+            dynamic_axes: Union[bool, dict] = True) -> BuildInputs:
+    """Copy ``model`` (the user's stays untouched), run the sample once, record the structure."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if input_sample is None:
+        raise ValueError("input_sample is required: pass one example input (a tensor, a tuple "
+                         "of inputs or a dict of keyword inputs)")
+    if not isinstance(dynamic_axes, (bool, dict)):
+        raise TypeError("dynamic_axes must be True, False, or a dict {input_name: [axes]}")
+    args, kwargs = normalize_sample(input_sample)
+    private = copy.deepcopy(model).eval()
+    signature = InputSignature.from_sample(private, args, kwargs)
+    if isinstance(dynamic_axes, dict):
+        unknown = set(dynamic_axes) - set(signature.tensor_names)
+        if unknown:
+            raise ValueError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; inputs "
+                             f"are {signature.tensor_names}")
+    with torch.no_grad():
+        out = private(*args, **kwargs)
+    return BuildInputs(private, args, kwargs, signature, output_spec(out), thread_num,
+                       dynamic_axes)
