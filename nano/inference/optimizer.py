@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Union
+import sys
+import tempfile
+import time
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from nano.inference import backends
-from nano.inference.methods import Method, normalize_accelerator
+from nano.inference import backends, report
+from nano.inference.data import as_batches, count_inputs, split_batch
+from nano.inference.isolation import Zygote
+from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric
+from nano.inference.methods import (Method, get_method, normalize_accelerator,
+                                    normalize_precision, select_methods)
 from nano.inference.model import AcceleratedModel, load_model
 from nano.inference.prepare import prepare
+from nano.inference.search import (CandidateResult, CandidateTask, SearchData, candidate_dir,
+                                   default_memory_limit, reference_outputs, run_candidate)
 
 
 def build_method(model: torch.nn.Module, method: Method, input_sample,
@@ -30,7 +39,16 @@ class InferenceOptimizer:
     """
 
     def __init__(self):
-        self._search = None  # set by optimize()
+        self.results: list[CandidateResult] = []
+        self._model = None
+        self._sample = None
+        self._thread_num = None
+        self._dynamic_axes = True
+        self._workdir = None
+        self._built: dict = {}
+        self._metric = None
+        self._direction = "max"
+        self._total_seconds = 0.0
 
     @staticmethod
     def trace(model: torch.nn.Module, accelerator: Optional[str] = None, input_sample=None,
@@ -83,3 +101,184 @@ class InferenceOptimizer:
         """A no-op context kept for BigDL-Nano compatibility: Nano models apply their own
         threads and autocast inside each call."""
         return contextlib.nullcontext()
+
+    # the search ------------------------------------------------------------------
+
+    def optimize(self, model: torch.nn.Module, training_data, validation_data=None,
+                 metric: Optional[Callable] = None, direction: str = "max",
+                 thread_num: Optional[int] = None, accelerator=None, precision=None,
+                 includes: Optional[Sequence[str]] = None,
+                 excludes: Optional[Sequence[str]] = None, latency_sample_num: int = 100,
+                 timeout_per_method: float = 300, dynamic_axes: Union[bool, dict] = True,
+                 latency_budget: float = 10.0, memory_limit: Optional[int] = None,
+                 **unknown) -> None:
+        """Try every applicable method on ``model`` and record speed and accuracy.
+
+        ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
+        input sample (its first batch). With ``metric`` and ``validation_data``
+        each candidate's accuracy is measured (``metric(pred, target)`` or
+        ``metric(model, data)`` when its first parameter is named ``model``);
+        without a metric, outputs on held-out batches are compared with the
+        original. ``accelerator``/``precision`` (a name or a tuple of names)
+        and ``includes``/``excludes`` (method names) narrow the search. Each
+        candidate runs in its own process with a hard ``timeout_per_method``.
+        """
+        if unknown:
+            raise TypeError(f"optimize() got unknown option(s) {', '.join(sorted(unknown))}")
+        if direction not in ("max", "min"):
+            raise ValueError(f"direction must be 'max' or 'min', got {direction!r}")
+        if metric is not None and not callable(metric):
+            raise TypeError("metric must be callable: metric(pred, target) or metric(model, data)")
+        if metric is not None and validation_data is None:
+            raise ValueError("a metric needs validation_data to be evaluated on")
+        if latency_sample_num < 1 or timeout_per_method <= 0:
+            raise ValueError("latency_sample_num must be >= 1 and timeout_per_method > 0")
+        methods = select_methods(includes, excludes,
+                                 False if accelerator is None else accelerator, precision)
+        from nano.launcher.topology import read_topology
+
+        threads = thread_num or read_topology().thread_budget
+        n_inputs = count_inputs(model)
+        train = as_batches(training_data, "training_data", limit=1 if validation_data else 5)
+        sample_inputs, _ = split_batch(train[0], n_inputs)
+        sample = ((), sample_inputs) if isinstance(sample_inputs, dict) else (sample_inputs, {})
+        held_out = (as_batches(validation_data, "validation_data") if validation_data is not None
+                    else train[1:] or train[:1])
+        eval_samples, targets = zip(*(split_batch(b, n_inputs) for b in held_out))
+        eval_samples, targets = list(eval_samples), list(targets)
+        references = reference_outputs(model, eval_samples)
+        baseline_accuracy = None
+        if metric is not None:
+            baseline_accuracy = evaluate_metric(copy_eval(model), metric, eval_samples, targets,
+                                                validation_data)
+        self._reset(model, sample, threads, dynamic_axes, metric, direction)
+        data = SearchData(model, sample, eval_samples, targets, references, metric,
+                          validation_data)
+        started = time.monotonic()
+        memory = memory_limit or default_memory_limit()
+        from tqdm.auto import tqdm
+
+        with Zygote(data) as zygote, tqdm(total=len(methods), desc="optimize", unit="method",
+                                          disable=None, file=sys.stderr) as bar:
+            for method in methods:
+                bar.set_postfix_str(method.name)
+                best = self._best_median()
+                task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
+                                     latency_budget, best,
+                                     candidate_dir(self._workdir.name, method))
+                row = run_candidate(zygote, task, timeout_per_method, memory)
+                if method.name == "original" and row.status == "ok" and metric is not None:
+                    row.accuracy = baseline_accuracy
+                self.results.append(row)
+                bar.update(1)
+        self._total_seconds = time.monotonic() - started
+        original = self._result("original")
+        if original is None or not original.usable:
+            raise RuntimeError(f"the original model could not be run: "
+                               f"{original.detail if original else 'no result'}")
+
+    def _reset(self, model, sample, threads, dynamic_axes, metric, direction):
+        self.results = []
+        self._built = {}
+        self._model, self._sample, self._thread_num = model, sample, threads
+        self._dynamic_axes, self._metric, self._direction = dynamic_axes, metric, direction
+        self._workdir = tempfile.TemporaryDirectory(prefix="nano-optimize-")
+
+    def _result(self, name: str) -> Optional[CandidateResult]:
+        return next((r for r in self.results if r.name == name), None)
+
+    def _best_median(self) -> Optional[float]:
+        times = [r.latency.median for r in self.results if r.usable]
+        return min(times) if times else None
+
+    def _require_search(self):
+        if not self.results:
+            raise RuntimeError("call optimize() first")
+
+    def records(self) -> list[dict]:
+        """The results as flat dicts (what summary prints and save_summary writes)."""
+        self._require_search()
+        return report.result_records(self.results, self._result("original"))
+
+    def summary(self, file=None) -> str:
+        """Print (and return) the results table and the total cost of the search."""
+        text = (report.format_table(self.records()) +
+                f"\n\n{len(self.results)} methods tried in {self._total_seconds:.1f} s "
+                f"with {self._thread_num} threads; speed-up is against 'original'.")
+        print(text, file=file or sys.stdout)
+        return text
+
+    def save_summary(self, path: str) -> None:
+        """Save the table as .txt, .csv, .json, or a .png bar chart (by extension)."""
+        report.save_records(self.records(), path)
+
+    def _passes(self, r: CandidateResult, accuracy_criterion: Optional[float]) -> bool:
+        if r.name == "original":
+            return True
+        if self._metric is not None:
+            if accuracy_criterion is None:
+                return True
+            base = self._result("original").accuracy
+            drop = (base - r.accuracy) if self._direction == "max" else (r.accuracy - base)
+            return drop <= accuracy_criterion * max(abs(base), 1e-12)
+        limit = (OUTPUT_TOLERANCE[r.method.precision] if accuracy_criterion is None
+                 else accuracy_criterion)
+        return r.output_error is None or r.output_error <= limit
+
+    def get_best_model(self, accelerator=None, precision=None,
+                       accuracy_criterion: Optional[float] = None):
+        """``(model, description)`` of the fastest candidate that passed the filters.
+
+        ``accelerator``/``precision``: a name or tuple of names ("pytorch" is
+        plain PyTorch; None means any). ``accuracy_criterion``: with a metric,
+        the largest relative accuracy drop against the original (0.01 = 1%);
+        without one, the largest relative output error (default: per precision,
+        fp32 1e-3, bf16/fp16 5e-2, int8 1e-1).
+        """
+        self._require_search()
+        if accuracy_criterion is not None and not 0 <= accuracy_criterion <= 1:
+            raise ValueError(f"accuracy_criterion must be between 0 and 1, got "
+                             f"{accuracy_criterion}")
+        accs = None if accelerator is None else {
+            normalize_accelerator(a) for a in (accelerator if isinstance(accelerator, (list, tuple))
+                                               else [accelerator])}
+        precs = None if precision is None else {
+            normalize_precision(p) for p in (precision if isinstance(precision, (list, tuple))
+                                             else [precision])}
+        candidates = [r for r in self.results if r.usable
+                      and (accs is None or r.method.accelerator in accs)
+                      and (precs is None or r.method.precision in precs)
+                      and self._passes(r, accuracy_criterion)]
+        if not candidates:
+            raise RuntimeError(
+                f"no method matches accelerator={accelerator!r}, precision={precision!r}, "
+                f"accuracy_criterion={accuracy_criterion!r}; see summary() for what ran")
+        best = min(candidates, key=lambda r: r.latency.median)
+        base = self._result("original").latency.median
+        description = (f"{best.name}: {best.latency.median * 1e3:.3f} ms median, "
+                       f"{base / best.latency.median:.2f}x the original")
+        return self.get_model(best.name), description
+
+    def get_model(self, method_name: str):
+        """The model built by ``method_name`` during optimize() (loaded or rebuilt here)."""
+        self._require_search()
+        get_method(method_name)
+        row = self._result(method_name)
+        if row is None or not row.usable:
+            raise RuntimeError(f"{method_name} has no usable model: "
+                               f"{row.status + ': ' + row.detail if row else 'not tried'}")
+        if method_name not in self._built:
+            if row.saved_to:
+                self._built[method_name] = load_model(row.saved_to, self._model)
+            else:
+                self._built[method_name] = backends.build(
+                    row.method, prepare(self._model, self._sample, self._thread_num,
+                                        self._dynamic_axes))
+        return self._built[method_name]
+
+
+def copy_eval(model: torch.nn.Module) -> torch.nn.Module:
+    """A private eval-mode copy (metrics must not change the user's model's mode)."""
+    import copy
+
+    return copy.deepcopy(model).eval()

@@ -1,0 +1,222 @@
+"""Run tasks in child processes so a crash, hang or memory blow-up costs one task, not the caller.
+
+A *zygote* is a fresh interpreter that imports torch, loads the shared payload
+(the model and data) once, and forks one child per task. Forking from the
+caller itself is not an option: GNU OpenMP hangs in a forked child once the
+parent has run a parallel region; the zygote never runs one. The zygote also
+spares each task the interpreter start and the payload transfer, and unlike
+multiprocessing's spawn/forkserver it never re-imports the caller's
+``__main__``, so scripts without an ``if __name__ == "__main__"`` guard work.
+
+Protocol (one JSON line each way, one task at a time): the parent sends
+``{"payload": path}`` once, then ``{"task": path, "result": path, "log": path}`` per
+task (the task file holds the function and its argument); the zygote answers ``{"pid": N}`` when the child starts
+and ``{"pid": N, "status": S}`` when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Optional
+
+SHARED: Any = None  # the payload, in the zygote and its children
+
+
+@dataclass
+class Outcome:
+    """How a task ended: ``ok`` with its result, or ``failed``/``crashed``/``timeout``/``memory``."""
+
+    status: str
+    result: Any = None
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def _dump(obj, path):
+    import cloudpickle  # pickles classes defined in __main__ or in functions by value
+
+    with open(path, "wb") as f:
+        cloudpickle.dump(obj, f)
+
+
+def _tail(path: str, lines: int = 3) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            text = [line.strip() for line in f.read().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class Zygote:
+    """A clean child interpreter holding the payload, forking one process per task."""
+
+    def __init__(self, payload: Any, env: Optional[dict] = None):
+        self.dir = tempfile.mkdtemp(prefix="nano-isolation-")
+        payload_path = os.path.join(self.dir, "payload.pkl")
+        _dump(payload, payload_path)
+        child_env = dict(os.environ if env is None else env)
+        child_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.proc = subprocess.Popen([sys.executable, "-m", "nano.inference.isolation"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=child_env, text=True, bufsize=1)
+        self._send({"payload": payload_path})
+        ready = self._recv(timeout=600)
+        if not ready or "ready" not in ready:
+            raise RuntimeError(f"the isolation process failed to start: {ready}")
+        self._count = 0
+
+    def _send(self, msg: dict) -> None:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def _recv(self, timeout: float) -> Optional[dict]:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the isolation process died")
+        return json.loads(line)
+
+    def run(self, func, task: Any, timeout: float,
+            memory_limit: Optional[int] = None) -> Outcome:
+        """Run ``func(task)`` in a fresh child; never raises for what the task does."""
+        import psutil
+
+        self._count += 1
+        base = os.path.join(self.dir, f"task{self._count}")
+        _dump((func, task), base + ".task")
+        self._send({"task": base + ".task", "result": base + ".result",
+                    "log": base + ".log"})
+        started = time.monotonic()
+        pid = self._recv(timeout=60)["pid"]
+        killed = None
+        while True:
+            msg = self._recv(timeout=0.2)
+            if msg is not None:
+                status = msg["status"]
+                break
+            elapsed = time.monotonic() - started
+            if killed is None and elapsed > timeout:
+                killed = "timeout"
+            elif killed is None and memory_limit:
+                try:
+                    rss = psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    rss = 0
+                if rss > memory_limit:
+                    killed = "memory"
+            if killed:
+                for kill in (os.killpg, os.kill):  # the group, or the child if it has none yet
+                    try:
+                        kill(pid, signal.SIGKILL)
+                        break
+                    except OSError:
+                        pass
+        seconds = time.monotonic() - started
+        if killed == "timeout":
+            return Outcome("timeout", detail=f"timeout after {timeout:g} s", seconds=seconds)
+        if killed == "memory":
+            return Outcome("memory", detail=f"killed: memory above {memory_limit / 2**30:.1f} GiB",
+                           seconds=seconds)
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else ""
+            tail = _tail(base + ".log")
+            return Outcome("crashed", detail=f"crashed: signal {-code} {name}".strip()
+                           + (f" ({tail})" if tail else ""), seconds=seconds)
+        try:
+            with open(base + ".result", "rb") as f:
+                kind, value = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            tail = _tail(base + ".log")
+            return Outcome("crashed", detail=f"crashed: exit status {code}"
+                           + (f" ({tail})" if tail else ""), seconds=seconds)
+        if kind == "error":
+            return Outcome("failed", detail=value, seconds=seconds)
+        return Outcome("ok", result=value, seconds=seconds)
+
+    def close(self) -> None:
+        """Stop the zygote and remove its files."""
+        import shutil
+
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# The zygote side -----------------------------------------------------------------
+
+
+def _child(msg: dict) -> None:
+    """In the forked child: run the task, write (kind, value) to the result file, exit."""
+    os.setpgid(0, 0)  # so the parent can kill the child and anything it started
+    fd = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    try:
+        with open(msg["task"], "rb") as f:
+            func, task = pickle.load(f)
+        value = ("ok", func(task))
+    except BaseException as e:  # noqa: BLE001 - every failure becomes a row
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        value = ("error", f"{type(e).__name__}: {first}" if first else type(e).__name__)
+        traceback.print_exc()
+    try:
+        with open(msg["result"], "wb") as f:
+            pickle.dump(value, f)
+    except Exception as e:  # an unpicklable result
+        with open(msg["result"], "wb") as f:
+            pickle.dump(("error", f"result could not be sent back: {e}"), f)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _zygote_main() -> None:
+    global SHARED
+    import torch  # noqa: F401 - imported once here, inherited by every child
+
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints must not corrupt the protocol
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if "payload" in msg:
+            with open(msg["payload"], "rb") as f:
+                SHARED = pickle.load(f)
+            proto.write(json.dumps({"ready": True}) + "\n")
+            continue
+        pid = os.fork()
+        if pid == 0:
+            _child(msg)
+        proto.write(json.dumps({"pid": pid}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        proto.write(json.dumps({"pid": pid, "status": status}) + "\n")
+
+
+if __name__ == "__main__":
+    # run through the imported module so tasks see the payload as isolation.SHARED
+    from nano.inference import isolation
+
+    isolation._zygote_main()

@@ -1,0 +1,123 @@
+"""Latency and accuracy measurement, done the same way for every candidate."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from nano.inference.data import call
+from nano.inference.structure import flatten_output
+
+# Largest relative output error accepted without a metric, by precision.
+OUTPUT_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 5e-2, "int8": 1e-1}
+
+
+@dataclass
+class Latency:
+    """Per-call latency statistics in seconds."""
+
+    median: float
+    p25: float
+    p75: float
+    samples: int
+    stopped_early: bool = False
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range."""
+        return self.p75 - self.p25
+
+
+def _quantile(sorted_values: list, q: float) -> float:
+    pos = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def measure_latency(fn: Callable[[], Any], max_samples: int = 100, time_budget: float = 10.0,
+                    warmup: int = 3, slower_than: Optional[float] = None,
+                    early_stop_factor: float = 3.0) -> Latency:
+    """Time ``fn`` after ``warmup`` calls: up to ``max_samples`` calls or ``time_budget`` s.
+
+    With ``slower_than`` (the best median so far), stop after 5 calls when the
+    median is over ``early_stop_factor`` times it: such a candidate cannot win.
+    """
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + time_budget
+    stopped = False
+    while len(times) < max_samples:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if len(times) >= 5 and time.perf_counter() > deadline:
+            break
+        if (slower_than and len(times) == 5
+                and statistics.median(times) > early_stop_factor * slower_than):
+            stopped = True
+            break
+    ordered = sorted(times)
+    return Latency(statistics.median(ordered), _quantile(ordered, 0.25), _quantile(ordered, 0.75),
+                   len(times), stopped)
+
+
+def output_error(outputs: list, references: list) -> float:
+    """Largest relative error over output tensors: max|a - b| / max|b| (exact-match share for
+    integer outputs)."""
+    worst = 0.0
+    for out, ref in zip(outputs, references):
+        for a, b in zip(flatten_output(out), flatten_output(ref)):
+            if a.shape != b.shape:
+                return math.inf
+            if b.is_floating_point():
+                a, b = a.float(), b.float()
+                scale = b.abs().max().item() if b.numel() else 0.0
+                err = (a - b).abs().max().item() / max(scale, 1e-6) if b.numel() else 0.0
+            else:
+                err = (a != b).float().mean().item() if b.numel() else 0.0
+            worst = max(worst, err if not math.isnan(err) else math.inf)
+    return worst
+
+
+def metric_style(metric: Callable) -> str:
+    """"model" for ``metric(model, data)``, else "pred" for ``metric(pred, target)``."""
+    try:
+        params = list(inspect.signature(metric).parameters)
+    except (TypeError, ValueError):
+        return "pred"
+    return "model" if params and params[0] == "model" else "pred"
+
+
+def _concat(values: list) -> Any:
+    if all(isinstance(v, torch.Tensor) for v in values):
+        try:
+            return torch.cat([v.reshape(1) if v.dim() == 0 else v for v in values])
+        except RuntimeError:
+            return values
+    return values
+
+
+def evaluate_metric(model, metric: Callable, samples: list, targets: list,
+                    validation_data: Any = None) -> float:
+    """Run ``metric`` on ``model``; raise a clear error if it fails or returns no number."""
+    try:
+        if metric_style(metric) == "model":
+            value = metric(model, validation_data)
+        else:
+            with torch.no_grad():
+                preds = [call(model, s) for s in samples]
+            value = metric(_concat(preds), _concat(targets))
+    except Exception as e:
+        raise RuntimeError(f"metric raised {type(e).__name__}: {e}") from e
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"metric must return a number, got {value!r}")
+    return float(value)

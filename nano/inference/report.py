@@ -1,0 +1,115 @@
+"""The optimize() results as a table a person reads, CSV/JSON a program reads, and a bar chart."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Optional
+
+from nano.inference.search import CandidateResult
+
+
+def result_records(results: list, baseline: Optional[CandidateResult],
+                   metric_name: str = "accuracy") -> list[dict]:
+    """One flat dict per candidate, speed-up and accuracy change against the original."""
+    base_latency = baseline.latency.median if baseline and baseline.latency else None
+    base_acc = baseline.accuracy if baseline else None
+    records = []
+    for r in results:
+        lat = r.latency
+        rec = {
+            "method": r.name,
+            "status": r.status,
+            "latency_ms": round(lat.median * 1e3, 4) if lat else None,
+            "spread_ms": round(lat.spread * 1e3, 4) if lat else None,
+            "speedup": round(base_latency / lat.median, 3) if lat and base_latency else None,
+            metric_name: r.accuracy,
+            f"{metric_name}_change": (round(r.accuracy - base_acc, 6)
+                                      if r.accuracy is not None and base_acc is not None
+                                      else None),
+            "output_error": r.output_error,
+            "build_s": round(r.build_seconds, 2) if r.build_seconds is not None else None,
+            "cost_s": round(r.cost_seconds, 2),
+            "detail": r.detail,
+        }
+        records.append(rec)
+    return records
+
+
+def _fmt(value, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and spec:
+        return format(value, spec)
+    return str(value)
+
+
+def format_table(records: list[dict], metric_name: str = "accuracy") -> str:
+    """A fixed-width text table."""
+    has_metric = any(r.get(metric_name) is not None for r in records)
+    header = ["method", "status", "latency ms", "± IQR", "speed-up",
+              metric_name if has_metric else "output err", "build s", "detail"]
+    rows = []
+    for r in records:
+        quality = (_fmt(r.get(metric_name), ".4f") if has_metric
+                   else _fmt(r.get("output_error"), ".1e"))
+        rows.append([r["method"], r["status"], _fmt(r["latency_ms"], ".3f"),
+                     _fmt(r["spread_ms"], ".3f"),
+                     (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
+                     _fmt(r["build_s"], ".1f"), r["detail"][:70]])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    right = {2, 3, 4, 5, 6}
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def to_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(records[0].keys()) if records else ["method"])
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()
+
+
+def plot(records: list[dict], path: str, title: str = "Nano optimize(): latency by method") -> None:
+    """A horizontal bar chart of median latency (successful candidates), fastest on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = sorted([r for r in records if r["latency_ms"] is not None and r["status"] == "ok"],
+                key=lambda r: r["latency_ms"], reverse=True)
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(ok) + 1.5))
+    names = [r["method"] for r in ok]
+    values = [r["latency_ms"] for r in ok]
+    errs = [r["spread_ms"] / 2 for r in ok]
+    bars = ax.barh(names, values, xerr=errs, color=["#4c72b0"] * (len(ok) - 1) + ["#dd8452"])
+    for bar, r in zip(bars, ok):
+        if r["speedup"]:
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {r['speedup']:.2f}x",
+                    va="center", fontsize=8)
+    ax.set_xlabel("median latency (ms), lower is better")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_records(records: list[dict], path: str, metric_name: str = "accuracy") -> None:
+    """Save by extension: .csv, .json, .png (bar chart), anything else as the text table."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".png":
+        plot(records, path)
+        return
+    text = (to_csv(records) if ext == ".csv" else json.dumps(records, indent=2) + "\n"
+            if ext == ".json" else format_table(records, metric_name) + "\n")
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,143 @@
+"""The optimize() search: each candidate built, timed and checked in an isolated child."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from nano.inference import backends, isolation
+from nano.inference.data import call
+from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, measure_latency,
+                                    output_error)
+from nano.inference.methods import Method
+from nano.inference.prepare import prepare
+
+
+@dataclass
+class SearchData:
+    """What every candidate child shares (loaded once into the isolation zygote)."""
+
+    model: torch.nn.Module
+    sample: Any  # the input sample used for latency, as (args, kwargs)
+    eval_samples: list  # inputs for accuracy
+    targets: list  # labels for the metric (None entries without labels)
+    references: list  # the original's outputs on eval_samples
+    metric: Optional[Callable] = None
+    validation_data: Any = None
+
+
+@dataclass
+class CandidateTask:
+    """One candidate's settings."""
+
+    method: Method
+    thread_num: int
+    dynamic_axes: Any
+    latency_sample_num: int
+    latency_budget: float
+    best_median: Optional[float]
+    save_dir: Optional[str]
+
+
+@dataclass
+class CandidateResult:
+    """One row of the search."""
+
+    method: Method
+    status: str  # ok, drift, slow, unavailable, failed, crashed, timeout, memory
+    detail: str = ""
+    latency: Optional[Latency] = None
+    accuracy: Optional[float] = None
+    output_error: Optional[float] = None
+    build_seconds: Optional[float] = None
+    cost_seconds: float = 0.0
+    saved_to: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    @property
+    def usable(self) -> bool:
+        """Ran and was timed fully (drifting outputs included; filters decide on those)."""
+        return self.status in ("ok", "drift") and self.latency is not None
+
+
+def evaluate_candidate(task: CandidateTask) -> dict:
+    """Run in the isolated child: build, time, check accuracy, save. Returns plain data."""
+    data: SearchData = isolation.SHARED
+    torch.set_num_threads(task.thread_num)
+    start = time.perf_counter()
+    model = backends.build(task.method, prepare(data.model, data.sample, task.thread_num,
+                                                task.dynamic_axes))
+    build_seconds = time.perf_counter() - start
+    args, kwargs = data.sample
+    latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,
+                              task.latency_budget, slower_than=task.best_median)
+    result = {"build_seconds": build_seconds, "latency": latency}
+    if latency.stopped_early:
+        return result
+    if data.metric is not None:
+        result["accuracy"] = evaluate_metric(model, data.metric, data.eval_samples, data.targets,
+                                             data.validation_data)
+    if data.references:
+        with torch.no_grad():
+            outputs = [call(model, s) for s in data.eval_samples]
+        result["output_error"] = output_error(outputs, data.references)
+    if task.save_dir and not model.needs_model_to_load:
+        model.save(task.save_dir)
+        result["saved_to"] = task.save_dir
+    return result
+
+
+def reference_outputs(model: torch.nn.Module, samples: list) -> list:
+    """The original model's outputs, computed on a private eval copy (the user's stays as is)."""
+    private = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        return [call(private, s) for s in samples]
+
+
+def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
+                  memory_limit: Optional[int]) -> CandidateResult:
+    """Run one candidate in isolation and turn how it ended into a result row."""
+    reason = backends.unavailable_reason(task.method)
+    if reason:
+        return CandidateResult(task.method, "unavailable", reason)
+    outcome = zygote.run(evaluate_candidate, task, timeout, memory_limit)
+    if outcome.status != "ok":
+        detail = outcome.detail
+        if outcome.status == "failed" and task.method.accelerator in ("onnxruntime", "openvino",
+                                                                      "jit"):
+            detail = f"failed to convert: {detail}"
+        return CandidateResult(task.method, outcome.status, detail, cost_seconds=outcome.seconds)
+    r = outcome.result
+    row = CandidateResult(task.method, "ok", "", r["latency"], r.get("accuracy"),
+                          r.get("output_error"), r["build_seconds"], outcome.seconds,
+                          r.get("saved_to"))
+    if row.latency.stopped_early:
+        row.status = "slow"
+        row.detail = "stopped early: far slower than the best so far"
+    elif row.accuracy is None and row.output_error is not None and row.output_error > OUTPUT_TOLERANCE[
+            task.method.precision]:
+        row.status = "drift"
+        row.detail = (f"outputs drift: relative error {row.output_error:.2g} > "
+                      f"{OUTPUT_TOLERANCE[task.method.precision]:g} allowed for "
+                      f"{task.method.precision}")
+    return row
+
+
+def default_memory_limit() -> int:
+    """Kill a candidate whose memory passes 75% of this machine's RAM."""
+    import psutil
+
+    return int(psutil.virtual_memory().total * 0.75)
+
+
+def candidate_dir(root: str, method: Method) -> str:
+    return os.path.join(root, method.name)
