@@ -180,8 +180,9 @@ def _child(msg: dict) -> None:
             func, task = pickle.load(f)
         value = ("ok", func(task))
     except BaseException as e:  # noqa: BLE001 - every failure becomes a row
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        value = ("error", f"{type(e).__name__}: {first}" if first else type(e).__name__)
+        from nano.inference.errors import summarize_error
+
+        value = ("error", f"{type(e).__name__}: {summarize_error(e, 400)}")
         traceback.print_exc()
     try:
         with open(msg["result"], "wb") as f:

@@ -111,7 +111,7 @@ class InferenceOptimizer:
                  excludes: Optional[Sequence[str]] = None, latency_sample_num: int = 100,
                  timeout_per_method: float = 300, dynamic_axes: Union[bool, dict] = True,
                  latency_budget: float = 10.0, memory_limit: Optional[int] = None,
-                 **unknown) -> None:
+                 early_stop_factor: Optional[float] = 3.0, **unknown) -> None:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
         ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
@@ -122,6 +122,10 @@ class InferenceOptimizer:
         original. ``accelerator``/``precision`` (a name or a tuple of names)
         and ``includes``/``excludes`` (method names) narrow the search. Each
         candidate runs in its own process with a hard ``timeout_per_method``.
+        Timing takes up to ``latency_sample_num`` calls or ``latency_budget``
+        seconds after warm-up; a candidate whose first 5 calls are over
+        ``early_stop_factor`` times the best median so far stops early (None
+        measures everything).
         """
         if unknown:
             raise TypeError(f"optimize() got unknown option(s) {', '.join(sorted(unknown))}")
@@ -164,8 +168,8 @@ class InferenceOptimizer:
                 bar.set_postfix_str(method.name)
                 best = self._best_median()
                 task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
-                                     latency_budget, best,
-                                     candidate_dir(self._workdir.name, method))
+                                     latency_budget, best if early_stop_factor else None,
+                                     early_stop_factor or 0.0, candidate_dir(self._workdir.name, method))
                 row = run_candidate(zygote, task, timeout_per_method, memory)
                 if method.name == "original" and row.status == "ok" and metric is not None:
                     row.accuracy = baseline_accuracy

@@ -41,6 +41,7 @@ class CandidateTask:
     latency_sample_num: int
     latency_budget: float
     best_median: Optional[float]
+    early_stop_factor: float
     save_dir: Optional[str]
 
 
@@ -79,7 +80,8 @@ def evaluate_candidate(task: CandidateTask) -> dict:
     build_seconds = time.perf_counter() - start
     args, kwargs = data.sample
     latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,
-                              task.latency_budget, slower_than=task.best_median)
+                              task.latency_budget, slower_than=task.best_median,
+                              early_stop_factor=task.early_stop_factor)
     result = {"build_seconds": build_seconds, "latency": latency}
     if latency.stopped_early:
         return result
@@ -122,7 +124,8 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
                           r.get("saved_to"))
     if row.latency.stopped_early:
         row.status = "slow"
-        row.detail = "stopped early: far slower than the best so far"
+        row.detail = (f"stopped early: over {task.early_stop_factor:g}x the best median so far "
+                      f"after 5 calls")
     elif row.accuracy is None and row.output_error is not None and row.output_error > OUTPUT_TOLERANCE[
             task.method.precision]:
         row.status = "drift"

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from nano.inference.backends import module_available
+from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
 
@@ -38,13 +39,13 @@ def export_onnx(inputs, path: str) -> None:
                               optimize=True)
             return
         except Exception as e:  # some models only export with the TorchScript-based exporter
-            errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            errors.append(summarize_error(e))
         try:
             axes = {n: {d: f"{n}_dim{d}" for d in ds} for n, ds in zip(names, dims) if ds}
             torch.onnx.export(flat, sample, path, input_names=names, dynamo=False,
                               dynamic_axes=axes or None)
         except Exception as e:
-            errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            errors.append(summarize_error(e))
             raise RuntimeError(f"ONNX export failed: {errors[0]} (legacy exporter: {errors[1]})")
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from nano.inference.backends import module_available
+from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
 
@@ -64,9 +65,8 @@ def convert(inputs):
                 export_onnx(inputs, path)
                 model = ov.convert_model(path)
             except Exception as onnx_error:
-                raise RuntimeError(f"OpenVINO conversion failed: "
-                                   f"{str(direct_error).strip().splitlines()[0]} (via ONNX: "
-                                   f"{str(onnx_error).strip().splitlines()[0]})") from None
+                raise RuntimeError(f"OpenVINO conversion failed: {summarize_error(direct_error)} "
+                                   f"(via ONNX: {summarize_error(onnx_error)})") from None
     for port, name in zip(model.inputs, inputs.signature.tensor_names):
         port.get_tensor().set_names({name})
     return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -58,11 +59,13 @@ def _trace(module, sample, method):
     # module runs in bf16 without an autocast context around the call.
     previous = torch._C._jit_set_autocast_mode(False)
     try:
-        with torch.no_grad(), autocast(method), low_precision_tracing(method):
+        with torch.no_grad(), autocast(method), low_precision_tracing(method), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance
             traced = torch.jit.trace(module, tuple(sample), check_trace=False, strict=False)
+            return torch.jit.freeze(traced.eval())
     finally:
         torch._C._jit_set_autocast_mode(previous)
-    return torch.jit.freeze(traced.eval())
 
 
 def build(method: Method, inputs) -> TorchScriptModel:
@@ -79,7 +82,9 @@ def build(method: Method, inputs) -> TorchScriptModel:
         try:
             frozen, scripted = torch.jit.freeze(torch.jit.script(module).eval()), True
         except Exception:
-            raise RuntimeError(f"cannot trace the model ({str(trace_error).splitlines()[0]}) "
+            from nano.inference.errors import summarize_error
+
+            raise RuntimeError(f"cannot trace the model ({summarize_error(trace_error)}) "
                                f"and scripting failed too") from trace_error
     return TorchScriptModel(frozen, method, inputs.signature, inputs.output, inputs.thread_num,
                             scripted)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a small CNN trained on scikit-learn's bundled digits (no download)."""
+
+import pytest
+import torch
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(y), generator=g)
+    x, y = x[order], y[order]
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """((train_x, train_y), (test_x, test_y)) of 8x8 digit images in [0, 1]."""
+    return _digits()
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits):
+    """A SmallCNN trained for a few seconds to > 90% test accuracy, in eval mode."""
+    from tests.inference.models import SmallCNN
+
+    (x, y), (tx, ty) = digits
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(6):
+        for i in range(0, len(y), 64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(tx).argmax(1) == ty).float().mean().item()
+    assert acc > 0.9, f"digits CNN only reached {acc:.3f}"
+    return model
+
+
+def accuracy(pred, target):
+    """Top-1 accuracy for metric= arguments."""
+    return (pred.argmax(-1) == target).float().mean().item()

@@ -1,0 +1,194 @@
+"""optimize(): isolated candidates, honest rows, filters, reports."""
+
+import copy
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nano import InferenceOptimizer
+from tests.conftest import accuracy
+from tests.inference.models import Treacherous, Unexportable
+
+FAST = ["original", "fp32_channels_last", "bf16", "jit_fp32", "jit_bf16", "onnxruntime_fp32",
+        "openvino_fp32", "openvino_bf16"]
+
+
+@pytest.fixture(scope="module")
+def searched(digits_cnn, digits):
+    (x, y), (tx, ty) = digits
+    model = copy.deepcopy(digits_cnn).train()  # the user's model, in train mode on purpose
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = InferenceOptimizer()
+    opt.optimize(model, DataLoader(TensorDataset(x[:64], y[:64]), batch_size=16),
+                 validation_data=DataLoader(TensorDataset(tx, ty), batch_size=128),
+                 metric=accuracy, includes=FAST, latency_sample_num=30, latency_budget=2,
+                 early_stop_factor=None)
+    return opt, model, before
+
+
+def test_every_candidate_has_a_row(searched):
+    opt, _, _ = searched
+    rows = {r.name: r for r in opt.results}
+    assert list(rows) == FAST
+    for r in rows.values():
+        assert r.status == "ok", (r.name, r.detail)
+        assert r.latency.median > 0 and r.latency.samples >= 5
+
+
+def test_accuracy_column_is_against_the_original(searched):
+    opt, _, _ = searched
+    records = {r["method"]: r for r in opt.records()}
+    assert records["original"]["accuracy"] > 0.9
+    assert records["original"]["speedup"] == 1.0
+    for name in ("jit_fp32", "onnxruntime_fp32", "openvino_fp32"):
+        assert abs(records[name]["accuracy_change"]) < 1e-9  # fp32 runtimes: identical accuracy
+
+
+def test_user_model_not_modified(searched):
+    _, model, before = searched
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_get_best_model_filters(searched, digits):
+    opt, _, _ = searched
+    (_, _), (tx, ty) = digits
+    best, desc = opt.get_best_model()
+    assert accuracy(best(tx), ty) > 0.9 and "x the original" in desc
+    torch_only, desc = opt.get_best_model(accelerator="pytorch")
+    assert torch_only.method.accelerator == "pytorch"
+    fp32, _ = opt.get_best_model(precision="fp32", accuracy_criterion=0.0)
+    assert fp32.method.precision == "fp32"
+    ov, _ = opt.get_best_model(accelerator=("openvino",))
+    assert ov.method.accelerator == "openvino"
+    with pytest.raises(RuntimeError, match="accelerator='compile'"):
+        opt.get_best_model(accelerator="compile")
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        opt.get_best_model(accuracy_criterion=5)
+    with pytest.raises(ValueError, match="unknown accelerator"):
+        opt.get_best_model(accelerator="openvio")
+
+
+def test_get_model_by_name(searched, digits):
+    opt, _, _ = searched
+    (_, _), (tx, ty) = digits
+    for name in ("onnxruntime_fp32", "jit_bf16", "bf16"):
+        assert accuracy(opt.get_model(name)(tx), ty) > 0.9
+    with pytest.raises(ValueError, match="unknown method 'onnx_fp32'"):
+        opt.get_model("onnx_fp32")
+
+
+def test_summary_and_saved_reports(searched, tmp_path, capsys):
+    opt, _, _ = searched
+    text = opt.summary()
+    assert "onnxruntime_fp32" in text and "speed-up" in text and "methods tried in" in text
+    assert capsys.readouterr().out.strip()
+    for ext in ("txt", "csv", "json", "png"):
+        opt.save_summary(str(tmp_path / f"summary.{ext}"))
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["method"] == "original"
+    assert (tmp_path / "summary.csv").read_text().startswith("method,status")
+    assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_metric_outputs_are_compared(digits_cnn, digits):
+    (x, _), _ = digits
+    opt = InferenceOptimizer()
+    opt.optimize(digits_cnn, x[:32], includes=["jit_fp32", "openvino_bf16"], latency_sample_num=10,
+                 latency_budget=1)
+    rows = {r.name: r for r in opt.results}
+    assert rows["jit_fp32"].output_error < 1e-5
+    assert 0 < rows["openvino_bf16"].output_error < 5e-2
+    # a criterion tighter than bf16 rounding excludes the bf16 candidate
+    model, _ = opt.get_best_model(accuracy_criterion=1e-6)
+    assert model.method.precision == "fp32"
+
+
+def test_unexportable_model_rows_show_the_reason():
+    torch.manual_seed(0)
+    opt = InferenceOptimizer()
+    opt.optimize(Unexportable(), torch.rand(4, 4),
+                 includes=["jit_fp32", "onnxruntime_fp32", "openvino_fp32"], latency_sample_num=5,
+                 latency_budget=1)
+    rows = {r.name: r for r in opt.results}
+    assert rows["jit_fp32"].status == "ok"
+    assert rows["onnxruntime_fp32"].status == "failed"
+    assert "failed to convert" in rows["onnxruntime_fp32"].detail
+    assert "eigvalsh" in rows["openvino_fp32"].detail or "eigh" in rows["openvino_fp32"].detail
+    assert opt.get_best_model()[0].method.name in ("original", "jit_fp32")
+
+
+def test_crash_and_hang_cost_one_row_each():
+    torch.manual_seed(0)
+    opt = InferenceOptimizer()
+    opt.optimize(Treacherous(), torch.rand(4, 4),
+                 includes=["jit_fp32", "compile_fp32", "onnxruntime_fp32", "bf16"],
+                 timeout_per_method=20, latency_sample_num=5, latency_budget=1)
+    rows = {r.name: r for r in opt.results}
+    assert rows["jit_fp32"].status == "timeout" and "timeout after 20 s" in rows["jit_fp32"].detail
+    assert rows["compile_fp32"].status == "crashed" and "signal 6" in rows["compile_fp32"].detail
+    assert rows["original"].status == "ok"
+    assert rows["onnxruntime_fp32"].status == "crashed"  # the exporter aborts too
+    assert rows["bf16"].status == "ok"  # the search went on after the crashes
+    assert opt.get_best_model()[0](torch.rand(2, 4)).shape == (2, 2)
+
+
+@pytest.mark.parametrize("kwargs,error,fragment", [
+    (dict(includes=["jit_fp33"]), ValueError, "unknown method 'jit_fp33'; valid:"),
+    (dict(excludes=["onnxruntime_int9"]), ValueError, "unknown method"),
+    (dict(precision="bf17"), ValueError, "unknown precision 'bf17'; valid:"),
+    (dict(accelerator="openvinoo"), ValueError, "unknown accelerator 'openvinoo'"),
+    (dict(direction="up"), ValueError, "direction must be"),
+    (dict(metric=accuracy), ValueError, "needs validation_data"),
+    (dict(latency_samples=3), TypeError, "unknown option"),
+    (dict(excludes=["original"]), ValueError, "cannot be excluded"),
+])
+def test_bad_options_are_clear(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment.replace("(", r"\(")):
+        InferenceOptimizer().optimize(Treacherous(), torch.rand(2, 4), **kwargs)
+
+
+def test_metric_problems_are_clear(digits_cnn, digits):
+    (x, y), _ = digits
+    data = (x[:16], y[:16])
+    with pytest.raises(RuntimeError, match="metric raised ZeroDivisionError"):
+        InferenceOptimizer().optimize(digits_cnn, data, validation_data=data,
+                                      metric=lambda p, t: 1 / 0, includes=["original"])
+    with pytest.raises(TypeError, match="metric must return a number"):
+        InferenceOptimizer().optimize(digits_cnn, data, validation_data=data,
+                                      metric=lambda p, t: "high", includes=["original"])
+
+
+def test_before_optimize_is_clear():
+    with pytest.raises(RuntimeError, match="call optimize"):
+        InferenceOptimizer().get_best_model()
+
+
+def test_unguarded_script_works(tmp_path):
+    """A script with no `if __name__ == '__main__'` guard and a model class defined in it."""
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from nano import InferenceOptimizer
+
+        class Mine(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.l = torch.nn.Linear(3, 2)
+
+            def forward(self, x):
+                return self.l(x).relu()
+
+        opt = InferenceOptimizer()
+        opt.optimize(Mine(), torch.rand(4, 3), includes=["onnxruntime_fp32"],
+                     latency_sample_num=5, latency_budget=1)
+        print("STATUSES", [r.status for r in opt.results])
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "STATUSES ['ok', 'ok']" in out.stdout
