@@ -92,10 +92,10 @@ def plot(records: list[dict], path: str, title: str = "Nano optimize(): latency 
     values = [r["latency_ms"] for r in ok]
     errs = [r["spread_ms"] / 2 for r in ok]
     bars = ax.barh(names, values, xerr=errs, color=["#4c72b0"] * (len(ok) - 1) + ["#dd8452"])
-    for bar, r in zip(bars, ok):
+    for bar, r, err in zip(bars, ok, errs):
         if r["speedup"]:
-            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {r['speedup']:.2f}x",
-                    va="center", fontsize=8)
+            ax.text(bar.get_width() + err, bar.get_y() + bar.get_height() / 2,
+                    f" {r['speedup']:.2f}x", va="center", fontsize=8)
     ax.set_xlabel("median latency (ms), lower is better")
     ax.set_title(title)
     fig.tight_layout()

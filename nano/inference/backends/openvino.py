@@ -85,8 +85,11 @@ class OpenVINOModel(AcceleratedModel):
         self.request = self.compiled.create_infer_request()
 
     def run(self, inputs):
-        results = self.request.infer([t.detach().contiguous().numpy() for t in inputs])
-        return [torch.from_numpy(results[port]) for port in self.compiled.outputs]
+        # Share the input buffers (no copy in); outputs live in the request and are
+        # overwritten by the next call, so they are copied out once here.
+        results = self.request.infer([t.detach().contiguous().numpy() for t in inputs],
+                                     share_inputs=True, share_outputs=True)
+        return [torch.from_numpy(results[port].copy()) for port in self.compiled.outputs]
 
     def save_artifacts(self, directory: str) -> dict:
         import openvino as ov

@@ -1,0 +1,160 @@
+"""The optimize() pick against eager PyTorch and against each runtime driven by hand.
+
+For each workload (ResNet-18 at batch 1 and 16, a MiniLM-sized encoder at
+batch 1) this runs optimize() over the fp32/bf16 methods, then times, side by
+side in this process with interleaved rounds and the same threads:
+
+- eager fp32 (the baseline),
+- the pick (get_best_model()),
+- a plain ONNX Runtime session on the same exported graph,
+- a plain OpenVINO compile_model at its default precision and with f32 pinned,
+- Nano's wrappers around those same ORT/OpenVINO objects (wrapper overhead).
+
+Ratios are speed-ups over eager (baseline time / time). Targets on the
+reference machine: pick >= 0.97x the best hand-driven runtime; wrapper overhead
+< 3% at batch 1.
+
+    python benchmarks/inference.py [--quick] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+
+def timed(fn, calls: int) -> float:
+    """Median seconds per call over ``calls`` calls."""
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def interleaved(contenders: dict, rounds: int, calls: int) -> dict:
+    """Warm every contender, then time them round-robin; median of the round medians."""
+    for fn in contenders.values():
+        for _ in range(3):
+            fn()
+    results = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            results[name].append(timed(fn, calls))
+    return {name: statistics.median(v) for name, v in results.items()}
+
+
+def hand_driven(model, args, threads, onnx_path):
+    """What a user would write by hand: one ORT session and OpenVINO compiles, same threads."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    feed = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
+    with torch.no_grad():
+        ov_model = ov.convert_model(model, example_input=tuple(args))
+    core = ov.Core()
+    ov_default = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": str(threads)})
+    ov_f32 = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": str(threads),
+                                                  "INFERENCE_PRECISION_HINT": "f32"})
+    np_args = [a.numpy() for a in args]
+    return sess, feed, ov_default, ov_f32, np_args
+
+
+def workload(name, model, args, threads, rounds, calls, quick, excludes):
+    from nano import InferenceOptimizer
+    from nano.inference.optimizer import build_method
+    from nano.inference.methods import get_method
+
+    print(f"\n== {name} ==", flush=True)
+    opt = InferenceOptimizer()
+    start = time.time()
+    opt.optimize(model, args if len(args) > 1 else args[0], thread_num=threads,
+                 latency_sample_num=50 if quick else 100, latency_budget=3 if quick else 8,
+                 excludes=excludes)
+    search_s = time.time() - start
+    opt.summary()
+    pick, desc = opt.get_best_model()
+    print(f"pick: {desc} (search took {search_s:.0f} s)")
+
+    nano_ort = build_method(model, get_method("onnxruntime_fp32"), tuple(args), threads)
+    nano_ov = build_method(model, get_method("openvino_fp32"), tuple(args), threads)
+    import tempfile, os
+    tmp = tempfile.mkdtemp()
+    nano_ort.save(tmp)
+    sess, feed, ov_default, ov_f32, np_args = hand_driven(model, args, threads,
+                                                         os.path.join(tmp, "model.onnx"))
+    eager = model.eval()
+    torch.set_num_threads(threads)
+
+    def run_eager():
+        with torch.no_grad():
+            eager(*args)
+
+    contenders = {
+        "eager fp32": run_eager,
+        f"nano pick ({pick.method.name})": lambda: pick(*args),
+        "hand ORT fp32 session": lambda: sess.run(None, feed),
+        "nano onnxruntime_fp32": lambda: nano_ort(*args),
+        "hand OpenVINO default precision": lambda: ov_default(np_args),
+        "hand OpenVINO f32 pinned": lambda: ov_f32(np_args),
+        "nano openvino_fp32": lambda: nano_ov(*args),
+    }
+    medians = interleaved(contenders, rounds, calls)
+    base = medians["eager fp32"]
+    print(f"\n{'contender':40} {'median ms':>10} {'vs eager':>9}")
+    for cname, m in medians.items():
+        print(f"{cname:40} {m * 1e3:10.3f} {base / m:8.2f}x")
+    pick_t = medians[f"nano pick ({pick.method.name})"]
+    hand_best = min(medians["hand ORT fp32 session"], medians["hand OpenVINO default precision"],
+                    medians["hand OpenVINO f32 pinned"])
+    print(f"pick vs best hand-driven runtime: {hand_best / pick_t:.3f} (target >= 0.97)")
+    print(f"wrapper overhead ORT: {medians['nano onnxruntime_fp32'] / medians['hand ORT fp32 session'] - 1:+.1%}, "
+          f"OpenVINO f32: {medians['nano openvino_fp32'] / medians['hand OpenVINO f32 pinned'] - 1:+.1%}")
+    return {"pick": pick.method.name, "pick_vs_eager": base / pick_t,
+            "pick_vs_hand": hand_best / pick_t}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="skip torch.compile candidates (slow "
+                   "to build) and time fewer calls")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    from nano.launcher.topology import read_topology
+    from nano.models import TinyEncoder, resnet18
+
+    threads = args.threads or read_topology().thread_budget
+    excludes = ["compile_fp32", "compile_bf16", "compile_bf16_channels_last"] if args.quick else None
+    summary = {}
+    resnet = resnet18()
+    for batch in (1, 16):
+        calls = 20 if batch == 1 else 4
+        summary[f"ResNet-18 batch {batch}"] = workload(
+            f"ResNet-18, batch {batch}, 224x224, {threads} threads", resnet,
+            [torch.randn(batch, 3, 224, 224)], threads, args.rounds, calls, args.quick, excludes)
+    torch.manual_seed(0)
+    encoder = TinyEncoder(vocab=30522, dim=384, heads=12, layers=6, max_len=128).eval()
+    ids = torch.randint(0, 30522, (1, 128))
+    mask = torch.ones(1, 128, dtype=torch.long)
+    summary["encoder batch 1"] = workload(
+        f"MiniLM-sized encoder (6 layers, dim 384), batch 1, seq 128, {threads} threads", encoder,
+        [ids, mask], threads, args.rounds, 20, args.quick, excludes)
+    print("\n== summary ==")
+    for name, s in summary.items():
+        print(f"{name:24} pick {s['pick']:28} {s['pick_vs_eager']:.2f}x eager, "
+              f"{s['pick_vs_hand']:.3f} of best hand-driven")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
