@@ -43,9 +43,10 @@ def interleaved(contenders: dict, rounds: int, calls: int) -> dict:
         for _ in range(3):
             fn()
     results = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            results[name].append(timed(fn, calls))
+    order = list(contenders)
+    for r in range(rounds):
+        for name in (order if r % 2 == 0 else order[::-1]):  # no contender always goes first
+            results[name].append(timed(contenders[name], calls))
     return {name: statistics.median(v) for name, v in results.items()}
 
 
@@ -127,7 +128,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="skip torch.compile candidates (slow "
                    "to build) and time fewer calls")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     from nano.launcher.topology import read_topology

@@ -54,3 +54,16 @@ def test_signature_errors_are_clear():
 def test_signature_json_round_trip():
     sig = InputSignature.from_sample(TwoInput(), (torch.ones(1, 6),), {"extra": torch.ones(1, 3)})
     assert InputSignature.from_json(sig.to_json()) == sig
+
+
+class FakeModelOutput(collections.OrderedDict):
+    """Shaped like Hugging Face's ModelOutput: an OrderedDict built from keywords."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+
+def test_model_output_class_is_rebuilt():
+    value = FakeModelOutput(last_hidden_state=torch.ones(1, 2), pooler_output=torch.zeros(1))
+    rebuilt = unflatten_output(output_spec(value), flatten_output(value))
+    assert type(rebuilt) is FakeModelOutput and list(rebuilt) == list(value)

@@ -151,3 +151,23 @@ def test_missing_ipex_is_a_clear_message(cnn):
         pytest.skip("IPEX is installed and usable here")
     with pytest.raises(MissingDependency, match="unavailable"):
         InferenceOptimizer.trace(cnn, use_ipex=True, input_sample=torch.rand(1, 1, 8, 8))
+
+
+class ThreadSpy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(2, 2)
+        self.threads = []
+
+    def forward(self, x):
+        self.threads.append(torch.get_num_threads())
+        return self.l(x)
+
+
+def test_thread_count_applied_inside_the_call_and_restored():
+    before = torch.get_num_threads()
+    model = InferenceOptimizer.trace(ThreadSpy(), input_sample=torch.rand(1, 2), thread_num=1)
+    model.module.threads.clear()
+    model(torch.rand(1, 2))
+    assert model.module.threads == [1]
+    assert torch.get_num_threads() == before

@@ -25,6 +25,13 @@ class CompiledModel(TorchModuleModel):
     accelerator = "compile"
     needs_model_to_load = True
 
+    def forward(self, *args, **kwargs):
+        # Inductor reads ``freezing`` from its global config when it compiles (the
+        # first call, and any recompile for a new shape); torch.compile's options
+        # dict does not carry it. Patching per call leaves the user's config alone.
+        with inductor_config().patch(freezing=True):
+            return super().forward(*args, **kwargs)
+
     def save_artifacts(self, directory: str) -> dict:
         original = getattr(self.module, "_orig_mod", self.module)
         torch.save(original.state_dict(), os.path.join(directory, "state_dict.pt"))
@@ -41,11 +48,18 @@ class CompiledModel(TorchModuleModel):
         return _compile(prepare_module(module, method), method, signature, output, threads)
 
 
+def inductor_config():
+    """torch._inductor.config: the only place the freezing switch lives."""
+    import torch._inductor.config as config
+
+    return config
+
+
 def _compile(module, method, signature, output, threads) -> CompiledModel:
     # A fresh dynamo state: compiled graphs are cached per class, and a cached
     # graph would silently ignore a changed precision or memory format.
     torch.compiler.reset()
-    compiled = torch.compile(module, options={"freezing": True})
+    compiled = torch.compile(module)
     return CompiledModel(compiled, method, signature, output, threads)
 
 

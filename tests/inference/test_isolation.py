@@ -1,0 +1,63 @@
+"""The isolation zygote: every way a task can end becomes an Outcome, never a dead caller."""
+
+import os
+import time
+
+import pytest
+
+from nano.inference import isolation
+from nano.inference.isolation import Zygote
+from nano.inference.measure import measure_latency
+
+
+def task(kind):
+    if kind == "ok":
+        return isolation.SHARED["x"] * 2
+    if kind == "raise":
+        raise ValueError("bad thing\nsecond line")
+    if kind == "abort":
+        os.abort()
+    if kind == "hang":
+        time.sleep(600)
+    if kind == "memory":
+        hog = [bytearray(64 * 2**20) for _ in range(64)]
+        time.sleep(30)
+        return len(hog)
+    if kind == "exit":
+        os._exit(3)
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    with Zygote({"x": 21}) as z:
+        yield z
+
+
+@pytest.mark.parametrize("kind,status,fragment", [
+    ("ok", "ok", ""),
+    ("raise", "failed", "ValueError: bad thing"),
+    ("abort", "crashed", "signal 6 SIGABRT"),
+    ("hang", "timeout", "timeout after 2 s"),
+    ("memory", "memory", "memory above 0.5 GiB"),
+    ("exit", "crashed", "exit status 3"),
+])
+def test_outcomes(zygote, kind, status, fragment):
+    outcome = zygote.run(task, kind, timeout=2, memory_limit=2**29)
+    assert outcome.status == status
+    assert fragment in outcome.detail
+    if kind == "ok":
+        assert outcome.result == 42
+
+
+def test_zygote_survives_everything(zygote):
+    for kind in ("abort", "exit", "ok"):
+        zygote.run(task, kind, timeout=5)
+    assert zygote.run(task, "ok", timeout=5).result == 42
+
+
+def test_early_stop_when_far_slower():
+    lat = measure_latency(lambda: time.sleep(0.004), max_samples=100, time_budget=5,
+                          warmup=1, slower_than=0.001, early_stop_factor=3.0)
+    assert lat.stopped_early and lat.samples == 5
+    lat = measure_latency(lambda: None, max_samples=50, time_budget=5, warmup=1)
+    assert not lat.stopped_early and lat.samples == 50 and lat.p25 <= lat.median <= lat.p75
