@@ -52,6 +52,7 @@ class Method:
     precision: str = "fp32"
     channels_last: bool = False
     use_ipex: bool = False
+    variant: str = ""  # a runtime's flavour, e.g. ONNX Runtime INT8 "qlinear" / "integer"
     options: tuple = field(default_factory=tuple)  # sorted (key, value) pairs, hashable
 
     def __post_init__(self):
@@ -73,6 +74,8 @@ class Method:
                   and not self.use_ipex and not self.channels_last):
             parts.append(self.precision)
         name = "_".join(parts) or "original"
+        if self.variant:
+            name += "_" + self.variant
         if self.use_ipex:
             name += "_ipex"
         if self.channels_last:
@@ -86,12 +89,13 @@ class Method:
     def to_json(self) -> dict:
         return {"accelerator": self.accelerator, "precision": self.precision,
                 "channels_last": self.channels_last, "use_ipex": self.use_ipex,
-                "options": dict(self.options)}
+                "variant": self.variant, "options": dict(self.options)}
 
     @staticmethod
     def from_json(data: dict) -> "Method":
         return Method(data["accelerator"], data["precision"], bool(data["channels_last"]),
-                      bool(data["use_ipex"]), tuple(sorted(data.get("options", {}).items())))
+                      bool(data["use_ipex"]), data.get("variant", ""),
+                      tuple(sorted(data.get("options", {}).items())))
 
 
 def _m(acc, prec="fp32", cl=False, ipex=False) -> Method:
@@ -108,13 +112,16 @@ _CANDIDATES = [
     _m("onnxruntime"),
     _m("openvino"), _m("openvino", "bf16"), _m("openvino", "fp16"),
 ]
+# INT8 candidates, built by nano.quantize; optimize() tries them when it has calibration data.
+INT8_CANDIDATES = [
+    Method("compile", "int8"),
+    Method("onnxruntime", "int8", variant="qdq"),
+    Method("onnxruntime", "int8", variant="qlinear"),
+    Method("onnxruntime", "int8", variant="integer"),
+    Method("openvino", "int8"),
+]
+_CANDIDATES += INT8_CANDIDATES
 METHODS: dict = {m.name: m for m in _CANDIDATES}
-
-
-def register_method(method: Method) -> Method:
-    """Add a method to the table optimize() searches (used by the quantizers)."""
-    METHODS[method.name] = method
-    return method
 
 
 def get_method(name: str) -> Method:

@@ -29,6 +29,9 @@ def build_method(model: torch.nn.Module, method: Method, input_sample,
     return backends.build(method, prepare(model, input_sample, thread_num, dynamic_axes))
 
 
+CALIB_BATCHES = 16  # training_data batches used to calibrate the INT8 candidates
+
+
 class InferenceOptimizer:
     """Find, build, save and load the fastest equivalent of a PyTorch model on this CPU.
 
@@ -46,6 +49,7 @@ class InferenceOptimizer:
         self._dynamic_axes = True
         self._workdir = None
         self._built: dict = {}
+        self._calib = None
         self._metric = None
         self._direction = "max"
         self._total_seconds = 0.0
@@ -75,6 +79,35 @@ class InferenceOptimizer:
                              f"'compile'); {acc} picks its own memory layout")
         method = Method(acc, "fp32", channels_last, use_ipex)
         return build_method(model, method, input_sample, thread_num, dynamic_axes)
+
+    @staticmethod
+    def quantize(model: torch.nn.Module, precision: str = "int8",
+                 accelerator: Optional[str] = None, calib_data=None,
+                 metric: Optional[Callable] = None, accuracy_criterion=None,
+                 approach: str = "static", method: Optional[str] = None,
+                 max_trials: Optional[int] = None, timeout: Optional[float] = None,
+                 thread_num: Optional[int] = None, input_sample=None, validation_data=None,
+                 **unknown) -> AcceleratedModel:
+        """Quantize ``model`` for ``accelerator`` (None/"compile": PT2E + inductor,
+        "onnxruntime", "openvino"); ``precision`` "int8", or "bf16"/"fp16" where supported.
+
+        ``calib_data``: a DataLoader, tensors or (x, y) tuples (labels ignored
+        for calibration). ``approach``: "static" or "dynamic" (ONNX Runtime
+        only). ``method``: the ONNX Runtime flavour, "qdq" (default), "qlinear"
+        or "integer". With ``metric`` (evaluated on ``validation_data``, or on
+        ``calib_data`` when it has labels) configurations are tried until one
+        is within ``accuracy_criterion`` of the original -- a number (relative
+        drop, 0.01 = 1%, the default) or {"absolute": x} / {"relative": x}
+        with optional "higher_is_better" -- and the fastest passing one is
+        returned; at most ``max_trials`` configurations, within ``timeout``
+        seconds. If none passes, ``nano.quantize.AccuracyCriterionError``
+        reports every trial and carries ``best_model``.
+        """
+        from nano.quantize.api import quantize
+
+        return quantize(model, precision, accelerator, calib_data, metric, accuracy_criterion,
+                        approach, method, max_trials, timeout, thread_num, input_sample,
+                        validation_data, **unknown)
 
     @staticmethod
     def save(model: AcceleratedModel, path: str) -> None:
@@ -115,7 +148,8 @@ class InferenceOptimizer:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
         ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
-        input sample (its first batch). With ``metric`` and ``validation_data``
+        input sample (its first batch) and calibrates the INT8 methods (up to
+        16 batches). With ``metric`` and ``validation_data``
         each candidate's accuracy is measured (``metric(pred, target)`` or
         ``metric(model, data)`` when its first parameter is named ``model``);
         without a metric, outputs on held-out batches are compared with the
@@ -143,11 +177,13 @@ class InferenceOptimizer:
 
         threads = thread_num or read_topology().thread_budget
         n_inputs = count_inputs(model)
-        train = as_batches(training_data, "training_data", limit=1 if validation_data else 5)
+        train = as_batches(training_data, "training_data", limit=CALIB_BATCHES)
         sample_inputs, _ = split_batch(train[0], n_inputs)
         sample = ((), sample_inputs) if isinstance(sample_inputs, dict) else (sample_inputs, {})
         held_out = (as_batches(validation_data, "validation_data") if validation_data is not None
-                    else train[1:] or train[:1])
+                    else train[1:5] or train[:1])
+        calib = [((), s) if isinstance(s, dict) else (tuple(s), {})
+                 for s in (split_batch(b, n_inputs)[0] for b in train)]
         eval_samples, targets = zip(*(split_batch(b, n_inputs) for b in held_out))
         eval_samples, targets = list(eval_samples), list(targets)
         references = reference_outputs(model, eval_samples)
@@ -156,8 +192,9 @@ class InferenceOptimizer:
             baseline_accuracy = evaluate_metric(copy_eval(model), metric, eval_samples, targets,
                                                 validation_data)
         self._reset(model, sample, threads, dynamic_axes, metric, direction)
+        self._calib = calib
         data = SearchData(model, sample, eval_samples, targets, references, metric,
-                          validation_data)
+                          validation_data, calib)
         started = time.monotonic()
         memory = memory_limit or default_memory_limit()
         from tqdm.auto import tqdm
@@ -277,7 +314,7 @@ class InferenceOptimizer:
             else:
                 self._built[method_name] = backends.build(
                     row.method, prepare(self._model, self._sample, self._thread_num,
-                                        self._dynamic_axes))
+                                        self._dynamic_axes, self._calib))
         return self._built[method_name]
 
 

@@ -22,12 +22,31 @@ class BuildInputs:
     output: dict
     thread_num: Optional[int]
     dynamic_axes: Union[bool, dict] = True
+    calib: Optional[list] = None  # calibration inputs as (args, kwargs), for INT8 builders
 
     def flat_sample(self) -> list:
         return self.signature.flatten(self.args, self.kwargs)
 
+    def export_sample(self) -> list:
+        """``flat_sample`` with size-1 dynamic dims repeated to 2: exporters specialize a dim
+        of size 1 to a constant, which would freeze the batch size at 1."""
+        sample = []
+        for t, dyn in zip(self.flat_sample(), self.dynamic_dims()):
+            for d in dyn:
+                if t.shape[d] == 1:
+                    t = torch.cat([t, t], dim=d)
+            sample.append(t)
+        return sample
+
     def flat_module(self) -> FlatModule:
         return FlatModule(self.model, self.signature)
+
+    def flat_calib(self, limit: Optional[int] = None) -> list[list]:
+        """Calibration inputs flattened like ``flat_sample``; an error if there are none."""
+        if not self.calib:
+            raise ValueError(f"INT8 needs calibration data (calib_data) and none was given")
+        samples = self.calib if limit is None else self.calib[:limit]
+        return [self.signature.flatten(args, kwargs) for args, kwargs in samples]
 
     def dynamic_dims(self) -> list[list[int]]:
         """For each flat input, which dims may vary: dim 0 when True, none when False,
@@ -45,7 +64,7 @@ class BuildInputs:
 
 
 def prepare(model: torch.nn.Module, input_sample, thread_num: Optional[int] = None,
-            dynamic_axes: Union[bool, dict] = True) -> BuildInputs:
+            dynamic_axes: Union[bool, dict] = True, calib: Optional[list] = None) -> BuildInputs:
     """Copy ``model`` (the user's stays untouched), run the sample once, record the structure."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -65,4 +84,4 @@ def prepare(model: torch.nn.Module, input_sample, thread_num: Optional[int] = No
     with torch.no_grad():
         out = private(*args, **kwargs)
     return BuildInputs(private, args, kwargs, signature, output_spec(out), thread_num,
-                       dynamic_axes)
+                       dynamic_axes, calib)

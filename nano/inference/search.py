@@ -29,6 +29,7 @@ class SearchData:
     references: list  # the original's outputs on eval_samples
     metric: Optional[Callable] = None
     validation_data: Any = None
+    calib: Optional[list] = None  # calibration inputs (args, kwargs) for the INT8 candidates
 
 
 @dataclass
@@ -76,7 +77,7 @@ def evaluate_candidate(task: CandidateTask) -> dict:
     torch.set_num_threads(task.thread_num)
     start = time.perf_counter()
     model = backends.build(task.method, prepare(data.model, data.sample, task.thread_num,
-                                                task.dynamic_axes))
+                                                task.dynamic_axes, data.calib))
     build_seconds = time.perf_counter() - start
     args, kwargs = data.sample
     latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,

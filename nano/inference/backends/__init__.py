@@ -19,6 +19,10 @@ _REGISTRY = {
     "onnxruntime": "nano.inference.backends.onnxruntime",
     "openvino": "nano.inference.backends.openvino",
     "ipex": "nano.inference.backends.ipex",
+    # INT8: the quantizers, one per runtime
+    "compile_int8": "nano.quantize.torch_pt2e",
+    "onnxruntime_int8": "nano.quantize.onnxruntime",
+    "openvino_int8": "nano.quantize.openvino",
 }
 
 
@@ -30,13 +34,15 @@ def registry_key(method: Method) -> str:
     """Which backend module builds ``method``."""
     if method.use_ipex:
         return "ipex"
+    if method.precision == "int8":
+        return f"{method.accelerator}_int8"
     return method.accelerator
 
 
 def backend_module(key: str):
     """Import a backend module by registry key."""
     if key not in _REGISTRY:
-        raise ValueError(f"no backend registered for {key!r}; known: {', '.join(_REGISTRY)}")
+        raise ValueError(f"no backend builds {key.replace('_', ' ')}; known: {', '.join(_REGISTRY)}")
     return importlib.import_module(_REGISTRY[key])
 
 

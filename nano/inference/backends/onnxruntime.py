@@ -24,7 +24,7 @@ INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 def export_onnx(inputs, path: str) -> None:
     """Export the prepared model to ``path`` as one self-contained ONNX file."""
     flat = inputs.flat_module()
-    sample = tuple(inputs.flat_sample())
+    sample = tuple(inputs.export_sample())
     names = list(inputs.signature.tensor_names)
     dims = inputs.dynamic_dims()
     from torch.export import Dim

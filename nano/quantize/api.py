@@ -1,0 +1,275 @@
+"""``InferenceOptimizer.quantize``: INT8 (and bf16/fp16) for every runtime, with accuracy control.
+
+With a ``metric``, configurations are tried in turn (per-tensor vs per-channel,
+symmetric vs asymmetric, first/last layers or norms kept in fp32, NNCF's
+accuracy control for OpenVINO) and the FASTEST one within ``accuracy_criterion``
+of the fp32 original is returned. If none passes, ``AccuracyCriterionError``
+says what each trial measured and carries the best model found.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from nano.inference import backends
+from nano.inference.data import as_batches, count_inputs, split_batch
+from nano.inference.measure import (OUTPUT_TOLERANCE, evaluate_metric, measure_latency,
+                                    metric_style, output_error)
+from nano.inference.methods import Method, normalize_accelerator, normalize_precision
+from nano.inference.prepare import prepare
+from nano.quantize.calibration import calibration_samples
+from nano.quantize.config import QuantConfig, trial_configs
+
+ORT_VARIANTS = {"qdq": "qdq", "qlinear": "qlinear", "integer": "integer", None: "qdq"}
+
+
+class AccuracyCriterionError(RuntimeError):
+    """No INT8 configuration met the accuracy criterion.
+
+    ``best_model`` is the most accurate candidate built, ``best_drop`` its
+    measured drop, ``trials`` every (description, drop or error) pair.
+    """
+
+    def __init__(self, message: str, best_model=None, best_drop=None, trials=()):
+        super().__init__(message)
+        self.best_model = best_model
+        self.best_drop = best_drop
+        self.trials = list(trials)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """How much accuracy may drop: ``kind`` "relative" (0.01 = 1% of the original) or
+    "absolute" (0.01 = one point of a 0-1 metric); ``higher_is_better`` sets the direction."""
+
+    kind: str
+    value: float
+    higher_is_better: bool = True
+
+    @staticmethod
+    def parse(criterion) -> "Criterion":
+        """From a float (relative) or a dict {"relative"|"absolute": x, "higher_is_better": b}."""
+        if isinstance(criterion, (int, float)) and not isinstance(criterion, bool):
+            kind, value, higher = "relative", float(criterion), True
+        elif isinstance(criterion, dict):
+            extra = set(criterion) - {"relative", "absolute", "higher_is_better"}
+            kinds = [k for k in ("relative", "absolute") if k in criterion]
+            if extra or len(kinds) != 1:
+                raise ValueError("accuracy_criterion must be a number (relative drop) or a dict "
+                                 "with exactly one of 'relative'/'absolute' and optionally "
+                                 f"'higher_is_better'; got {criterion!r}")
+            kind, value = kinds[0], criterion[kinds[0]]
+            higher = bool(criterion.get("higher_is_better", True))
+        else:
+            raise ValueError(f"accuracy_criterion must be a number or a dict, got {criterion!r}")
+        if not isinstance(value, (int, float)) or value < 0 or (kind == "relative" and value >= 1):
+            raise ValueError(f"accuracy_criterion {kind} drop must be "
+                             f"{'in [0, 1)' if kind == 'relative' else '>= 0'}, got {value!r}")
+        return Criterion(kind, float(value), higher)
+
+    def drop(self, baseline: float, value: float) -> float:
+        """The drop in this criterion's units (negative: the candidate is better)."""
+        raw = (baseline - value) if self.higher_is_better else (value - baseline)
+        return raw / max(abs(baseline), 1e-12) if self.kind == "relative" else raw
+
+    def passes(self, baseline: float, value: float) -> bool:
+        return self.drop(baseline, value) <= self.value + 1e-12
+
+
+def int8_method(accelerator: str, method: Optional[str], approach: str) -> Method:
+    """The INT8 Method for an accelerator and the BigDL-style ``method``/``approach``."""
+    if accelerator in ("pytorch", "compile"):
+        if method is not None:
+            raise ValueError(f"method= selects an ONNX Runtime flavour; PyTorch INT8 has none "
+                             f"(got {method!r})")
+        return Method("compile", "int8")
+    if accelerator == "jit":
+        raise ValueError("accelerator='jit' has no INT8 here (TorchScript quantization is "
+                         "deprecated); use accelerator=None (PT2E + torch.compile), "
+                         "'onnxruntime' or 'openvino'")
+    if accelerator == "onnxruntime":
+        if method not in ORT_VARIANTS:
+            raise ValueError(f"method for onnxruntime must be 'qdq', 'qlinear' or 'integer', got "
+                             f"{method!r}")
+        variant = "integer" if approach == "dynamic" else ORT_VARIANTS[method]
+        if approach == "static" and variant == "integer":
+            raise ValueError("method='integer' is dynamic quantization: pass approach='dynamic'")
+        return Method("onnxruntime", "int8", variant=variant)
+    if method is not None:
+        raise ValueError(f"method= applies to onnxruntime only, got {method!r} for {accelerator}")
+    if approach == "dynamic":
+        raise ValueError("OpenVINO (NNCF) INT8 is static only: use approach='static'")
+    return Method("openvino", "int8")
+
+
+def _eval_data(model, validation_data, calib_data):
+    data = validation_data if validation_data is not None else calib_data
+    n = count_inputs(model)
+    batches = as_batches(data, "validation_data")
+    samples, targets = zip(*(split_batch(b, n) for b in batches))
+    return list(samples), list(targets), data
+
+
+def quantize(model: torch.nn.Module, precision: str = "int8", accelerator: Optional[str] = None,
+             calib_data: Any = None, metric: Optional[Callable] = None,
+             accuracy_criterion=None, approach: str = "static", method: Optional[str] = None,
+             max_trials: Optional[int] = None, timeout: Optional[float] = None,
+             thread_num: Optional[int] = None, input_sample=None,
+             validation_data: Any = None, **unknown):
+    """Return ``model`` quantized for ``accelerator`` (see InferenceOptimizer.quantize)."""
+    if unknown:
+        raise TypeError(f"quantize() got unknown option(s) {', '.join(sorted(unknown))}")
+    precision = normalize_precision(precision)
+    acc = normalize_accelerator(accelerator)
+    if approach not in ("static", "dynamic"):
+        raise ValueError(f"approach must be 'static' or 'dynamic', got {approach!r}")
+    if metric is not None and not callable(metric):
+        raise TypeError("metric must be callable: metric(pred, target) or metric(model, data)")
+    if max_trials is not None and max_trials < 1:
+        raise ValueError(f"max_trials must be at least 1, got {max_trials}")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    criterion = None
+    if accuracy_criterion is not None:
+        criterion = Criterion.parse(accuracy_criterion)
+        if metric is None:
+            raise ValueError("accuracy_criterion needs a metric to measure accuracy with")
+    elif metric is not None:
+        criterion = Criterion("relative", 0.01)
+
+    if precision in ("bf16", "fp16", "fp32"):
+        sample = input_sample if input_sample is not None else _first_input(model, calib_data)
+        return backends.build(Method(acc, precision),
+                              prepare(model, sample, thread_num))
+
+    dynamic = approach == "dynamic"
+    qmethod = int8_method(acc, method, approach)
+    calib = (calibration_samples(model, calib_data, input_sample)
+             if not (dynamic and calib_data is None) else None)
+    if dynamic and calib is None and input_sample is None:
+        raise ValueError("dynamic INT8 needs input_sample (or calib_data) to trace the model")
+    sample = input_sample if input_sample is not None else (calib[0][0], calib[0][1])
+    inputs = prepare(model, sample, thread_num, True, calib)
+    quantizer = backends.backend_module(backends.registry_key(qmethod))
+    configs = [c for c in trial_configs(dynamic) if quantizer.supports(c)]
+    if criterion is None:
+        configs = configs[:1]
+    configs = configs[: max_trials or len(configs)]
+
+    if criterion is None:
+        built = backends.build(_with(qmethod, configs[0]), inputs)
+        _warn_on_drift(built, model, inputs)
+        return built
+    samples, targets, vdata = _eval_data(model, validation_data, calib_data)
+    if all(t is None for t in targets) and _metric_needs_targets(metric):
+        raise ValueError("the metric needs labels: pass validation_data with (input, label) "
+                         "batches, or calib_data with labels")
+    import copy
+
+    baseline = evaluate_metric(copy.deepcopy(model).eval(), metric, samples, targets, vdata)
+    return _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targets, vdata,
+                   timeout)
+
+
+def _metric_needs_targets(metric) -> bool:
+    return metric_style(metric) == "pred"
+
+
+def _first_input(model, data):
+    if data is None:
+        raise ValueError("input_sample (or calib_data) is required to build the model")
+    inputs, _ = split_batch(as_batches(data, "calib_data", limit=1)[0], count_inputs(model))
+    return ((), inputs) if isinstance(inputs, dict) else (tuple(inputs), {})
+
+
+def _with(method: Method, config: QuantConfig) -> Method:
+    return Method(method.accelerator, method.precision, method.channels_last, method.use_ipex,
+                  method.variant, config.options())
+
+
+def _warn_on_drift(built, model, inputs) -> None:
+    import copy
+
+    with torch.no_grad():
+        ref = copy.deepcopy(model).eval()(*inputs.args, **inputs.kwargs)
+        out = built(*inputs.args, **inputs.kwargs)
+    err = output_error([out], [ref])
+    if err > OUTPUT_TOLERANCE["int8"]:
+        warnings.warn(f"INT8 outputs differ from fp32 by {err:.2g} (relative) on the sample; "
+                      f"check accuracy with metric= and accuracy_criterion=", stacklevel=3)
+
+
+def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targets, vdata,
+            timeout):
+    """Try configurations; return the fastest passing model or raise AccuracyCriterionError."""
+    from tqdm.auto import tqdm
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    trials, passing = [], []
+    best = (None, float("inf"))
+    todo = [(c, None) for c in configs]
+    if qmethod.accelerator == "openvino" and metric_style(metric) == "pred":
+        todo.append((todo[0][0], "accuracy_control"))
+    for config, special in tqdm(todo, desc=f"quantize {qmethod.name}", disable=None):
+        if deadline is not None and time.monotonic() > deadline:
+            trials.append(("(stopped: timeout)", None))
+            break
+        label = config.describe() + (", NNCF accuracy control" if special else "")
+        try:
+            if special:
+                from nano.quantize.openvino import build as ov_build
+
+                validation = (list(zip(samples, targets)),
+                              _nncf_validation(metric, inputs), criterion.value, criterion.kind)
+                model = ov_build(_with(qmethod, config), inputs, validation)
+            else:
+                model = backends.build(_with(qmethod, config), inputs)
+            value = evaluate_metric(model, metric, samples, targets, vdata)
+        except Exception as e:  # a configuration the runtime cannot build is one failed trial
+            from nano.inference.errors import summarize_error
+
+            trials.append((label, f"failed: {type(e).__name__}: {summarize_error(e)}"))
+            continue
+        drop = criterion.drop(baseline, value)
+        trials.append((label, drop))
+        if drop < best[1]:
+            best = (model, drop)
+        if criterion.passes(baseline, value):
+            args, kwargs = inputs.args, inputs.kwargs
+            lat = measure_latency(lambda: model(*args, **kwargs), 30, 2.0)
+            passing.append((lat.median, label, model))
+    if passing:
+        return min(passing, key=lambda p: p[0])[2]
+    lines = "\n".join(f"  {label}: " + (f"drop {d:.4g}" if isinstance(d, float) else str(d))
+                      for label, d in trials)
+    raise AccuracyCriterionError(
+        f"no {qmethod.name} configuration kept the {criterion.kind} accuracy drop within "
+        f"{criterion.value:g} (original: {baseline:.4g}). Trials:\n{lines}\nThe most accurate "
+        f"model is on this error's .best_model (drop {best[1]:.4g}).",
+        best[0], None if best[0] is None else best[1], trials)
+
+
+def _nncf_validation(metric, inputs):
+    """NNCF's validation_fn(compiled_model, data) -> float, on top of a Nano metric."""
+    from nano.inference.structure import unflatten_output
+
+    def validate(compiled, data):
+        preds, targets = [], []
+        for sample, target in data:
+            args, kwargs = ((), sample) if isinstance(sample, dict) else (sample, {})
+            flat = inputs.signature.flatten(tuple(args), kwargs)
+            result = compiled([t.numpy() for t in flat])
+            outs = [torch.from_numpy(result[o]) for o in compiled.outputs]
+            preds.append(unflatten_output(inputs.output, outs))
+            targets.append(target)
+        from nano.inference.measure import _concat
+
+        value = metric(_concat(preds), _concat(targets))
+        return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+    return validate

@@ -1,0 +1,70 @@
+"""Quantization settings: a frozen, validated dataclass carried in a Method's options.
+
+An unknown option is a TypeError (the dataclass rejects it), so a typo cannot
+silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+KEEP_FP32 = ("none", "first_last", "sensitive")  # sensitive: first/last + norms and softmax
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """One INT8 configuration to try.
+
+    ``per_channel``: weight scales per output channel; ``symmetric``: symmetric
+    activation ranges (asymmetric fits skewed ranges such as post-ReLU better);
+    ``keep_fp32``: which layers stay in floating point; ``calib_samples``: how
+    many calibration batches to use (None: all given); ``dynamic``: activation
+    ranges computed at run time instead of calibrated.
+    """
+
+    per_channel: bool = True
+    symmetric: bool = True
+    keep_fp32: str = "none"
+    calib_samples: Optional[int] = None
+    dynamic: bool = False
+
+    def __post_init__(self):
+        if self.keep_fp32 not in KEEP_FP32:
+            raise ValueError(f"keep_fp32 must be one of {KEEP_FP32}, got {self.keep_fp32!r}")
+        if self.calib_samples is not None and self.calib_samples < 1:
+            raise ValueError(f"calib_samples must be at least 1, got {self.calib_samples}")
+
+    def options(self) -> tuple:
+        """As hashable Method options (only the non-default fields, sorted)."""
+        defaults = QuantConfig()
+        return tuple(sorted((k, v) for k, v in asdict(self).items()
+                            if getattr(defaults, k) != v))
+
+    @staticmethod
+    def from_options(options: dict) -> "QuantConfig":
+        known = {f.name for f in fields(QuantConfig)}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"unknown quantization option(s) {sorted(unknown)}; valid: "
+                            f"{sorted(known)}")
+        return QuantConfig(**options)
+
+    def describe(self) -> str:
+        parts = ["dynamic" if self.dynamic else "static",
+                 "per-channel" if self.per_channel else "per-tensor",
+                 "symmetric" if self.symmetric else "asymmetric"]
+        if self.keep_fp32 != "none":
+            parts.append(f"fp32 kept: {self.keep_fp32.replace('_', '/')}")
+        if self.calib_samples:
+            parts.append(f"{self.calib_samples} calibration batches")
+        return ", ".join(parts)
+
+
+def trial_configs(dynamic: bool = False) -> list[QuantConfig]:
+    """The configurations the accuracy-aware search tries, cheapest-to-accuracy order."""
+    if dynamic:
+        return [QuantConfig(dynamic=True), QuantConfig(dynamic=True, keep_fp32="first_last")]
+    return [QuantConfig(), QuantConfig(symmetric=False), QuantConfig(keep_fp32="first_last"),
+            QuantConfig(symmetric=False, keep_fp32="first_last"),
+            QuantConfig(symmetric=False, keep_fp32="sensitive")]

@@ -1,0 +1,85 @@
+"""OpenVINO INT8 (``openvino_int8``): NNCF post-training quantization of the OpenVINO model.
+
+NNCF quantizes the converted OpenVINO model rather than the torch module: on a
+torch module it first compiles a C++ extension (about a minute on 2 cores).
+With a metric and a criterion, ``quantize_with_accuracy_control`` reverts the
+layers that cost the most accuracy until the drop is within bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from nano.inference.backends import module_available
+from nano.inference.backends.openvino import OpenVINOModel, convert
+from nano.inference.methods import Method
+from nano.quantize.config import QuantConfig
+
+INSTALL_HINT = "pip install nncf openvino"
+_COMPUTE_TYPES = ("Convolution", "MatMul", "GroupConvolution")
+
+
+def first_last_compute_ops(ov_model) -> list[str]:
+    """Friendly names of the first and last Convolution/MatMul ops, in topological order."""
+    names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
+             if op.get_type_name() in _COMPUTE_TYPES]
+    return sorted({names[0], names[-1]}) if names else []
+
+
+def _is_transformer(ov_model) -> bool:
+    return any(op.get_type_name() in ("Softmax", "MVN") for op in ov_model.get_ordered_ops())
+
+
+def nncf_arguments(config: QuantConfig, ov_model, calib_count: int) -> dict:
+    """The keyword arguments for nncf.quantize* that a QuantConfig stands for."""
+    import nncf
+
+    if not config.per_channel:
+        raise ValueError("openvino_int8 (NNCF) always quantizes weights per channel")
+    if config.dynamic:
+        raise ValueError("openvino_int8 is static quantization; NNCF has no dynamic mode")
+    kwargs = {
+        "preset": nncf.QuantizationPreset.PERFORMANCE if config.symmetric
+        else nncf.QuantizationPreset.MIXED,
+        "subset_size": calib_count,
+    }
+    if config.keep_fp32 == "sensitive" or _is_transformer(ov_model):
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER  # keeps softmax/norms out of int8
+    if config.keep_fp32 != "none":
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=first_last_compute_ops(ov_model))
+    return kwargs
+
+
+def supports(config: QuantConfig) -> bool:
+    """NNCF quantizes weights per channel, statically."""
+    return config.per_channel and not config.dynamic
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    return module_available("nncf", INSTALL_HINT) or module_available("openvino", INSTALL_HINT)
+
+
+def build(method: Method, inputs, validation: Optional[tuple] = None) -> OpenVINOModel:
+    """Quantize with NNCF. ``validation`` = (data, fn(compiled_model, data) -> float, max_drop,
+    drop_type) switches to NNCF's accuracy-control algorithm."""
+    import nncf
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    config = QuantConfig.from_options(method.option_dict)
+    ov_model = convert(inputs)
+    flats = inputs.flat_calib(config.calib_samples)
+    dataset = nncf.Dataset([[t.numpy() for t in flat] for flat in flats])
+    kwargs = nncf_arguments(config, ov_model, len(flats))
+    if validation is None:
+        quantized = nncf.quantize(ov_model, dataset, **kwargs)
+    else:
+        data, fn, max_drop, drop_type = validation
+        quantized = nncf.quantize_with_accuracy_control(
+            ov_model, dataset, nncf.Dataset(data), validation_fn=fn, max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE if drop_type == "absolute"
+            else nncf.DropType.RELATIVE, **kwargs)
+    return OpenVINOModel(quantized, method, inputs.signature, inputs.output, inputs.thread_num)
+
+
+MODEL_CLASS = OpenVINOModel

@@ -1,0 +1,131 @@
+"""PyTorch INT8 (``compile_int8``): PT2E with torchao's X86InductorQuantizer, lowered by inductor.
+
+export (strict: the non-strict export breaks the conv+add+relu pattern) ->
+prepare_pt2e -> calibrate -> convert_pt2e -> torch.compile with freezing, which
+fuses the quantize/dequantize pairs into real int8 kernels. The converted graph
+is saved as an ExportedProgram (``model.pt2``), loadable without the original class.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional
+
+import torch
+
+from nano.inference.backends import module_available
+from nano.inference.backends.torch_compile import inductor_config
+from nano.inference.methods import Method
+from nano.inference.model import AcceleratedModel, restore_common, torch_threads
+from nano.quantize.config import QuantConfig
+
+INSTALL_HINT = "pip install torchao"
+# X86InductorQuantizer has fixed schemes (u8 affine activations, s8 per-channel weights):
+# these knobs are not its to turn.
+_FIXED = {"per_channel": True, "symmetric": True}
+
+
+def quantizable_layers(model: torch.nn.Module) -> list[str]:
+    """Names of Conv/Linear modules in definition order (first and last are kept fp32 on ask)."""
+    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def _check(config: QuantConfig) -> None:
+    for knob, value in _FIXED.items():
+        if getattr(config, knob) != value:
+            raise ValueError(f"compile_int8 (X86InductorQuantizer) does not support "
+                             f"{knob}={getattr(config, knob)}")
+
+
+def supports(config: QuantConfig) -> bool:
+    """Whether X86InductorQuantizer can do this configuration (its schemes are fixed)."""
+    return all(getattr(config, knob) == value for knob, value in _FIXED.items()) \
+        and config.keep_fp32 != "sensitive"  # norms/softmax are never quantized by it anyway
+
+
+def count_quantize_nodes(graph_module) -> int:
+    """How many quantize ops a converted graph holds (0 means nothing was quantized)."""
+    return sum(1 for n in graph_module.graph.nodes
+               if n.op == "call_function" and "quantize_per" in str(n.target)
+               and "dequantize" not in str(n.target))
+
+
+class CompiledInt8Model(AcceleratedModel):
+    """A PT2E-quantized graph compiled by inductor into int8 kernels."""
+
+    accelerator = "compile"
+
+    def __init__(self, graph_module, example, method, signature, output, thread_num):
+        super().__init__(method, signature, output, thread_num)
+        self.graph_module = graph_module
+        self.example = [t[:1].clone() if t.dim() else t.clone() for t in example]
+        torch.compiler.reset()
+        # Static shapes: inductor's int8 convolution lowering asserted on wrong strides when
+        # a dynamic batch size recompiled. A new batch size recompiles (cached per shape).
+        self.compiled = torch.compile(graph_module, dynamic=False)
+
+    def run(self, inputs):
+        with torch_threads(self.thread_num), torch.no_grad(), \
+                inductor_config().patch(freezing=True):
+            return list(self.compiled(*inputs))
+
+    def save_artifacts(self, directory: str) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(self.graph_module, tuple(self.example), strict=False)
+        torch.export.save(program, os.path.join(directory, "model.pt2"))
+        return {}
+
+    @classmethod
+    def load_artifacts(cls, directory, meta, model):
+        import torchao.quantization.pt2e  # noqa: F401 - registers the quantize ops
+
+        program = torch.export.load(os.path.join(directory, "model.pt2"))
+        method, signature, output, threads = restore_common(meta)
+        example = [p for p in program.example_inputs[0]] if program.example_inputs else []
+        return cls(program.module(), example, method, signature, output, threads)
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    if method.accelerator != "compile":
+        return "plain PyTorch INT8 runs through torch.compile here: use compile_int8"
+    return module_available("torchao.quantization.pt2e", INSTALL_HINT)
+
+
+def build(method: Method, inputs) -> CompiledInt8Model:
+    from torch.export import Dim
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    config = QuantConfig.from_options(method.option_dict)
+    _check(config)
+    sample = tuple(inputs.export_sample())
+    dims = inputs.dynamic_dims()
+    dynamic_shapes = (tuple({d: Dim.AUTO for d in ds} or None for ds in dims),)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(inputs.flat_module(), sample,
+                                       dynamic_shapes=dynamic_shapes, strict=True).module()
+        quantizer = X86InductorQuantizer()
+        quantizer.set_global(get_default_x86_inductor_quantization_config(
+            is_dynamic=config.dynamic))
+        if config.keep_fp32 != "none":
+            layers = quantizable_layers(inputs.model)
+            for name in {layers[0], layers[-1]} if layers else ():
+                quantizer.set_module_name_qconfig(f"module.{name}", None)
+        prepared = prepare_pt2e(exported, quantizer)
+        for flat in inputs.flat_calib(config.calib_samples):
+            prepared(*flat)
+        converted = convert_pt2e(prepared)
+    if count_quantize_nodes(converted) == 0:
+        raise RuntimeError("PT2E quantization annotated nothing: the model would stay fp32")
+    model = CompiledInt8Model(converted, sample, method, inputs.signature, inputs.output,
+                              inputs.thread_num)
+    model.run(list(sample))  # compile now, not during the first user call
+    return model
+
+
+MODEL_CLASS = CompiledInt8Model
