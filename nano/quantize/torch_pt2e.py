@@ -57,10 +57,11 @@ class CompiledInt8Model(AcceleratedModel):
 
     accelerator = "compile"
 
-    def __init__(self, graph_module, example, method, signature, output, thread_num):
+    def __init__(self, graph_module, example, dims, method, signature, output, thread_num):
         super().__init__(method, signature, output, thread_num)
         self.graph_module = graph_module
-        self.example = [t[:1].clone() if t.dim() else t.clone() for t in example]
+        self.example = [t.clone() for t in example]  # kept for re-export on save()
+        self.dims = [list(d) for d in dims]  # which dims of each input may vary
         torch.compiler.reset()
         # Static shapes: inductor's int8 convolution lowering asserted on wrong strides when
         # a dynamic batch size recompiled. A new batch size recompiles (cached per shape).
@@ -72,11 +73,16 @@ class CompiledInt8Model(AcceleratedModel):
             return list(self.compiled(*inputs))
 
     def save_artifacts(self, directory: str) -> dict:
+        from torch.export import Dim
+
+        # the converted graph takes one argument per input (not *args like FlatModule)
+        shapes = tuple({d: Dim.AUTO for d in ds} or None for ds in self.dims)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.export.export(self.graph_module, tuple(self.example), strict=False)
+            program = torch.export.export(self.graph_module, tuple(self.example),
+                                          dynamic_shapes=shapes, strict=False)
         torch.export.save(program, os.path.join(directory, "model.pt2"))
-        return {}
+        return {"dims": self.dims}
 
     @classmethod
     def load_artifacts(cls, directory, meta, model):
@@ -84,8 +90,9 @@ class CompiledInt8Model(AcceleratedModel):
 
         program = torch.export.load(os.path.join(directory, "model.pt2"))
         method, signature, output, threads = restore_common(meta)
-        example = [p for p in program.example_inputs[0]] if program.example_inputs else []
-        return cls(program.module(), example, method, signature, output, threads)
+        example = list(program.example_inputs[0]) if program.example_inputs else []
+        return cls(program.module(), example, meta["extra"]["dims"], method, signature, output,
+                   threads)
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
@@ -122,7 +129,7 @@ def build(method: Method, inputs) -> CompiledInt8Model:
         converted = convert_pt2e(prepared)
     if count_quantize_nodes(converted) == 0:
         raise RuntimeError("PT2E quantization annotated nothing: the model would stay fp32")
-    model = CompiledInt8Model(converted, sample, method, inputs.signature, inputs.output,
+    model = CompiledInt8Model(converted, sample, dims, method, inputs.signature, inputs.output,
                               inputs.thread_num)
     model.run(list(sample))  # compile now, not during the first user call
     return model

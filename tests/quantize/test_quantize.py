@@ -1,0 +1,171 @@
+"""INT8 on every runtime: accuracy kept on a trained digits CNN, accuracy-aware search, bad input."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nano import InferenceOptimizer
+from nano.quantize import AccuracyCriterionError
+from tests.conftest import accuracy
+
+RUNTIMES = [(None, None), ("onnxruntime", "qdq"), ("onnxruntime", "qlinear"), ("openvino", None)]
+
+
+@pytest.fixture(scope="module")
+def calib(digits):
+    (x, y), _ = digits
+    return DataLoader(TensorDataset(x[:256], y[:256]), batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def quantized(digits_cnn, calib):
+    return {(acc, meth): InferenceOptimizer.quantize(digits_cnn, accelerator=acc, method=meth,
+                                                     calib_data=calib)
+            for acc, meth in RUNTIMES}
+
+
+@pytest.mark.parametrize("key", RUNTIMES, ids=lambda k: f"{k[0]}-{k[1]}")
+def test_int8_keeps_accuracy_and_outputs(quantized, digits_cnn, digits, key):
+    _, (tx, ty) = digits
+    model = quantized[key]
+    assert model.method.precision == "int8"
+    with torch.no_grad():
+        ref = digits_cnn(tx)
+    out = model(tx)
+    assert accuracy(out, ty) >= accuracy(ref, ty) - 0.01
+    rel = ((out - ref).abs().max() / ref.abs().max()).item()
+    assert 0 < rel < 0.1  # really quantized, and close
+
+
+def test_pt2e_really_quantized(quantized):
+    from nano.quantize.torch_pt2e import count_quantize_nodes
+
+    assert count_quantize_nodes(quantized[(None, None)].graph_module) > 0
+
+
+def test_dynamic_int8_on_a_linear_model(digits_cnn, digits):
+    _, (tx, ty) = digits
+    model = InferenceOptimizer.quantize(digits_cnn, accelerator="onnxruntime", approach="dynamic",
+                                        input_sample=tx[:1])
+    assert model.method.name == "onnxruntime_int8_integer"
+    assert accuracy(model(tx), ty) >= accuracy(digits_cnn(tx), ty) - 0.01
+
+
+def test_saved_int8_models_load_in_a_fresh_process(quantized, digits, tmp_path):
+    _, (tx, _) = digits
+    expected = {}
+    for i, key in enumerate(RUNTIMES):
+        InferenceOptimizer.save(quantized[key], str(tmp_path / f"m{i}"))
+        expected[i] = quantized[key](tx[:8])
+    torch.save({"x": tx[:8], "expected": expected}, tmp_path / "io.pt")
+    script = textwrap.dedent(f"""
+        import torch
+        from nano import InferenceOptimizer
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        for i, want in io["expected"].items():
+            got = InferenceOptimizer.load({str(tmp_path)!r} + f"/m{{i}}")(io["x"])
+            assert torch.allclose(got, want, atol=1e-4), (i, (got - want).abs().max())
+        print("ALL SAME")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, PYTHONPATH=""), cwd="/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ALL SAME" in out.stdout
+
+
+@pytest.mark.parametrize("accelerator", [None, "openvino"])
+def test_accuracy_aware_picks_a_passing_model(digits_cnn, digits, calib, accelerator):
+    _, (tx, ty) = digits
+    base = accuracy(digits_cnn(tx), ty)
+    model = InferenceOptimizer.quantize(digits_cnn, accelerator=accelerator, calib_data=calib,
+                                        metric=accuracy, validation_data=(tx, ty),
+                                        accuracy_criterion=0.01, max_trials=2)
+    assert accuracy(model(tx), ty) >= base * 0.99
+
+
+def test_impossible_criterion_is_refused_with_the_best_model(digits_cnn, digits, calib):
+    _, (tx, ty) = digits
+    with torch.no_grad():
+        reference = digits_cnn(tx)
+
+    def closeness(pred, target):  # 0 for fp32 itself, below 0 for any change at all
+        return -(pred - reference).abs().mean().item()
+
+    with pytest.raises(AccuracyCriterionError, match="no onnxruntime_int8_qdq configuration") as e:
+        InferenceOptimizer.quantize(digits_cnn, accelerator="onnxruntime", calib_data=calib,
+                                    metric=closeness, validation_data=(tx, ty),
+                                    accuracy_criterion={"absolute": 0.0}, max_trials=2)
+    assert e.value.best_model is not None and e.value.best_drop > 0
+    assert len(e.value.trials) == 2 and "drop" in str(e.value)
+
+
+def test_optimize_includes_int8_with_calibration_data(digits_cnn, digits, calib):
+    _, (tx, ty) = digits
+    opt = InferenceOptimizer()
+    opt.optimize(digits_cnn, calib, validation_data=(tx, ty), metric=accuracy, precision="int8",
+                 latency_sample_num=10, latency_budget=1, early_stop_factor=None)
+    rows = {r.name: r for r in opt.results}
+    assert set(rows) == {"original", "compile_int8", "onnxruntime_int8_qdq",
+                         "onnxruntime_int8_qlinear", "onnxruntime_int8_integer", "openvino_int8"}
+    for name, row in rows.items():
+        assert row.status == "ok", (name, row.detail)
+        assert row.accuracy >= rows["original"].accuracy - 0.01
+    model, _ = opt.get_best_model(precision="int8", accuracy_criterion=0.01)
+    assert model.method.precision == "int8"
+
+
+def test_bf16_through_quantize(digits_cnn, digits):
+    _, (tx, ty) = digits
+    model = InferenceOptimizer.quantize(digits_cnn, precision="bf16", accelerator="openvino",
+                                        input_sample=tx[:4])
+    assert model.method.name == "openvino_bf16"
+    assert accuracy(model(tx), ty) >= accuracy(digits_cnn(tx), ty) - 0.01
+
+
+@pytest.mark.parametrize("kwargs,error,fragment", [
+    (dict(calib_data=None), ValueError, "calib_data is required"),
+    (dict(calib_data=[]), ValueError, "calib_data is empty"),
+    (dict(calib_data=DataLoader(TensorDataset(torch.rand(0, 1, 8, 8)), batch_size=4)),
+     ValueError, "calib_data is empty"),
+    (dict(calib_data=torch.rand(4, 1, 9, 9), input_sample=torch.rand(1, 1, 8, 8)), ValueError,
+     "calib_data input 0 has shape (4, 1, 9, 9)"),
+    (dict(calib_data=torch.rand(4, 1, 8, 8).double(), input_sample=torch.rand(1, 1, 8, 8)),
+     ValueError, "calib_data input 0 has dtype torch.float64"),
+    (dict(calib_data=torch.rand(4, 3, 8, 8)), ValueError, "cannot run on calib_data"),
+    (dict(metric=lambda p, t: 1 / 0, accuracy_criterion=0.01), RuntimeError,
+     "metric raised ZeroDivisionError"),
+    (dict(metric=lambda p, t: "great", accuracy_criterion=0.01), TypeError,
+     "metric must return a number"),
+    (dict(metric=accuracy, accuracy_criterion=1.5), ValueError, "in [0, 1)"),
+    (dict(metric=accuracy, accuracy_criterion={"absolute": -1}), ValueError, ">= 0"),
+    (dict(metric=accuracy, accuracy_criterion={"relativ": 0.1}), ValueError, "exactly one of"),
+    (dict(accuracy_criterion=0.01), ValueError, "needs a metric"),
+    (dict(accelerator="jit"), ValueError, "accelerator='jit' has no INT8"),
+    (dict(accelerator="onnxruntime", method="qlinar"), ValueError, "method for onnxruntime"),
+    (dict(approach="sometimes"), ValueError, "approach must be"),
+    (dict(accelerator="openvino", approach="dynamic"), ValueError, "static only"),
+    (dict(precision="int4"), ValueError, "unknown precision 'int4'"),
+    (dict(calib_samples=3), TypeError, "unknown option"),
+])
+def test_bad_input_names_the_argument(digits_cnn, digits, kwargs, error, fragment):
+    (x, y), _ = digits
+    kwargs.setdefault("calib_data", (x[:32], y[:32]))
+    if "metric" in kwargs:
+        kwargs.setdefault("validation_data", (x[:64], y[:64]))
+    with pytest.raises(error, match=fragment.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[")):
+        InferenceOptimizer.quantize(digits_cnn, **kwargs)
+
+
+def test_quant_config_rejects_unknown_options():
+    from nano.quantize.config import QuantConfig
+
+    with pytest.raises(TypeError, match="unknown quantization option"):
+        QuantConfig.from_options({"per_chanel": False})
+    with pytest.raises(ValueError, match="keep_fp32"):
+        QuantConfig(keep_fp32="some")
