@@ -215,6 +215,10 @@ def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targ
     todo = [(c, None) for c in configs]
     if qmethod.accelerator == "openvino" and metric_style(metric) == "pred":
         todo.append((todo[0][0], "accuracy_control"))
+    tuned = _try_neural_compressor(qmethod, inputs, criterion, baseline, metric, samples,
+                                   targets, vdata, len(configs))
+    if tuned is not None:
+        return tuned
     for config, special in tqdm(todo, desc=f"quantize {qmethod.name}", disable=None):
         if deadline is not None and time.monotonic() > deadline:
             trials.append(("(stopped: timeout)", None))
@@ -252,6 +256,33 @@ def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targ
         f"{criterion.value:g} (original: {baseline:.4g}). Trials:\n{lines}\nThe most accurate "
         f"model is on this error's .best_model (drop {best[1]:.4g}).",
         best[0], None if best[0] is None else best[1], trials)
+
+
+def _try_neural_compressor(qmethod, inputs, criterion, baseline, metric, samples, targets,
+                           vdata, max_trials):
+    """PyTorch INT8 through Neural Compressor's autotune when it is installed and can express
+    the criterion; None means use Nano's own trials."""
+    from nano.quantize import inc
+
+    if qmethod.accelerator != "compile" or inc.unavailable_reason():
+        return None
+    loss = inc.tolerable_loss(criterion, baseline)
+    if loss is None:
+        return None
+    try:
+        graph = inc.autotune_pt2e(inputs, loss, lambda m: evaluate_metric(
+            m, metric, samples, targets, vdata), max_trials)
+    except Exception as e:  # the tuner is an extra: fall back to Nano's trials
+        warnings.warn(f"Neural Compressor autotune failed ({type(e).__name__}: {e}); using "
+                      f"Nano's own trials", stacklevel=4)
+        return None
+    if graph is None:
+        return None
+    from nano.quantize.torch_pt2e import wrap_converted
+
+    model = wrap_converted(graph, _with(qmethod, QuantConfig()), inputs)
+    value = evaluate_metric(model, metric, samples, targets, vdata)
+    return model if criterion.passes(baseline, value) else None
 
 
 def _nncf_validation(metric, inputs):

@@ -127,10 +127,16 @@ def build(method: Method, inputs) -> CompiledInt8Model:
         for flat in inputs.flat_calib(config.calib_samples):
             prepared(*flat)
         converted = convert_pt2e(prepared)
+    return wrap_converted(converted, method, inputs)
+
+
+def wrap_converted(converted, method: Method, inputs) -> CompiledInt8Model:
+    """Compile a converted PT2E graph into a CompiledInt8Model, refusing one left fp32."""
     if count_quantize_nodes(converted) == 0:
         raise RuntimeError("PT2E quantization annotated nothing: the model would stay fp32")
-    model = CompiledInt8Model(converted, sample, dims, method, inputs.signature, inputs.output,
-                              inputs.thread_num)
+    sample = inputs.export_sample()
+    model = CompiledInt8Model(converted, sample, inputs.dynamic_dims(), method, inputs.signature,
+                              inputs.output, inputs.thread_num)
     model.run(list(sample))  # compile now, not during the first user call
     return model
 

@@ -169,3 +169,18 @@ def test_quant_config_rejects_unknown_options():
         QuantConfig.from_options({"per_chanel": False})
     with pytest.raises(ValueError, match="keep_fp32"):
         QuantConfig(keep_fp32="some")
+
+
+def test_neural_compressor_tunes_pytorch_int8(digits_cnn, digits, calib, monkeypatch):
+    from nano.quantize import inc
+
+    if inc.unavailable_reason():
+        pytest.skip(inc.unavailable_reason())
+    calls = []
+    real = inc.autotune_pt2e
+    monkeypatch.setattr(inc, "autotune_pt2e", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _, (tx, ty) = digits
+    model = InferenceOptimizer.quantize(digits_cnn, calib_data=calib, metric=accuracy,
+                                        validation_data=(tx, ty), accuracy_criterion=0.01)
+    assert calls and model.method.name == "compile_int8"
+    assert accuracy(model(tx), ty) >= accuracy(digits_cnn(tx), ty) * 0.99

@@ -1,0 +1,81 @@
+"""Intel Neural Compressor 3.x as the accuracy-aware tuner for PyTorch INT8 (optional).
+
+Neural Compressor's ``autotune`` walks a set of static INT8 configurations
+over a PT2E-exported graph (on this torch it quantizes through torchao's
+X86InductorQuantizer) and stops at the first that keeps the metric within a
+relative loss. Nano then compiles the result like its own ``compile_int8``.
+Install with ``pip install neural-compressor-pt py-cpuinfo``; without it
+Nano's own trials are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Optional
+
+import torch
+
+from nano.inference.backends import module_available
+
+INSTALL_HINT = "pip install neural-compressor neural-compressor-pt py-cpuinfo"
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why Neural Compressor's torch tuner cannot be used here, or None."""
+    return module_available("neural_compressor.torch.quantization", INSTALL_HINT)
+
+
+def tolerable_loss(criterion, baseline: float) -> Optional[float]:
+    """The criterion as Neural Compressor's relative loss, or None if it cannot express it
+    (it assumes higher is better)."""
+    if not criterion.higher_is_better:
+        return None
+    if criterion.kind == "relative":
+        return criterion.value
+    return criterion.value / max(abs(baseline), 1e-12)
+
+
+def autotune_pt2e(inputs, loss: float, evaluate, max_trials: int):
+    """Run Neural Compressor's autotune; return the converted graph module or None."""
+    from torch.export import Dim
+    from neural_compressor.torch.export import export
+    from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune
+
+    for name in ("neural_compressor", "neural_compressor.common"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    sample = tuple(inputs.export_sample())
+    shapes = tuple({d: Dim.AUTO for d in ds} or None for ds in inputs.dynamic_dims())
+    configs = [StaticQuantConfig(act_sym=False), StaticQuantConfig(act_sym=True),
+               StaticQuantConfig(w_granularity="per_tensor")][:max_trials]
+    calib = inputs.flat_calib()
+
+    def run_fn(model):
+        for flat in calib:
+            model(*flat)
+
+    def eval_fn(model):
+        return evaluate(_FlatCaller(model, inputs))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = export(inputs.flat_module(), example_inputs=sample, dynamic_shapes=(shapes,))
+        return autotune(exported, TuningConfig(config_set=configs, tolerable_loss=loss,
+                                               max_trials=len(configs)),
+                        eval_fn=eval_fn, run_fn=run_fn, example_inputs=sample)
+
+
+class _FlatCaller(torch.nn.Module):
+    """Calls a flat-input graph like the original model (for the metric during tuning)."""
+
+    def __init__(self, graph, inputs):
+        super().__init__()
+        self.graph = graph
+        self.inputs = inputs
+
+    def forward(self, *args, **kwargs):
+        from nano.inference.structure import unflatten_output
+
+        with torch.no_grad():
+            out = self.graph(*self.inputs.signature.flatten(args, kwargs))
+        return unflatten_output(self.inputs.output, list(out))
