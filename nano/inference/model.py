@@ -156,11 +156,15 @@ def read_metadata(directory: str) -> dict:
     return meta
 
 
-def load_model(directory: str, model: Optional[torch.nn.Module] = None) -> AcceleratedModel:
-    """Load a directory written by ``AcceleratedModel.save``."""
+def load_model(directory: str, model: Optional[torch.nn.Module] = None,
+               thread_num: Optional[int] = None) -> AcceleratedModel:
+    """Load a directory written by ``AcceleratedModel.save``; ``thread_num`` overrides the
+    saved thread count (e.g. for a worker pinned to fewer cores)."""
     from nano.inference.backends import backend_class
 
     meta = read_metadata(directory)
+    if thread_num is not None:
+        meta["thread_num"] = thread_num
     cls = backend_class(meta["accelerator"], Method.from_json(meta["method"]))
     if meta.get("needs_model") and model is None:
         raise ModelLoadError(

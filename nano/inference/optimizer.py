@@ -130,6 +130,19 @@ class InferenceOptimizer:
         return load_model(path, model)
 
     @staticmethod
+    def to_multi_instance(model, num_processes: int, cores_per_process: Optional[int] = None,
+                          cpu_for_each_process=None):
+        """Serve ``model`` (an nn.Module or any Nano model) from ``num_processes`` worker
+        processes, each pinned to its own physical cores with matching thread settings.
+
+        The result is called with a list of inputs or a DataLoader and returns the outputs
+        in input order; close it (or use ``with``) when done.
+        """
+        from nano.multiprocess.pool import MultiInstanceModel
+
+        return MultiInstanceModel(model, num_processes, cores_per_process, cpu_for_each_process)
+
+    @staticmethod
     def get_context(model=None, *more):
         """A no-op context kept for BigDL-Nano compatibility: Nano models apply their own
         threads and autocast inside each call."""

@@ -1,0 +1,231 @@
+"""``MultiInstanceModel``: one model served by N worker processes, each pinned to its own cores.
+
+Workers are fresh interpreters (never forks of the caller, whose OpenMP state
+is not fork-safe) that load the saved artifact, so ONNX Runtime and OpenVINO
+sessions are created inside each worker with its own thread count rather than
+pickled. Results come back in input order; a worker that raises or dies
+becomes an error naming the input, and the pool shuts down without hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+from nano.inference.data import as_batches, count_inputs, split_batch
+from nano.inference.structure import unflatten_output
+from nano.launcher.cpulist import format_cpu_list
+from nano.launcher.pinning import child_setup
+from nano.multiprocess import transport
+
+
+class WorkerError(RuntimeError):
+    """A worker raised on an input, or died; the pool is closed."""
+
+
+def cpu_sets(num_processes: int, cores_per_process: Optional[int] = None,
+             cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None) -> list[list[int]]:
+    """Each worker's CPUs: given explicitly, or from the launcher's scheduler."""
+    from nano.launcher.schedule import schedule_instances
+    from nano.launcher.topology import read_topology
+
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be at least 1, got {num_processes}")
+    if cpu_for_each_process is not None:
+        sets = [sorted(set(c)) for c in cpu_for_each_process]
+        if len(sets) != num_processes:
+            raise ValueError(f"cpu_for_each_process has {len(sets)} entries for "
+                             f"{num_processes} processes")
+        allowed = os.sched_getaffinity(0)
+        for s in sets:
+            if not s or not set(s) <= allowed:
+                raise ValueError(f"cpu_for_each_process entry {s} is empty or names CPUs this "
+                                 f"process may not use ({format_cpu_list(allowed)})")
+        return sets
+    return schedule_instances(read_topology(), num_processes, cores_per_process)
+
+
+def _save_model(model, directory: str) -> None:
+    """Write what a worker loads: the Nano artifact, plus the module for state-dict kinds."""
+    import cloudpickle
+
+    from nano.inference.model import AcceleratedModel
+
+    module = None
+    if isinstance(model, AcceleratedModel):
+        model.save(directory)
+        if model.needs_model_to_load:
+            module = getattr(model, "module", None)
+            module = getattr(module, "_orig_mod", module)
+    elif isinstance(model, torch.nn.Module):
+        module = model
+    else:
+        raise TypeError(f"to_multi_instance takes an nn.Module or a Nano model, got "
+                        f"{type(model).__name__}")
+    if module is not None:
+        with open(os.path.join(directory, "module.pkl"), "wb") as f:
+            cloudpickle.dump(module, f)
+
+
+class _Worker:
+    def __init__(self, index: int, cpus: list, model_dir: str):
+        self.index, self.cpus = index, cpus
+        env = dict(os.environ, OMP_NUM_THREADS=str(len(cpus)),
+                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nano.multiprocess.worker", model_dir, str(len(cpus))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            preexec_fn=child_setup(cpus))
+        self.busy: Optional[int] = None  # index of the input in flight
+
+    def describe(self) -> str:
+        return f"worker {self.index} (cpus {format_cpu_list(self.cpus)})"
+
+    def death(self) -> str:
+        code = self.proc.wait(timeout=10)
+        return f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+
+
+class MultiInstanceModel:
+    """Serve ``model`` from N pinned processes; call it with a list of inputs or a DataLoader.
+
+    Each item is one call of the model (a batch, a tensor, a tuple of
+    positional inputs or a dict of keyword inputs; DataLoader batches drop
+    their labels). Returns the outputs in input order. Reusable across calls;
+    ``close()`` it, or use it as a context manager.
+    """
+
+    def __init__(self, model, num_processes: int, cores_per_process: Optional[int] = None,
+                 cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None):
+        self.cpu_sets = cpu_sets(num_processes, cores_per_process, cpu_for_each_process)
+        self._n_inputs = count_inputs(getattr(model, "module", model)) if not hasattr(
+            model, "signature") else len(model.signature.params)
+        self._dir = tempfile.TemporaryDirectory(prefix="nano-multi-")
+        _save_model(model, self._dir.name)
+        self.workers = [_Worker(i, cpus, self._dir.name) for i, cpus in enumerate(self.cpu_sets)]
+        self._closed = False
+        for w in self.workers:
+            try:
+                ready = transport.receive(w.proc.stdout)
+            except EOFError:
+                self.close()
+                raise WorkerError(f"{w.describe()} {w.death()} while loading the model") from None
+            if not ready.get("ready"):
+                self.close()
+                raise WorkerError(f"{w.describe()} could not load the model: {ready['error']}")
+            w.pid, w.affinity = ready["pid"], ready["cpus"]
+
+    @property
+    def num_processes(self) -> int:
+        return len(self.workers)
+
+    def _items(self, inputs) -> list:
+        if isinstance(inputs, torch.utils.data.DataLoader):
+            batches = as_batches(inputs, "inputs")
+            items = [split_batch(b, self._n_inputs)[0] for b in batches]
+        elif isinstance(inputs, (list, tuple)):
+            items = list(inputs)
+        else:
+            raise TypeError("call a multi-instance model with a list of inputs or a DataLoader")
+        calls = []
+        for item in items:
+            if isinstance(item, dict):
+                calls.append(((), item))
+            elif isinstance(item, (tuple, list)):
+                calls.append((tuple(item), {}))
+            else:
+                calls.append(((item,), {}))
+        return calls
+
+    def __call__(self, inputs) -> list:
+        if self._closed:
+            raise RuntimeError("this multi-instance model is closed")
+        calls = self._items(inputs)
+        results: list = [None] * len(calls)
+        pending = iter(range(len(calls)))
+        blocks: dict = {}
+        selector = selectors.DefaultSelector()
+        for w in self.workers:
+            selector.register(w.proc.stdout, selectors.EVENT_READ, w)
+        try:
+            for w in self.workers:
+                self._dispatch(w, pending, calls, blocks)
+            remaining = len(calls)
+            while remaining:
+                for key, _ in selector.select():
+                    w = key.data
+                    index = w.busy
+                    try:
+                        reply = transport.receive(w.proc.stdout)
+                    except EOFError:
+                        raise WorkerError(f"{w.describe()} {w.death()} while running input "
+                                          f"{index}") from None
+                    transport.release(blocks.pop(index), unlink=True)
+                    if "error" in reply:
+                        raise WorkerError(f"input {index} failed in {w.describe()}: "
+                                          f"{reply['error']}\n{reply['traceback']}")
+                    out_block = transport.attach(reply["shm"], owner=True)
+                    flat = transport.unpack(out_block, reply["skeleton"], copy=True)
+                    transport.release(out_block, unlink=True)
+                    results[index] = unflatten_output(reply["spec"], flat, cast=False)
+                    w.busy = None
+                    remaining -= 1
+                    self._dispatch(w, pending, calls, blocks)
+        except BaseException:
+            for block in blocks.values():
+                transport.release(block, unlink=True)
+            self.close()
+            raise
+        finally:
+            selector.close()
+        return results
+
+    def _dispatch(self, worker: _Worker, pending, calls, blocks) -> None:
+        index = next(pending, None)
+        if index is None:
+            return
+        block, skeleton = transport.pack(calls[index])
+        blocks[index] = block
+        worker.busy = index
+        try:
+            transport.send(worker.proc.stdin, {"id": index, "skeleton": skeleton,
+                                               "shm": block.name if block else None})
+        except (BrokenPipeError, OSError):
+            raise WorkerError(f"{worker.describe()} {worker.death()} before input {index}") \
+                from None
+
+    def close(self) -> None:
+        """Stop every worker (they exit when their pipe closes) and remove the saved model."""
+        if self._closed:
+            return
+        self._closed = True
+        for w in getattr(self, "workers", []):
+            try:
+                w.proc.stdin.close()
+            except OSError:
+                pass
+        for w in getattr(self, "workers", []):
+            try:
+                w.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+        self._dir.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,152 @@
+"""Move tensors between processes through shared memory, and frame messages on pipes.
+
+A call's tensors are copied once into one shared-memory block; the other side
+maps them without copying (``torch.frombuffer``). Everything else (shapes,
+dtypes, the nesting of the inputs) travels as a small pickle on the pipe.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from multiprocessing import resource_tracker, shared_memory
+from typing import Any, BinaryIO, Optional
+
+import torch
+
+_ALIGN = 64
+_HEADER = struct.Struct(">Q")
+
+
+class TensorRef:
+    """Where a tensor sits in a shared-memory block."""
+
+    __slots__ = ("offset", "shape", "dtype")
+
+    def __init__(self, offset: int, shape: tuple, dtype: torch.dtype):
+        self.offset, self.shape, self.dtype = offset, shape, dtype
+
+
+def _replace_tensors(value: Any, found: list) -> Any:
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+        return TensorRef(-1, tuple(value.shape), value.dtype)
+    if isinstance(value, dict) and type(value) is dict:
+        return {k: _replace_tensors(v, found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_replace_tensors(v, found) for v in value)
+    return value
+
+
+def pack(value: Any, hand_over: bool = False) -> tuple[Optional[shared_memory.SharedMemory], Any]:
+    """Copy the tensors in ``value`` into a new shared-memory block.
+
+    Returns (block or None, skeleton): the skeleton is ``value`` with each
+    tensor replaced by a TensorRef. The caller unlinks the block, unless
+    ``hand_over``: then the receiving process owns (and unlinks) it.
+    """
+    tensors: list = []
+    skeleton = _replace_tensors(value, tensors)
+    if not tensors:
+        return None, skeleton
+    refs = []
+    _collect_refs(skeleton, refs)
+    offset = 0
+    for ref, t in zip(refs, tensors):
+        ref.offset = offset
+        offset += (t.numel() * t.element_size() + _ALIGN - 1) // _ALIGN * _ALIGN
+    block = shared_memory.SharedMemory(create=True, size=max(offset, 1))
+    if hand_over:
+        _untrack(block)
+    for ref, t in zip(refs, tensors):
+        nbytes = t.numel() * t.element_size()
+        if nbytes:
+            dst = torch.frombuffer(block.buf, dtype=torch.uint8, count=nbytes, offset=ref.offset)
+            dst.copy_(t.detach().contiguous().view(-1).view(torch.uint8))
+    return block, skeleton
+
+
+def _collect_refs(value: Any, refs: list) -> None:
+    if isinstance(value, TensorRef):
+        refs.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_refs(v, refs)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_refs(v, refs)
+
+
+def unpack(block: Optional[shared_memory.SharedMemory], skeleton: Any, copy: bool) -> Any:
+    """Rebuild ``skeleton`` with tensors from ``block``: views (``copy=False``, valid while the
+    block is open) or owned copies."""
+    def build(value):
+        if isinstance(value, TensorRef):
+            count = 1
+            for s in value.shape:
+                count *= s
+            if count == 0:
+                return torch.empty(value.shape, dtype=value.dtype)
+            t = torch.frombuffer(block.buf, dtype=value.dtype, count=count,
+                                 offset=value.offset).view(value.shape)
+            return t.clone() if copy else t
+        if isinstance(value, dict):
+            return {k: build(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(build(v) for v in value)
+        return value
+
+    return build(skeleton)
+
+
+def _untrack(block: shared_memory.SharedMemory) -> None:
+    # Python < 3.13 registers every block a process opens with its resource tracker,
+    # which unlinks it (with a warning) when that process exits.
+    try:
+        resource_tracker.unregister(block._name, "shared_memory")
+    except Exception:
+        pass
+
+
+def attach(name: Optional[str], owner: bool) -> Optional[shared_memory.SharedMemory]:
+    """Open a block another process created; ``owner``: this process will unlink it."""
+    if name is None:
+        return None
+    block = shared_memory.SharedMemory(name=name)
+    if not owner:
+        _untrack(block)
+    return block
+
+
+def release(block: Optional[shared_memory.SharedMemory], unlink: bool) -> None:
+    """Close (and optionally unlink) a block, tolerating views still alive."""
+    if block is None:
+        return
+    try:
+        block.close()
+    except BufferError:  # a view still points into it; the mapping goes with the process
+        pass
+    if unlink:
+        try:
+            block.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def send(stream: BinaryIO, message: Any) -> None:
+    """Write one length-prefixed pickle."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> Any:
+    """Read one length-prefixed pickle; EOFError when the other side is gone."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("pipe closed")
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("pipe closed mid-message")
+    return pickle.loads(data)

@@ -1,0 +1,86 @@
+"""One inference instance: load the model, then serve calls from the parent until stdin closes.
+
+Run as ``python -m nano.multiprocess.worker MODEL_DIR THREADS`` with its affinity
+mask already set by the parent. Messages are length-prefixed pickles on
+stdin/stdout; tensors travel in shared memory (see ``transport``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+
+
+def load(model_dir: str, threads: int):
+    """The model saved by the pool: a Nano model directory, or a pickled torch module."""
+    import torch
+
+    torch.set_num_threads(threads)
+    module_file = os.path.join(model_dir, "module.pkl")
+    module = None
+    if os.path.exists(module_file):
+        with open(module_file, "rb") as f:
+            module = pickle.load(f)
+    if os.path.exists(os.path.join(model_dir, "nano_model.json")):
+        from nano.inference.model import load_model
+
+        return load_model(model_dir, module, thread_num=threads)
+    return module.eval()
+
+
+def handle(model, request, block) -> dict:
+    """Run one request whose tensors are views into ``block``; the views die on return."""
+    import torch
+
+    from nano.inference.structure import flatten_output, output_spec
+    from nano.multiprocess import transport
+
+    args, kwargs = transport.unpack(block, request["skeleton"], copy=False)
+    with torch.no_grad():
+        out = model(*args, **kwargs)
+    out_block, skeleton = transport.pack(flatten_output(out), hand_over=True)
+    transport.release(out_block, unlink=False)  # the parent unlinks it after reading
+    return {"id": request["id"], "spec": output_spec(out), "skeleton": skeleton,
+            "shm": out_block.name if out_block else None}
+
+
+def serve(model, stdin, stdout) -> None:
+    """Answer requests until the parent closes the pipe."""
+    from nano.multiprocess import transport
+
+    while True:
+        try:
+            request = transport.receive(stdin)
+        except EOFError:
+            return
+        block = transport.attach(request["shm"], owner=False)
+        try:
+            reply = handle(model, request, block)
+        except Exception as e:
+            reply = {"id": request["id"], "error": f"{type(e).__name__}: {e}",
+                     "traceback": traceback.format_exc()}
+        transport.release(block, unlink=False)
+        transport.send(stdout, reply)
+
+
+def main() -> int:
+    from nano.multiprocess import transport
+
+    model_dir, threads = sys.argv[1], int(sys.argv[2])
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # prints from the model must not corrupt the protocol
+    try:
+        model = load(model_dir, threads)
+    except Exception as e:
+        transport.send(stdout, {"ready": False, "error": f"{type(e).__name__}: {e}"})
+        return 1
+    transport.send(stdout, {"ready": True, "pid": os.getpid(),
+                            "cpus": sorted(os.sched_getaffinity(0))})
+    serve(model, stdin, stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
