@@ -231,6 +231,11 @@ class InferenceOptimizer:
             raise RuntimeError(f"the original model could not be run: "
                                f"{original.detail if original else 'no result'}")
 
+    @property
+    def thread_num(self) -> Optional[int]:
+        """The thread budget the last optimize() gave every candidate."""
+        return self._thread_num
+
     def _reset(self, model, sample, threads, dynamic_axes, metric, direction):
         self.results = []
         self._built = {}

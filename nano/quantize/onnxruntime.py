@@ -33,6 +33,15 @@ class _Reader:
         return next(self._items, None)
 
 
+def graph_input_names(model_path: str) -> list[str]:
+    """The model's real inputs (an ONNX file from elsewhere names them its own way)."""
+    import onnx
+
+    graph = onnx.load(model_path, load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in weights]
+
+
 def first_last_compute_nodes(model_path: str) -> list[str]:
     """Names of the first and last Conv/MatMul/Gemm nodes (graph order is topological)."""
     import onnx
@@ -78,7 +87,7 @@ def build(method: Method, inputs) -> OnnxRuntimeModel:
             quantize_dynamic(pre, out, per_channel=config.per_channel, weight_type=QuantType.QInt8,
                              nodes_to_exclude=exclude, op_types_to_quantize=op_types)
         else:
-            reader = _Reader(inputs.signature.tensor_names, inputs.flat_calib(config.calib_samples))
+            reader = _Reader(graph_input_names(pre), inputs.flat_calib(config.calib_samples))
             quantize_static(
                 pre, out, reader,
                 quant_format=QuantFormat.QDQ if method.variant == "qdq" else QuantFormat.QOperator,

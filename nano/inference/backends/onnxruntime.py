@@ -23,10 +23,20 @@ INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 
 def export_onnx(inputs, path: str) -> None:
     """Export the prepared model to ``path`` as one self-contained ONNX file."""
+    from nano.inference.sources import OnnxSourceModule
+
+    if isinstance(inputs.model, OnnxSourceModule):  # it already is ONNX
+        with open(path, "wb") as f:
+            f.write(inputs.model.onnx_bytes)
+        return
+    from nano.inference.sources import ScriptModuleHolder
+
     flat = inputs.flat_module()
     sample = tuple(inputs.export_sample())
     names = list(inputs.signature.tensor_names)
     dims = inputs.dynamic_dims()
+    if isinstance(inputs.model, ScriptModuleHolder):
+        flat = inputs.model.script  # TorchScript exports only through the TorchScript exporter
     from torch.export import Dim
 
     dynamic_shapes = (tuple({d: Dim.AUTO for d in ds} or None for ds in dims),)
@@ -34,6 +44,8 @@ def export_onnx(inputs, path: str) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            if isinstance(inputs.model, ScriptModuleHolder):
+                raise RuntimeError("torch.export cannot read TorchScript")
             torch.onnx.export(flat, sample, path, input_names=names, dynamo=True,
                               dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
                               optimize=True)

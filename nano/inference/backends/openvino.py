@@ -51,6 +51,17 @@ def convert(inputs):
     """Convert the prepared model to an ov.Model with the requested dynamic dims."""
     import openvino as ov
 
+    from nano.inference.sources import OnnxSourceModule
+
+    if isinstance(inputs.model, OnnxSourceModule):  # OpenVINO reads ONNX itself
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            with open(path, "wb") as f:
+                f.write(inputs.model.onnx_bytes)
+            model = ov.convert_model(path)
+        for port, name in zip(model.inputs, inputs.signature.tensor_names):
+            port.get_tensor().set_names({name})
+        return model
     sample = inputs.flat_sample()
     shapes = [ov.PartialShape([-1 if d in dyn else s for d, s in enumerate(t.shape)])
               for t, dyn in zip(sample, inputs.dynamic_dims())]

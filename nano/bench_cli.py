@@ -1,0 +1,185 @@
+"""``bigdl-nano-bench``: optimize a saved model or a factory, print the table, keep the fastest.
+
+    bigdl-nano-bench model.pt --input-shape 1,3,224,224 --save fast/
+    bigdl-nano-bench mypkg.models:make_net --input-shape 1,128 --dtype int64 --format json
+    bigdl-nano-bench model.onnx --input-shape 8,3,32,32 --baselines --plot table.png
+
+Exit status 0 with a pick, 1 when no method ran, 2 on a usage error (one line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from nano.launcher.cli_common import OneLineParser, UsageError, positive_int, run_cli
+
+_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool")
+
+
+def parse_shape(text: str) -> tuple:
+    """"1,3,224,224" -> (1, 3, 224, 224); a UsageError for anything else."""
+    import re
+
+    shape = (tuple(int(p) for p in re.split(r"[,x]", text.strip()))
+             if re.fullmatch(r"\d+([,x]\d+)*", text.strip()) else ())
+    if not shape or any(d < 1 for d in shape):
+        raise UsageError(f"bad --input-shape {text!r}: give positive sizes like 1,3,224,224")
+    return shape
+
+
+def random_inputs(shapes, dtypes, seed: int) -> tuple:
+    """Inputs of the given shapes: normal floats, small non-negative integers, or all-True."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for shape, dtype in zip(shapes, dtypes):
+        dt = getattr(torch, dtype)
+        if dt.is_floating_point:
+            out.append(torch.randn(shape, generator=g).to(dt))
+        elif dt == torch.bool:
+            out.append(torch.ones(shape, dtype=dt))
+        else:
+            out.append(torch.randint(0, 100, shape, generator=g, dtype=dt))
+    return tuple(out)
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="bigdl-nano-bench", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="TorchScript .pt, exported .pt2, .onnx, or package.module:factory")
+    p.add_argument("--input-shape", action="append", required=True, metavar="SHAPE",
+                   help="one per model input, e.g. 1,3,224,224")
+    p.add_argument("--dtype", action="append", choices=_DTYPES,
+                   help="one per input (default float32)")
+    p.add_argument("--calib", type=int, default=4, metavar="N",
+                   help="random calibration batches for INT8 (0: skip INT8)")
+    p.add_argument("--accelerator", help="comma list: pytorch,jit,compile,onnxruntime,openvino")
+    p.add_argument("--precision", help="comma list: fp32,bf16,fp16,int8")
+    p.add_argument("--save", metavar="DIR", help="save the fastest model here")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--plot", metavar="PNG", help="draw the latency chart")
+    p.add_argument("--baselines", action="store_true",
+                   help="also time a plain ONNX Runtime session and a plain OpenVINO compile")
+    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--timeout", type=float, default=300, help="seconds per method (default 300)")
+    p.add_argument("--latency-samples", type=positive_int, default=100)
+    return p
+
+
+def _baselines(model, args, threads) -> list[dict]:
+    """Time the hand-driven runtimes in this process, like optimize() times its candidates."""
+    from nano.inference.baselines import hand_onnxruntime, hand_openvino
+    from nano.inference.errors import summarize_error
+    from nano.inference.measure import measure_latency
+
+    rows = []
+    for name, make in (("baseline: plain ORT session", lambda: hand_onnxruntime(model, args,
+                                                                                 threads)),
+                       ("baseline: plain OpenVINO compile", lambda: hand_openvino(model, args,
+                                                                                   threads))):
+        try:
+            lat = measure_latency(make(), 100, 5.0)
+            rows.append({"method": name, "status": "ok", "latency_ms": round(lat.median * 1e3, 4),
+                         "spread_ms": round(lat.spread * 1e3, 4)})
+        except Exception as e:
+            rows.append({"method": name, "status": "failed", "latency_ms": None,
+                         "spread_ms": None, "detail": summarize_error(e)})
+    return rows
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    shapes = [parse_shape(s) for s in args.input_shape]
+    dtypes = args.dtype or ["float32"] * len(shapes)
+    if len(dtypes) == 1 and len(shapes) > 1:
+        dtypes = dtypes * len(shapes)
+    if len(dtypes) != len(shapes):
+        raise UsageError(f"{len(shapes)} --input-shape but {len(dtypes)} --dtype; give one each "
+                         f"or a single --dtype for all")
+    if args.calib < 0:
+        raise UsageError("--calib must be 0 or more")
+    from nano.inference.methods import normalize_accelerator, normalize_precision
+    from nano.inference.sources import SourceError, applicable_accelerators, load_source
+
+    try:
+        accelerators = ([normalize_accelerator(a.strip()) for a in args.accelerator.split(",")]
+                        if args.accelerator else None)
+        precisions = ([normalize_precision(p.strip()) for p in args.precision.split(",")]
+                      if args.precision else None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        model = load_source(args.model)
+    except SourceError as e:
+        raise UsageError(str(e)) from None
+    allowed = applicable_accelerators(model)
+    if allowed:
+        accelerators = [a for a in (accelerators or allowed) if a in allowed] or list(allowed)
+    if args.calib == 0:
+        precisions = [p for p in (precisions or ["fp32", "bf16", "fp16"]) if p != "int8"]
+    sample = random_inputs(shapes, dtypes, 0)
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(*sample)
+    except Exception as e:
+        raise UsageError(f"the model does not run on inputs of shape "
+                         f"{', '.join(map(str, shapes))}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    data = [sample] + [random_inputs(shapes, dtypes, i + 1) for i in range(max(args.calib, 1))]
+
+    from nano import InferenceOptimizer
+    from nano.inference import report
+
+    opt = InferenceOptimizer()
+    started = time.time()
+    opt.optimize(model, data, thread_num=args.threads, accelerator=accelerators,
+                 precision=precisions, timeout_per_method=args.timeout,
+                 latency_sample_num=args.latency_samples, latency_budget=5.0)
+    records = opt.records()
+    if args.baselines:
+        base = records[0]["latency_ms"]  # the original
+        for row in _baselines(model, sample, opt.thread_num):
+            full = {key: None for key in records[0]}
+            full.update({"detail": "", "cost_s": 0.0, **row})
+            if row["latency_ms"]:
+                full["speedup"] = round(base / row["latency_ms"], 3)
+            records.append(full)
+    try:
+        best, description = opt.get_best_model()
+    except RuntimeError:
+        best, description = None, "no method ran successfully"
+    out = sys.stdout
+    if args.format == "json":
+        json.dump({"model": args.model, "pick": best.method.name if best else None,
+                   "seconds": round(time.time() - started, 1), "results": records}, out,
+                  indent=2)
+        out.write("\n")
+    elif args.format == "csv":
+        out.write(report.to_csv(records))
+    else:
+        out.write(report.format_table(records) + "\n")
+    info = sys.stderr if args.format != "table" else sys.stdout
+    print(f"\nfastest within tolerance: {description}", file=info)
+    if args.plot:
+        report.plot(records, args.plot)
+    if best is not None and args.save:
+        InferenceOptimizer.save(best, args.save)
+        needs = ", model=<the original module>" if best.needs_model_to_load else ""
+        print(f"saved to {args.save}; load it with:\n  from nano import InferenceOptimizer\n"
+              f"  model = InferenceOptimizer.load({args.save!r}{needs})", file=info)
+    return 0 if best is not None else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``bigdl-nano-bench``."""
+    return run_cli(_main, argv, "bigdl-nano-bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
