@@ -318,6 +318,27 @@ class InferenceOptimizer:
                        f"{base / best.latency.median:.2f}x the original")
         return self.get_model(best.name), description
 
+    def measure_throughput(self, top: int = 3, instances: Optional[int] = None,
+                           calls: int = 64) -> list[tuple[str, float, float]]:
+        """For the ``top`` fastest candidates: calls/s of one instance using every core vs
+        ``instances`` (default: one per physical core) pinned single-core instances.
+
+        The figures join the summary table; returns (method, single, multi) rows.
+        """
+        from nano.multiprocess.throughput import measure_throughput
+
+        self._require_search()
+        n = instances or self._thread_num
+        ranked = sorted((r for r in self.results if r.usable and self._passes(r, None)),
+                        key=lambda r: r.latency.median)[:top]
+        rows = []
+        for r in ranked:
+            t = measure_throughput(self.get_model(r.name), self._sample, n, calls,
+                                   self._thread_num)
+            r.extra.update(throughput_single=t.single, throughput_multi=t.multi, instances=n)
+            rows.append((r.name, t.single, t.multi))
+        return rows
+
     def get_model(self, method_name: str):
         """The model built by ``method_name`` during optimize() (loaded or rebuilt here)."""
         self._require_search()

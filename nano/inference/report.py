@@ -34,6 +34,10 @@ def result_records(results: list, baseline: Optional[CandidateResult],
             "cost_s": round(r.cost_seconds, 2),
             "detail": r.detail,
         }
+        if "throughput_single" in r.extra:
+            rec["calls_per_s_1_instance"] = round(r.extra["throughput_single"], 2)
+            rec[f"calls_per_s_{r.extra['instances']}_instances"] = round(
+                r.extra["throughput_multi"], 2)
         records.append(rec)
     return records
 
@@ -50,17 +54,26 @@ def format_table(records: list[dict], metric_name: str = "accuracy") -> str:
     """A fixed-width text table."""
     has_metric = any(r.get(metric_name) is not None for r in records)
     header = ["method", "status", "latency ms", "± IQR", "speed-up",
-              metric_name if has_metric else "output err", "build s", "detail"]
+              metric_name if has_metric else "output err", "build s"]
+    multi_key = next((k for r in records for k in r if k.startswith("calls_per_s_")
+                      and not k.endswith("_1_instance")), None)
+    if multi_key:
+        n = multi_key.split("_")[3]
+        header += ["calls/s 1 inst", f"calls/s {n} inst"]
+    header.append("detail")
     rows = []
     for r in records:
         quality = (_fmt(r.get(metric_name), ".4f") if has_metric
                    else _fmt(r.get("output_error"), ".1e"))
-        rows.append([r["method"], r["status"], _fmt(r["latency_ms"], ".3f"),
-                     _fmt(r["spread_ms"], ".3f"),
-                     (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
-                     _fmt(r["build_s"], ".1f"), r["detail"][:70]])
+        row = [r["method"], r["status"], _fmt(r["latency_ms"], ".3f"), _fmt(r["spread_ms"], ".3f"),
+               (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
+               _fmt(r["build_s"], ".1f")]
+        if multi_key:
+            row += [_fmt(r.get("calls_per_s_1_instance"), ".1f"),
+                    _fmt(r.get(multi_key), ".1f")]
+        rows.append(row + [(r["detail"] or "")[:70]])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    right = {2, 3, 4, 5, 6}
+    right = set(range(2, len(header) - 1))
 
     def line(cells):
         return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)

@@ -83,6 +83,8 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
             preexec_fn=child_setup(cpus))
         self.busy: Optional[int] = None  # index of the input in flight
+        self.arena = transport.Arena()  # inputs to this worker
+        self.replies = transport.Attachments()  # this worker's output block
 
     def describe(self) -> str:
         return f"worker {self.index} (cpus {format_cpu_list(self.cpus)})"
@@ -149,13 +151,12 @@ class MultiInstanceModel:
         calls = self._items(inputs)
         results: list = [None] * len(calls)
         pending = iter(range(len(calls)))
-        blocks: dict = {}
         selector = selectors.DefaultSelector()
         for w in self.workers:
             selector.register(w.proc.stdout, selectors.EVENT_READ, w)
         try:
             for w in self.workers:
-                self._dispatch(w, pending, calls, blocks)
+                self._dispatch(w, pending, calls)
             remaining = len(calls)
             while remaining:
                 for key, _ in selector.select():
@@ -166,36 +167,30 @@ class MultiInstanceModel:
                     except EOFError:
                         raise WorkerError(f"{w.describe()} {w.death()} while running input "
                                           f"{index}") from None
-                    transport.release(blocks.pop(index), unlink=True)
                     if "error" in reply:
                         raise WorkerError(f"input {index} failed in {w.describe()}: "
                                           f"{reply['error']}\n{reply['traceback']}")
-                    out_block = transport.attach(reply["shm"], owner=True)
-                    flat = transport.unpack(out_block, reply["skeleton"], copy=True)
-                    transport.release(out_block, unlink=True)
+                    flat = transport.unpack(w.replies.get(reply["shm"]), reply["skeleton"],
+                                            copy=True)
                     results[index] = unflatten_output(reply["spec"], flat, cast=False)
                     w.busy = None
                     remaining -= 1
-                    self._dispatch(w, pending, calls, blocks)
+                    self._dispatch(w, pending, calls)
         except BaseException:
-            for block in blocks.values():
-                transport.release(block, unlink=True)
             self.close()
             raise
         finally:
             selector.close()
         return results
 
-    def _dispatch(self, worker: _Worker, pending, calls, blocks) -> None:
+    def _dispatch(self, worker: _Worker, pending, calls) -> None:
         index = next(pending, None)
         if index is None:
             return
-        block, skeleton = transport.pack(calls[index])
-        blocks[index] = block
+        name, skeleton = worker.arena.write(calls[index])
         worker.busy = index
         try:
-            transport.send(worker.proc.stdin, {"id": index, "skeleton": skeleton,
-                                               "shm": block.name if block else None})
+            transport.send(worker.proc.stdin, {"id": index, "skeleton": skeleton, "shm": name})
         except (BrokenPipeError, OSError):
             raise WorkerError(f"{worker.describe()} {worker.death()} before input {index}") \
                 from None
@@ -216,6 +211,8 @@ class MultiInstanceModel:
             except subprocess.TimeoutExpired:
                 w.proc.kill()
                 w.proc.wait()
+            w.replies.close()
+            w.arena.close()
         self._dir.cleanup()
 
     def __enter__(self):

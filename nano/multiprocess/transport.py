@@ -1,7 +1,8 @@
 """Move tensors between processes through shared memory, and frame messages on pipes.
 
-A call's tensors are copied once into one shared-memory block; the other side
-maps them without copying (``torch.frombuffer``). Everything else (shapes,
+A call's tensors are copied once into a reusable shared-memory block (an
+``Arena``) owned by the sender; the receiver maps it once and reads the tensors
+without copying (``torch.frombuffer``). Everything else (shapes,
 dtypes, the nesting of the inputs) travels as a small pickle on the pipe.
 """
 
@@ -38,32 +39,68 @@ def _replace_tensors(value: Any, found: list) -> Any:
     return value
 
 
-def pack(value: Any, hand_over: bool = False) -> tuple[Optional[shared_memory.SharedMemory], Any]:
-    """Copy the tensors in ``value`` into a new shared-memory block.
+class Arena:
+    """A reusable shared-memory block owned by this process: refilled each call, grown when
+    too small. Reusing it avoids mapping (and page-faulting) a fresh block per call."""
 
-    Returns (block or None, skeleton): the skeleton is ``value`` with each
-    tensor replaced by a TensorRef. The caller unlinks the block, unless
-    ``hand_over``: then the receiving process owns (and unlinks) it.
-    """
-    tensors: list = []
-    skeleton = _replace_tensors(value, tensors)
-    if not tensors:
-        return None, skeleton
-    refs = []
-    _collect_refs(skeleton, refs)
+    def __init__(self):
+        self.block: Optional[shared_memory.SharedMemory] = None
+
+    def write(self, value: Any) -> tuple[Optional[str], Any]:
+        """Copy ``value``'s tensors in; return (block name or None, skeleton)."""
+        tensors: list = []
+        skeleton = _replace_tensors(value, tensors)
+        if not tensors:
+            return None, skeleton
+        refs: list = []
+        _collect_refs(skeleton, refs)
+        offset = _layout(refs, tensors)
+        if self.block is None or self.block.size < offset:
+            self.close()
+            self.block = shared_memory.SharedMemory(create=True, size=max(offset * 2, 1 << 16))
+        _copy_in(self.block, refs, tensors)
+        return self.block.name, skeleton
+
+    def close(self) -> None:
+        release(self.block, unlink=True)
+        self.block = None
+
+
+class Attachments:
+    """Blocks another process owns, opened once and kept while their name stays the same."""
+
+    def __init__(self):
+        self.blocks: dict = {}
+
+    def get(self, name: Optional[str]) -> Optional[shared_memory.SharedMemory]:
+        if name is None:
+            return None
+        if name not in self.blocks:
+            for old in self.blocks.values():  # the owner replaced its block: drop the old one
+                release(old, unlink=False)
+            self.blocks = {name: attach(name, owner=False)}
+        return self.blocks[name]
+
+    def close(self) -> None:
+        for block in self.blocks.values():
+            release(block, unlink=False)
+        self.blocks = {}
+
+
+def _layout(refs: list, tensors: list) -> int:
     offset = 0
     for ref, t in zip(refs, tensors):
         ref.offset = offset
         offset += (t.numel() * t.element_size() + _ALIGN - 1) // _ALIGN * _ALIGN
-    block = shared_memory.SharedMemory(create=True, size=max(offset, 1))
-    if hand_over:
-        _untrack(block)
+    return offset
+
+
+def _copy_in(block, refs: list, tensors: list) -> None:
     for ref, t in zip(refs, tensors):
         nbytes = t.numel() * t.element_size()
         if nbytes:
             dst = torch.frombuffer(block.buf, dtype=torch.uint8, count=nbytes, offset=ref.offset)
             dst.copy_(t.detach().contiguous().view(-1).view(torch.uint8))
-    return block, skeleton
 
 
 def _collect_refs(value: Any, refs: list) -> None:

@@ -30,39 +30,40 @@ def load(model_dir: str, threads: int):
     return module.eval()
 
 
-def handle(model, request, block) -> dict:
-    """Run one request whose tensors are views into ``block``; the views die on return."""
+def handle(model, request, inputs, outputs) -> dict:
+    """Run one request; its tensors are views into the parent's block, gone on return."""
     import torch
 
     from nano.inference.structure import flatten_output, output_spec
     from nano.multiprocess import transport
 
-    args, kwargs = transport.unpack(block, request["skeleton"], copy=False)
+    args, kwargs = transport.unpack(inputs.get(request["shm"]), request["skeleton"], copy=False)
     with torch.no_grad():
         out = model(*args, **kwargs)
-    out_block, skeleton = transport.pack(flatten_output(out), hand_over=True)
-    transport.release(out_block, unlink=False)  # the parent unlinks it after reading
-    return {"id": request["id"], "spec": output_spec(out), "skeleton": skeleton,
-            "shm": out_block.name if out_block else None}
+    name, skeleton = outputs.write(flatten_output(out))
+    return {"id": request["id"], "spec": output_spec(out), "skeleton": skeleton, "shm": name}
 
 
 def serve(model, stdin, stdout) -> None:
     """Answer requests until the parent closes the pipe."""
     from nano.multiprocess import transport
 
-    while True:
-        try:
-            request = transport.receive(stdin)
-        except EOFError:
-            return
-        block = transport.attach(request["shm"], owner=False)
-        try:
-            reply = handle(model, request, block)
-        except Exception as e:
-            reply = {"id": request["id"], "error": f"{type(e).__name__}: {e}",
-                     "traceback": traceback.format_exc()}
-        transport.release(block, unlink=False)
-        transport.send(stdout, reply)
+    inputs, outputs = transport.Attachments(), transport.Arena()
+    try:
+        while True:
+            try:
+                request = transport.receive(stdin)
+            except EOFError:
+                return
+            try:
+                reply = handle(model, request, inputs, outputs)
+            except Exception as e:
+                reply = {"id": request["id"], "error": f"{type(e).__name__}: {e}",
+                         "traceback": traceback.format_exc()}
+            transport.send(stdout, reply)
+    finally:
+        inputs.close()
+        outputs.close()
 
 
 def main() -> int:
