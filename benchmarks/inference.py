@@ -57,24 +57,13 @@ def interleaved(contenders: dict, rounds: int, calls: int) -> dict:
     return {name: statistics.median(v) for name, v in results.items()}
 
 
-def hand_driven(model, args, threads, onnx_path):
-    """What a user would write by hand: one ORT session and OpenVINO compiles, same threads."""
-    import onnxruntime as ort
-    import openvino as ov
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-    feed = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
-    with torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=tuple(args))
-    core = ov.Core()
-    ov_default = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": str(threads)})
-    ov_f32 = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": str(threads),
-                                                  "INFERENCE_PRECISION_HINT": "f32"})
-    np_args = [a.numpy() for a in args]
-    return sess, feed, ov_default, ov_f32, np_args
+def print_medians(medians: dict) -> float:
+    """Print each contender's median and its speed-up over eager; return eager's median."""
+    base = medians["eager fp32"]
+    print(f"\n{'contender':40} {'median ms':>10} {'vs eager':>9}")
+    for name, m in medians.items():
+        print(f"{name:40} {m * 1e3:10.3f} {base / m:8.2f}x")
+    return base
 
 
 def workload(name, model, args, threads, rounds, calls, quick, excludes):
@@ -93,13 +82,10 @@ def workload(name, model, args, threads, rounds, calls, quick, excludes):
     pick, desc = opt.get_best_model()
     print(f"pick: {desc} (search took {search_s:.0f} s)")
 
+    from nano.inference.baselines import hand_onnxruntime, hand_openvino
+
     nano_ort = build_method(model, get_method("onnxruntime_fp32"), tuple(args), threads)
     nano_ov = build_method(model, get_method("openvino_fp32"), tuple(args), threads)
-    import tempfile, os
-    tmp = tempfile.mkdtemp()
-    nano_ort.save(tmp)
-    sess, feed, ov_default, ov_f32, np_args = hand_driven(model, args, threads,
-                                                         os.path.join(tmp, "model.onnx"))
     eager = model.eval()
     torch.set_num_threads(threads)
 
@@ -110,17 +96,14 @@ def workload(name, model, args, threads, rounds, calls, quick, excludes):
     contenders = {
         "eager fp32": run_eager,
         f"nano pick ({pick.method.name})": lambda: pick(*args),
-        "hand ORT fp32 session": lambda: sess.run(None, feed),
+        "hand ORT fp32 session": hand_onnxruntime(model, tuple(args), threads),
         "nano onnxruntime_fp32": lambda: nano_ort(*args),
-        "hand OpenVINO default precision": lambda: ov_default(np_args),
-        "hand OpenVINO f32 pinned": lambda: ov_f32(np_args),
+        "hand OpenVINO default precision": hand_openvino(model, tuple(args), threads),
+        "hand OpenVINO f32 pinned": hand_openvino(model, tuple(args), threads, "f32"),
         "nano openvino_fp32": lambda: nano_ov(*args),
     }
     medians = interleaved(contenders, rounds, calls)
-    base = medians["eager fp32"]
-    print(f"\n{'contender':40} {'median ms':>10} {'vs eager':>9}")
-    for cname, m in medians.items():
-        print(f"{cname:40} {m * 1e3:10.3f} {base / m:8.2f}x")
+    base = print_medians(medians)
     pick_t = medians[f"nano pick ({pick.method.name})"]
     hand_best = min(medians["hand ORT fp32 session"], medians["hand OpenVINO default precision"],
                     medians["hand OpenVINO f32 pinned"])
@@ -198,10 +181,7 @@ def int8_workload(batch, threads, rounds, calls):
                   **contenders}
     torch.set_num_threads(threads)
     medians = interleaved(contenders, rounds, calls)
-    base = medians["eager fp32"]
-    print(f"\n{'contender':40} {'median ms':>10} {'vs eager':>9}")
-    for cname, m in medians.items():
-        print(f"{cname:40} {m * 1e3:10.3f} {base / m:8.2f}x")
+    base = print_medians(medians)
     pick_t = medians[f"nano pick ({pick.method.name})"]
     hand_best = min(v for k, v in medians.items() if k.startswith("hand"))
     print(f"INT8 pick vs best hand-driven INT8: {hand_best / pick_t:.3f} (target >= 0.97); "

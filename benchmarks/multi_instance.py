@@ -26,17 +26,7 @@ def run(name, model, training, validation, metric, calls, top, criterion):
     opt = InferenceOptimizer()
     opt.optimize(model, training, validation_data=validation, metric=metric, excludes=EXCLUDE,
                  latency_sample_num=50, latency_budget=3)
-    rows = opt.measure_throughput(top=top, calls=calls) if criterion is None else None
-    if rows is None:  # keep only candidates within the criterion
-        ranked = sorted((r for r in opt.results if r.usable and opt._passes(r, criterion)),
-                        key=lambda r: r.latency.median)[:top]
-        from nano.multiprocess.throughput import measure_throughput
-
-        rows = []
-        for r in ranked:
-            t = measure_throughput(opt.get_model(r.name), opt._sample, opt.thread_num, calls,
-                                   opt.thread_num)
-            rows.append((r.name, t.single, t.multi))
+    rows = opt.measure_throughput(top=top, calls=calls, accuracy_criterion=criterion)
     n = opt.thread_num
     print(f"{'method':28} {'1 x ' + str(n) + ' cores/s':>14} {str(n) + ' x 1 core/s':>13} "
           f"{'ratio':>6}")

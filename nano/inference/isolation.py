@@ -67,9 +67,12 @@ class Zygote:
         _dump(payload, payload_path)
         child_env = dict(os.environ if env is None else env)
         child_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        # Unbuffered: _recv selects on the pipe and keeps its own line buffer, since a
+        # buffered reader could hold a second line that select would never report.
         self.proc = subprocess.Popen([sys.executable, "-m", "nano.inference.isolation"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=child_env, text=True, bufsize=1)
+                                     env=child_env, bufsize=0)
+        self._pending = b""
         self._send({"payload": payload_path})
         ready = self._recv(timeout=600)
         if not ready or "ready" not in ready:
@@ -77,16 +80,22 @@ class Zygote:
         self._count = 0
 
     def _send(self, msg: dict) -> None:
-        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
         self.proc.stdin.flush()
 
     def _recv(self, timeout: float) -> Optional[dict]:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the isolation process died")
+        """The next message, or None if none arrives within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            if not ready:
+                return None
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError("the isolation process died")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
         return json.loads(line)
 
     def run(self, func, task: Any, timeout: float,

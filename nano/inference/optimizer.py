@@ -319,9 +319,11 @@ class InferenceOptimizer:
         return self.get_model(best.name), description
 
     def measure_throughput(self, top: int = 3, instances: Optional[int] = None,
-                           calls: int = 64) -> list[tuple[str, float, float]]:
-        """For the ``top`` fastest candidates: calls/s of one instance using every core vs
-        ``instances`` (default: one per physical core) pinned single-core instances.
+                           calls: int = 64, accuracy_criterion: Optional[float] = None
+                           ) -> list[tuple[str, float, float]]:
+        """For the ``top`` fastest candidates within ``accuracy_criterion`` (as in
+        get_best_model): calls/s of one instance using every core vs ``instances``
+        (default: one per physical core) pinned single-core instances.
 
         The figures join the summary table; returns (method, single, multi) rows.
         """
@@ -329,7 +331,8 @@ class InferenceOptimizer:
 
         self._require_search()
         n = instances or self._thread_num
-        ranked = sorted((r for r in self.results if r.usable and self._passes(r, None)),
+        ranked = sorted((r for r in self.results
+                         if r.usable and self._passes(r, accuracy_criterion)),
                         key=lambda r: r.latency.median)[:top]
         rows = []
         for r in ranked:

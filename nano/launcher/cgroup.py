@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from nano.launcher.cpulist import parse_cpu_list
+from nano.launcher.cpulist import parse_cpu_list, read_text
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,9 @@ class CgroupLimits:
         return None if self.cpu_quota is None else max(1, math.ceil(self.cpu_quota))
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _membership(root: str) -> dict[str, str]:
     """Map controller name ('' for cgroup v2) to this process's cgroup path."""
-    text = _read(os.path.join(root, "proc/self/cgroup")) or ""
+    text = read_text(os.path.join(root, "proc/self/cgroup")) or ""
     groups: dict[str, str] = {}
     for line in text.splitlines():
         parts = line.split(":", 2)
@@ -71,10 +63,10 @@ def _v2_limits(root: str, path: str) -> CgroupLimits:
     cpuset = quota = None
     for d in _candidate_dirs(mount, path):
         if cpuset is None:
-            text = _read(os.path.join(d, "cpuset.cpus.effective"))
+            text = read_text(os.path.join(d, "cpuset.cpus.effective"))
             if text:
                 cpuset = frozenset(parse_cpu_list(text))
-        text = _read(os.path.join(d, "cpu.max"))
+        text = read_text(os.path.join(d, "cpu.max"))
         if text:
             fields = text.split()
             if fields[0] != "max":
@@ -96,12 +88,14 @@ def _v1_controller_dir(root: str, name: str, path: str) -> list[str]:
 def _v1_limits(root: str, groups: dict[str, str]) -> CgroupLimits:
     cpuset = quota = None
     for d in _v1_controller_dir(root, "cpuset", groups.get("cpuset", "/")):
-        text = _read(os.path.join(d, "cpuset.effective_cpus")) or _read(os.path.join(d, "cpuset.cpus"))
+        text = (read_text(os.path.join(d, "cpuset.effective_cpus"))
+                or read_text(os.path.join(d, "cpuset.cpus")))
         if text:
             cpuset = frozenset(parse_cpu_list(text))
             break
     for d in _v1_controller_dir(root, "cpu", groups.get("cpu", "/")):
-        q, p = _read(os.path.join(d, "cpu.cfs_quota_us")), _read(os.path.join(d, "cpu.cfs_period_us"))
+        q = read_text(os.path.join(d, "cpu.cfs_quota_us"))
+        p = read_text(os.path.join(d, "cpu.cfs_period_us"))
         if q and p and int(q) > 0 and int(p) > 0:
             value = int(q) / int(p)
             quota = value if quota is None else min(quota, value)

@@ -1,8 +1,17 @@
-"""Parse and format Linux CPU list strings such as ``0-3,8,10-11``."""
+"""Read kernel text files and parse and format CPU list strings such as ``0-3,8,10-11``."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
+
+
+def read_text(path: str) -> Optional[str]:
+    """The stripped contents of a small kernel file, or None if it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def parse_cpu_list(text: str) -> list[int]:

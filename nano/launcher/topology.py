@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from nano.launcher.cgroup import CgroupLimits, read_cgroup_limits
-from nano.launcher.cpulist import format_cpu_list, parse_cpu_list
+from nano.launcher.cpulist import format_cpu_list, parse_cpu_list, read_text
 
 
 @dataclass(frozen=True)
@@ -117,14 +117,6 @@ class Topology:
 # Reading the real machine -------------------------------------------------------
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _numa_map(root: str) -> dict[int, int]:
     node_dir = os.path.join(root, "sys/devices/system/node")
     mapping: dict[int, int] = {}
@@ -134,7 +126,7 @@ def _numa_map(root: str) -> dict[int, int]:
         return mapping
     for name in entries:
         m = re.fullmatch(r"node(\d+)", name)
-        text = _read(os.path.join(node_dir, name, "cpulist")) if m else None
+        text = read_text(os.path.join(node_dir, name, "cpulist")) if m else None
         if text:
             for cpu in parse_cpu_list(text):
                 mapping[cpu] = int(m.group(1))
@@ -143,7 +135,7 @@ def _numa_map(root: str) -> dict[int, int]:
 
 def _from_sysfs(root: str) -> Optional[list[LogicalCpu]]:
     cpu_dir = os.path.join(root, "sys/devices/system/cpu")
-    online = _read(os.path.join(cpu_dir, "online"))
+    online = read_text(os.path.join(cpu_dir, "online"))
     if online is None:
         return None
     numa = _numa_map(root)
@@ -151,8 +143,8 @@ def _from_sysfs(root: str) -> Optional[list[LogicalCpu]]:
     cpus = []
     for cpu in parse_cpu_list(online):
         topo = os.path.join(cpu_dir, f"cpu{cpu}", "topology")
-        package = _read(os.path.join(topo, "physical_package_id"))
-        siblings = _read(os.path.join(topo, "core_cpus_list")) or _read(
+        package = read_text(os.path.join(topo, "physical_package_id"))
+        siblings = read_text(os.path.join(topo, "core_cpus_list")) or read_text(
             os.path.join(topo, "thread_siblings_list"))
         if package is None or siblings is None:
             return None
@@ -163,7 +155,7 @@ def _from_sysfs(root: str) -> Optional[list[LogicalCpu]]:
 
 
 def _cpuinfo_records(root: str) -> list[dict[str, str]]:
-    text = _read(os.path.join(root, "proc/cpuinfo")) or ""
+    text = read_text(os.path.join(root, "proc/cpuinfo")) or ""
     records, current = [], {}
     for line in text.splitlines():
         if not line.strip():

@@ -9,6 +9,7 @@ becomes an error naming the input, and the pool shuts down without hanging.
 
 from __future__ import annotations
 
+import collections
 import os
 import selectors
 import subprocess
@@ -80,11 +81,14 @@ class _Worker:
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nano.multiprocess.worker", model_dir, str(len(cpus))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-            preexec_fn=child_setup(cpus))
-        self.busy: Optional[int] = None  # index of the input in flight
-        self.arena = transport.Arena()  # inputs to this worker
-        self.replies = transport.Attachments()  # this worker's output block
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
+            preexec_fn=child_setup(cpus))  # unbuffered: the pool selects on stdout
+        # Two requests in flight per worker, so it never idles while the parent handles a
+        # reply; each in-flight request has its own input arena.
+        self.inflight: collections.deque = collections.deque()
+        self.arenas = [transport.Arena(), transport.Arena()]
+        self.sent = 0
+        self.replies = transport.Attachments()  # this worker's output blocks
 
     def describe(self) -> str:
         return f"worker {self.index} (cpus {format_cpu_list(self.cpus)})"
@@ -155,13 +159,14 @@ class MultiInstanceModel:
         for w in self.workers:
             selector.register(w.proc.stdout, selectors.EVENT_READ, w)
         try:
-            for w in self.workers:
-                self._dispatch(w, pending, calls)
+            for _ in range(2):
+                for w in self.workers:
+                    self._dispatch(w, pending, calls)
             remaining = len(calls)
             while remaining:
                 for key, _ in selector.select():
                     w = key.data
-                    index = w.busy
+                    index = w.inflight[0]
                     try:
                         reply = transport.receive(w.proc.stdout)
                     except EOFError:
@@ -173,7 +178,7 @@ class MultiInstanceModel:
                     flat = transport.unpack(w.replies.get(reply["shm"]), reply["skeleton"],
                                             copy=True)
                     results[index] = unflatten_output(reply["spec"], flat, cast=False)
-                    w.busy = None
+                    w.inflight.popleft()
                     remaining -= 1
                     self._dispatch(w, pending, calls)
         except BaseException:
@@ -187,8 +192,9 @@ class MultiInstanceModel:
         index = next(pending, None)
         if index is None:
             return
-        name, skeleton = worker.arena.write(calls[index])
-        worker.busy = index
+        worker.sent += 1
+        name, skeleton = worker.arenas[worker.sent % 2].write(calls[index])
+        worker.inflight.append(index)
         try:
             transport.send(worker.proc.stdin, {"id": index, "skeleton": skeleton, "shm": name})
         except (BrokenPipeError, OSError):
@@ -212,7 +218,8 @@ class MultiInstanceModel:
                 w.proc.kill()
                 w.proc.wait()
             w.replies.close()
-            w.arena.close()
+            for arena in w.arenas:
+                arena.close()
         self._dir.cleanup()
 
     def __enter__(self):

@@ -67,18 +67,20 @@ class Arena:
 
 
 class Attachments:
-    """Blocks another process owns, opened once and kept while their name stays the same."""
+    """Blocks another process owns, opened once and kept while they are in use (the owner
+    double-buffers, so the last few names stay open)."""
 
-    def __init__(self):
+    def __init__(self, keep: int = 4):
         self.blocks: dict = {}
+        self.keep = keep
 
     def get(self, name: Optional[str]) -> Optional[shared_memory.SharedMemory]:
         if name is None:
             return None
         if name not in self.blocks:
-            for old in self.blocks.values():  # the owner replaced its block: drop the old one
-                release(old, unlink=False)
-            self.blocks = {name: attach(name, owner=False)}
+            self.blocks[name] = attach(name, owner=False)
+            while len(self.blocks) > self.keep:  # the owner has replaced the oldest block
+                release(self.blocks.pop(next(iter(self.blocks))), unlink=False)
         return self.blocks[name]
 
     def close(self) -> None:
@@ -172,18 +174,30 @@ def release(block: Optional[shared_memory.SharedMemory], unlink: bool) -> None:
 
 def send(stream: BinaryIO, message: Any) -> None:
     """Write one length-prefixed pickle."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
+    data = memoryview(_HEADER.pack(len(data := pickle.dumps(message, protocol=5))) + data)
+    while data:  # an unbuffered stream may take only part of it
+        written = stream.write(data)
+        data = data[written if written is not None else len(data):]
     stream.flush()
 
 
+def _read_exact(stream: BinaryIO, size: int) -> bytes:
+    # Works on unbuffered pipes too, where one read may return less than asked.
+    chunks, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            raise EOFError("pipe closed")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def receive(stream: BinaryIO) -> Any:
-    """Read one length-prefixed pickle; EOFError when the other side is gone."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        raise EOFError("pipe closed")
-    (size,) = _HEADER.unpack(header)
-    data = stream.read(size)
-    if len(data) < size:
-        raise EOFError("pipe closed mid-message")
-    return pickle.loads(data)
+    """Read one length-prefixed pickle; EOFError when the other side is gone.
+
+    Readers that ``select`` on the pipe must pass an unbuffered stream: a
+    buffered one can hold a whole second message that select never reports.
+    """
+    (size,) = _HEADER.unpack(_read_exact(stream, _HEADER.size))
+    return pickle.loads(_read_exact(stream, size))

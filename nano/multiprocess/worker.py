@@ -31,7 +31,11 @@ def load(model_dir: str, threads: int):
 
 
 def handle(model, request, inputs, outputs) -> dict:
-    """Run one request; its tensors are views into the parent's block, gone on return."""
+    """Run one request; its tensors are views into the parent's block, gone on return.
+
+    ``outputs`` is the arena for this reply; the parent may still be reading the
+    previous reply, which is why the caller alternates two arenas.
+    """
     import torch
 
     from nano.inference.structure import flatten_output, output_spec
@@ -48,22 +52,25 @@ def serve(model, stdin, stdout) -> None:
     """Answer requests until the parent closes the pipe."""
     from nano.multiprocess import transport
 
-    inputs, outputs = transport.Attachments(), transport.Arena()
+    inputs, outputs = transport.Attachments(), [transport.Arena(), transport.Arena()]
+    count = 0
     try:
         while True:
             try:
                 request = transport.receive(stdin)
             except EOFError:
                 return
+            count += 1
             try:
-                reply = handle(model, request, inputs, outputs)
+                reply = handle(model, request, inputs, outputs[count % 2])
             except Exception as e:
                 reply = {"id": request["id"], "error": f"{type(e).__name__}: {e}",
                          "traceback": traceback.format_exc()}
             transport.send(stdout, reply)
     finally:
         inputs.close()
-        outputs.close()
+        for arena in outputs:
+            arena.close()
 
 
 def main() -> int:
