@@ -22,27 +22,35 @@ class Throughput:
 
 
 def measure_throughput(model, sample: tuple, instances: int, calls: int = 64,
-                       threads: int = 0) -> Throughput:
-    """Time ``calls`` calls of ``model(*args, **kwargs)`` served serially by this process
-    (``threads`` threads, 0: as set) and by ``instances`` pinned workers."""
+                       threads: int = 0, rounds: int = 3) -> Throughput:
+    """Calls/s of ``model(*args, **kwargs)`` served serially by this process (``threads``
+    threads, 0: as set) and by ``instances`` pinned workers; the two are timed in
+    alternating rounds (medians), so machine noise hits both alike."""
+    import statistics
+
     from nano.multiprocess.pool import MultiInstanceModel
 
     args, kwargs = sample
-    if threads:
-        torch.set_num_threads(threads)
-    with torch.no_grad():
-        for _ in range(3):
-            model(*args, **kwargs)
-        start = time.perf_counter()
-        for _ in range(calls):
-            model(*args, **kwargs)
-        single = calls / (time.perf_counter() - start)
     item = kwargs if not args else (args if not kwargs else None)
     if item is None:
         raise ValueError("throughput needs all-positional or all-keyword inputs")
+    if threads:
+        torch.set_num_threads(threads)
+
+    def serial() -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(calls):
+                model(*args, **kwargs)
+        return calls / (time.perf_counter() - start)
+
+    singles, multis = [], []
     with MultiInstanceModel(model, instances, cores_per_process=1) as pool:
         pool([item] * (2 * instances))  # warm every worker
-        start = time.perf_counter()
-        pool([item] * calls)
-        multi = calls / (time.perf_counter() - start)
-    return Throughput(single, multi, instances)
+        serial()
+        for _ in range(rounds):
+            singles.append(serial())
+            start = time.perf_counter()
+            pool([item] * calls)
+            multis.append(calls / (time.perf_counter() - start))
+    return Throughput(statistics.median(singles), statistics.median(multis), instances)

@@ -174,7 +174,8 @@ def release(block: Optional[shared_memory.SharedMemory], unlink: bool) -> None:
 
 def send(stream: BinaryIO, message: Any) -> None:
     """Write one length-prefixed pickle."""
-    data = memoryview(_HEADER.pack(len(data := pickle.dumps(message, protocol=5))) + data)
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    data = memoryview(_HEADER.pack(len(payload)) + payload)
     while data:  # an unbuffered stream may take only part of it
         written = stream.write(data)
         data = data[written if written is not None else len(data):]
