@@ -123,7 +123,11 @@ def build(method: Method, inputs) -> CompiledInt8Model:
             layers = quantizable_layers(inputs.model)
             for name in {layers[0], layers[-1]} if layers else ():
                 quantizer.set_module_name_qconfig(f"module.{name}", None)
-        prepared = prepare_pt2e(exported, quantizer)
+        try:
+            prepared = prepare_pt2e(exported, quantizer)
+        except Exception as e:  # torchao's pattern matcher fails on some graphs (BERT's GELU)
+            raise RuntimeError(f"torchao's X86InductorQuantizer could not annotate this graph "
+                               f"({type(e).__name__}: {e})") from e
         for flat in inputs.flat_calib(config.calib_samples):
             prepared(*flat)
         converted = convert_pt2e(prepared)
