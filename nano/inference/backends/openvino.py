@@ -97,13 +97,23 @@ class OpenVINOModel(AcceleratedModel):
         self.compiled = core().compile_model(ov_model, "CPU",
                                              compile_config(method.precision, thread_num))
         self.request = self.compiled.create_infer_request()
+        self._input_types = [port.get_element_type().to_dtype() for port in self.compiled.inputs]
+        self._n_outputs = len(self.compiled.outputs)
 
     def run(self, inputs):
-        # Share the input buffers (no copy in); outputs live in the request and are
+        # Bind the inputs' memory as tensors (no copy in, and none of infer()'s per-call
+        # argument dispatch, which cost ~0.1 ms); outputs live in the request and are
         # overwritten by the next call, so they are copied out once here.
-        results = self.request.infer([t.detach().contiguous().numpy() for t in inputs],
-                                     share_inputs=True, share_outputs=True)
-        return [torch.from_numpy(results[port].copy()) for port in self.compiled.outputs]
+        import openvino as ov
+
+        arrays = [t.detach().contiguous().numpy() for t in inputs]
+        for i, (array, dtype) in enumerate(zip(arrays, self._input_types)):
+            if array.dtype != dtype:
+                array = arrays[i] = array.astype(dtype)
+            self.request.set_input_tensor(i, ov.Tensor(array, shared_memory=True))
+        self.request.infer()
+        return [torch.from_numpy(self.request.get_output_tensor(i).data.copy())
+                for i in range(self._n_outputs)]
 
     def save_artifacts(self, directory: str) -> dict:
         import openvino as ov

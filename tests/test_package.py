@@ -1,0 +1,21 @@
+"""The package itself: cheap to import, public names present."""
+
+import subprocess
+import sys
+
+
+def test_import_nano_is_light():
+    code = ("import sys, nano; heavy = [m for m in ('torch', 'onnxruntime', 'openvino', "
+            "'lightning') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]"
+
+
+def test_public_names_load_on_first_use():
+    import nano
+
+    assert nano.InferenceOptimizer.__name__ == "InferenceOptimizer"
+    try:
+        nano.nonexistent
+    except AttributeError as e:
+        assert "nonexistent" in str(e)
