@@ -10,7 +10,6 @@ Exit status 0 with a pick, 1 when no method ran, 2 on a usage error (one line).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Optional, Sequence

@@ -165,7 +165,7 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
     meta = read_metadata(directory)
     if thread_num is not None:
         meta["thread_num"] = thread_num
-    cls = backend_class(meta["accelerator"], Method.from_json(meta["method"]))
+    cls = backend_class(Method.from_json(meta["method"]))
     if meta.get("needs_model") and model is None:
         raise ModelLoadError(
             f"{directory!r} holds a state dict (method {meta['method_name']}): pass the original "

@@ -44,7 +44,7 @@ class BuildInputs:
     def flat_calib(self, limit: Optional[int] = None) -> list[list]:
         """Calibration inputs flattened like ``flat_sample``; an error if there are none."""
         if not self.calib:
-            raise ValueError(f"INT8 needs calibration data (calib_data) and none was given")
+            raise ValueError("INT8 needs calibration data (calib_data) and none was given")
         samples = self.calib if limit is None else self.calib[:limit]
         return [self.signature.flatten(args, kwargs) for args, kwargs in samples]
 

@@ -15,7 +15,7 @@ import selectors
 import subprocess
 import sys
 import tempfile
-from typing import Any, Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 

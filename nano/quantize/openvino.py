@@ -9,7 +9,7 @@ layers that cost the most accuracy until the drop is within bounds.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from typing import Optional
 
 from nano.inference.backends import module_available
 from nano.inference.backends.openvino import OpenVINOModel, convert

@@ -51,8 +51,8 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return backend_module(registry_key(method)).unavailable_reason(method)
 
 
-def backend_class(accelerator: str, method: Method):
-    """The AcceleratedModel subclass that loads a saved model of this kind."""
+def backend_class(method: Method):
+    """The AcceleratedModel subclass that loads a saved model built by ``method``."""
     return backend_module(registry_key(method)).MODEL_CLASS
 
 
