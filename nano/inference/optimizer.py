@@ -17,7 +17,7 @@ from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
 from nano.inference.model import AcceleratedModel, load_model
-from nano.inference.prepare import prepare
+from nano.inference.prepare import prepare, private_eval_copy
 from nano.inference.search import (CandidateResult, CandidateTask, SearchData, candidate_dir,
                                    default_memory_limit, reference_outputs, run_candidate)
 
@@ -202,8 +202,8 @@ class InferenceOptimizer:
         references = reference_outputs(model, eval_samples)
         baseline_accuracy = None
         if metric is not None:
-            baseline_accuracy = evaluate_metric(copy_eval(model), metric, eval_samples, targets,
-                                                validation_data)
+            baseline_accuracy = evaluate_metric(private_eval_copy(model), metric, eval_samples,
+                                                targets, validation_data)
         self._reset(model, sample, threads, dynamic_axes, metric, direction)
         self._calib = calib
         data = SearchData(model, sample, eval_samples, targets, references, metric,
@@ -358,10 +358,3 @@ class InferenceOptimizer:
                     row.method, prepare(self._model, self._sample, self._thread_num,
                                         self._dynamic_axes, self._calib))
         return self._built[method_name]
-
-
-def copy_eval(model: torch.nn.Module) -> torch.nn.Module:
-    """A private eval-mode copy (metrics must not change the user's model's mode)."""
-    import copy
-
-    return copy.deepcopy(model).eval()

@@ -63,6 +63,11 @@ class BuildInputs:
         return dims
 
 
+def private_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy in eval mode: Nano never changes the user's module (mode, weights, layout)."""
+    return copy.deepcopy(model).eval()
+
+
 def prepare(model: torch.nn.Module, input_sample, thread_num: Optional[int] = None,
             dynamic_axes: Union[bool, dict] = True, calib: Optional[list] = None) -> BuildInputs:
     """Copy ``model`` (the user's stays untouched), run the sample once, record the structure."""
@@ -74,7 +79,7 @@ def prepare(model: torch.nn.Module, input_sample, thread_num: Optional[int] = No
     if not isinstance(dynamic_axes, (bool, dict)):
         raise TypeError("dynamic_axes must be True, False, or a dict {input_name: [axes]}")
     args, kwargs = normalize_sample(input_sample)
-    private = copy.deepcopy(model).eval()
+    private = private_eval_copy(model)
     signature = InputSignature.from_sample(private, args, kwargs)
     if isinstance(dynamic_axes, dict):
         unknown = set(dynamic_axes) - set(signature.tensor_names)

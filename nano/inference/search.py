@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from nano.inference.data import call
 from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, measure_latency,
                                     output_error)
 from nano.inference.methods import Method
-from nano.inference.prepare import prepare
+from nano.inference.prepare import prepare, private_eval_copy
 
 
 @dataclass
@@ -101,7 +100,7 @@ def evaluate_candidate(task: CandidateTask) -> dict:
 
 def reference_outputs(model: torch.nn.Module, samples: list) -> list:
     """The original model's outputs, computed on a private eval copy (the user's stays as is)."""
-    private = copy.deepcopy(model).eval()
+    private = private_eval_copy(model)
     with torch.no_grad():
         return [call(private, s) for s in samples]
 

@@ -163,15 +163,13 @@ def quantize(model: torch.nn.Module, precision: str = "int8", accelerator: Optio
 
     if criterion is None:
         built = backends.build(_with(qmethod, configs[0]), inputs)
-        _warn_on_drift(built, model, inputs)
+        _warn_on_drift(built, inputs)
         return built
     samples, targets, vdata = _eval_data(model, validation_data, calib_data)
     if all(t is None for t in targets) and _metric_needs_targets(metric):
         raise ValueError("the metric needs labels: pass validation_data with (input, label) "
                          "batches, or calib_data with labels")
-    import copy
-
-    baseline = evaluate_metric(copy.deepcopy(model).eval(), metric, samples, targets, vdata)
+    baseline = evaluate_metric(inputs.model, metric, samples, targets, vdata)  # a private copy
     return _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targets, vdata,
                    timeout)
 
@@ -192,11 +190,9 @@ def _with(method: Method, config: QuantConfig) -> Method:
                   method.variant, config.options())
 
 
-def _warn_on_drift(built, model, inputs) -> None:
-    import copy
-
+def _warn_on_drift(built, inputs) -> None:
     with torch.no_grad():
-        ref = copy.deepcopy(model).eval()(*inputs.args, **inputs.kwargs)
+        ref = inputs.model(*inputs.args, **inputs.kwargs)  # the private fp32 copy
         out = built(*inputs.args, **inputs.kwargs)
     err = output_error([out], [ref])
     if err > OUTPUT_TOLERANCE["int8"]:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from nano.inference.data import as_batches, count_inputs, split_batch
+from nano.inference.prepare import private_eval_copy
 from nano.inference.structure import normalize_sample
 
 MAX_CALIB_BATCHES = 64
@@ -38,9 +39,7 @@ def calibration_samples(model: torch.nn.Module, calib_data: Any, input_sample=No
     args, kwargs = samples[0]
     try:
         with torch.no_grad():
-            import copy
-
-            copy.deepcopy(model).eval()(*args, **kwargs)
+            private_eval_copy(model)(*args, **kwargs)
     except Exception as e:
         raise ValueError(f"the model cannot run on calib_data's first batch: "
                          f"{type(e).__name__}: {e}") from None

@@ -99,7 +99,7 @@ def test_without_metric_outputs_are_compared(digits_cnn, digits):
     (x, _), _ = digits
     opt = InferenceOptimizer()
     opt.optimize(digits_cnn, x[:32], includes=["jit_fp32", "openvino_bf16"], latency_sample_num=10,
-                 latency_budget=1)
+                 latency_budget=1, early_stop_factor=None)  # tiny model: runtimes' fixed costs
     rows = {r.name: r for r in opt.results}
     assert rows["jit_fp32"].output_error < 1e-5
     assert 0 < rows["openvino_bf16"].output_error < 5e-2
@@ -113,7 +113,7 @@ def test_unexportable_model_rows_show_the_reason():
     opt = InferenceOptimizer()
     opt.optimize(Unexportable(), torch.rand(4, 4),
                  includes=["jit_fp32", "onnxruntime_fp32", "openvino_fp32"], latency_sample_num=5,
-                 latency_budget=1)
+                 latency_budget=1, early_stop_factor=None)
     rows = {r.name: r for r in opt.results}
     assert rows["jit_fp32"].status == "ok"
     assert rows["onnxruntime_fp32"].status == "failed"
@@ -127,7 +127,8 @@ def test_crash_and_hang_cost_one_row_each():
     opt = InferenceOptimizer()
     opt.optimize(Treacherous(), torch.rand(4, 4),
                  includes=["jit_fp32", "compile_fp32", "onnxruntime_fp32", "bf16"],
-                 timeout_per_method=20, latency_sample_num=5, latency_budget=1)
+                 timeout_per_method=20, latency_sample_num=5, latency_budget=1,
+                 early_stop_factor=None)
     rows = {r.name: r for r in opt.results}
     assert rows["jit_fp32"].status == "timeout" and "timeout after 20 s" in rows["jit_fp32"].detail
     assert rows["compile_fp32"].status == "crashed" and "signal 6" in rows["compile_fp32"].detail
@@ -185,7 +186,7 @@ def test_unguarded_script_works(tmp_path):
 
         opt = InferenceOptimizer()
         opt.optimize(Mine(), torch.rand(4, 3), includes=["onnxruntime_fp32"],
-                     latency_sample_num=5, latency_budget=1)
+                     latency_sample_num=5, latency_budget=1, early_stop_factor=None)
         print("STATUSES", [r.status for r in opt.results])
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

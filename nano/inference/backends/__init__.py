@@ -42,7 +42,8 @@ def registry_key(method: Method) -> str:
 def backend_module(key: str):
     """Import a backend module by registry key."""
     if key not in _REGISTRY:
-        raise ValueError(f"no backend builds {key.replace('_', ' ')}; known: {', '.join(_REGISTRY)}")
+        raise ValueError(f"no backend builds {key.replace('_', ' ')}; known: "
+                         f"{', '.join(_REGISTRY)}")
     return importlib.import_module(_REGISTRY[key])
 
 

@@ -15,6 +15,7 @@ import torch
 from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
+from nano.inference.prepare import private_eval_copy
 
 INSTALL_HINT = "pip install intel-extension-for-pytorch (needs the matching torch release)"
 _reason_cache: dict = {}
@@ -63,10 +64,8 @@ class IpexModel(TorchModuleModel):
 
     @classmethod
     def load_artifacts(cls, directory, meta, model):
-        import copy
-
         method, signature, output, threads = restore_common(meta)
-        module = copy.deepcopy(model).eval()
+        module = private_eval_copy(model)
         module.load_state_dict(torch.load(os.path.join(directory, "state_dict.pt")))
         return _optimize(module, method, signature, output, threads, None)
 

@@ -15,6 +15,7 @@ import torch
 from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
+from nano.inference.prepare import private_eval_copy
 
 INSTALL_HINT = "pip install torch"
 
@@ -39,10 +40,8 @@ class CompiledModel(TorchModuleModel):
 
     @classmethod
     def load_artifacts(cls, directory, meta, model):
-        import copy
-
         method, signature, output, threads = restore_common(meta)
-        module = copy.deepcopy(model).eval()
+        module = private_eval_copy(model)
         module.load_state_dict(torch.load(os.path.join(directory, "state_dict.pt"),
                                           map_location="cpu"))
         return _compile(prepare_module(module, method), method, signature, output, threads)

@@ -10,6 +10,7 @@ import torch
 from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
+from nano.inference.prepare import private_eval_copy
 
 INSTALL_HINT = "pip install torch"
 
@@ -33,9 +34,7 @@ class EagerModel(TorchModuleModel):
 
 def build_from(model, method, signature, output, threads, state_dict: Optional[str] = None):
     """An EagerModel around a private copy of ``model`` (with weights from ``state_dict``)."""
-    import copy
-
-    module = copy.deepcopy(model).eval()
+    module = private_eval_copy(model)
     if state_dict:
         module.load_state_dict(torch.load(state_dict, map_location="cpu"))
     return EagerModel(prepare_module(module, method), method, signature, output, threads)
