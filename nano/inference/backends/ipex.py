@@ -67,10 +67,10 @@ class IpexModel(TorchModuleModel):
         method, signature, output, threads = restore_common(meta)
         module = private_eval_copy(model)
         module.load_state_dict(torch.load(os.path.join(directory, "state_dict.pt")))
-        return _optimize(module, method, signature, output, threads, None)
+        return _optimize(module, method, signature, output, threads)
 
 
-def _optimize(module, method, signature, output, threads, sample) -> IpexModel:
+def _optimize(module, method, signature, output, threads) -> IpexModel:
     import intel_extension_for_pytorch as ipex
 
     state = {k: v.clone() for k, v in module.state_dict().items()}
@@ -92,8 +92,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
 
 
 def build(method: Method, inputs) -> IpexModel:
-    return _optimize(inputs.model, method, inputs.signature, inputs.output, inputs.thread_num,
-                     inputs.flat_sample())
+    return _optimize(inputs.model, method, inputs.signature, inputs.output, inputs.thread_num)
 
 
 MODEL_CLASS = IpexModel
