@@ -1,0 +1,30 @@
+"""channels_last memory format for CNN training (NHWC is what oneDNN's CPU convolutions prefer)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _to_channels_last(value):
+    if isinstance(value, torch.Tensor) and value.dim() == 4:
+        return value.contiguous(memory_format=torch.channels_last)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_channels_last(v) for v in value)
+    return value
+
+
+def _convert_inputs(_module, args, kwargs):
+    return _to_channels_last(args), {k: _to_channels_last(v) for k, v in kwargs.items()}
+
+
+def use_channels_last(module: nn.Module) -> nn.Module:
+    """Store ``module``'s 4-D weights as channels_last and convert 4-D inputs on every call.
+
+    In place; returns ``module``. Calling it twice has no further effect.
+    """
+    module.to(memory_format=torch.channels_last)
+    if not getattr(module, "_nano_channels_last", False):
+        module.register_forward_pre_hook(_convert_inputs, with_kwargs=True)
+        module._nano_channels_last = True
+    return module

@@ -1,0 +1,183 @@
+"""``TorchNano`` and ``@nano``: plain PyTorch training loops in N pinned processes, on Lightning Fabric.
+
+Subclass :class:`TorchNano`, write ``train(...)`` with ``self.setup(model,
+optimizer, *loaders)`` and ``self.backward(loss)``, and call ``MyNano(...).train(...)``;
+or put ``@nano(...)`` on an existing ``train(model, optimizer, loader, ...)``
+function and call it unchanged. With ``num_processes > 1`` the call runs on
+every rank (see :mod:`nano.trainer.launch`), rank 0's return value comes back,
+and every model passed in the arguments ends up with the trained weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+from lightning.fabric import Fabric
+from lightning.fabric.strategies import DDPStrategy
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from nano.trainer.arguments import find, find_modules, load_module_states, module_states, replace
+from nano.trainer.auto_lr import attach_lr_scaling
+from nano.trainer.channels_last import use_channels_last
+from nano.trainer.distributed import current_rank, settle_rank
+from nano.trainer.ipex import ipex_optimize
+from nano.trainer.launch import run_distributed
+from nano.trainer.options import training_options
+
+_PLACEMENT_KWARGS = ("accelerator", "strategy", "devices", "num_nodes")
+
+
+def _run_as_rank(cls, init_args: tuple, init_kwargs: dict, args: tuple, kwargs: dict):
+    """Worker side: rebuild the TorchNano as a rank, run ``train``, give rank 0's outcome back."""
+    instance = cls(*init_args, **init_kwargs)
+    value = instance.train(*args, **kwargs)
+    if instance.global_rank != 0:
+        return None
+    return value, module_states(args, kwargs)
+
+
+def _launching(train):
+    """Wrap a subclass's ``train`` so that, in the caller of a multi-process run, it starts the ranks."""
+    @functools.wraps(train)
+    def wrapper(self, *args, **kwargs):
+        if not self._nano_launches:
+            return train(self, *args, **kwargs)
+        init_args, init_kwargs = self._nano_args
+        job = functools.partial(_run_as_rank, type(self), init_args, init_kwargs, args, kwargs)
+        value, states = run_distributed(job, self._nano_options)
+        load_module_states(args, kwargs, states)
+        return value
+    wrapper._nano_launching = True
+    return wrapper
+
+
+class TorchNano(Fabric):
+    """A Fabric whose ``train`` runs in ``num_processes`` pinned processes with Nano's options.
+
+    Options are those of :class:`nano.Trainer`; other keywords go to ``Fabric``.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        instance = super().__new__(cls)
+        instance._nano_args = (args, kwargs)  # to rebuild the same object in each rank
+        return instance
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        train = cls.__dict__.get("train")
+        if train is not None and not getattr(train, "_nano_launching", False):
+            cls.train = _launching(train)
+
+    def __init__(self, num_processes: int = 1, precision=32, channels_last: bool = False,
+                 use_ipex: bool = False, cpu_for_each_process=None, auto_lr=True,
+                 distributed_backend: str = "subprocess", **fabric_kwargs):
+        rank = current_rank()
+        options = training_options(num_processes, precision, channels_last, use_ipex,
+                                   cpu_for_each_process, auto_lr, distributed_backend,
+                                   place=rank is None)
+        self._nano_options = options
+        self._nano_launches = rank is None and options.num_processes > 1
+        placement = [k for k in _PLACEMENT_KWARGS if k in fabric_kwargs]
+        if placement:
+            raise ValueError(f"TorchNano places the processes itself; drop {placement} and use "
+                             f"num_processes / cpu_for_each_process instead")
+        if rank is not None:
+            if options.num_processes not in (1, rank.local_world_size):
+                warnings.warn(f"num_processes={options.num_processes} is ignored: this process is "
+                              f"one of {rank.local_world_size} local ranks started by the launcher",
+                              stacklevel=2)
+            settle_rank(rank)
+            distributed = rank.world_size > 1
+            super().__init__(accelerator="cpu", devices=rank.local_world_size,
+                             num_nodes=rank.num_nodes, precision=options.precision,
+                             strategy=DDPStrategy(process_group_backend="gloo")
+                             if distributed else "auto", **fabric_kwargs)
+            if distributed:
+                self.launch()
+        else:
+            super().__init__(accelerator="cpu", devices=1, precision=options.precision,
+                             **fabric_kwargs)
+
+    def train(self, *args, **kwargs):
+        """Your training loop; override it. Runs on every rank."""
+        raise NotImplementedError("subclass TorchNano and implement train(self, ...)")
+
+    def setup(self, model, *optimizers_and_loaders):
+        """Prepare ``model``, its optimizers and data loaders: returns ``(model, *optimizers, *loaders)``.
+
+        Applies channels_last, IPEX and lr scaling, then Fabric's DDP wrapping,
+        bf16 autocast and distributed samplers.
+        """
+        optimizers = [o for o in optimizers_and_loaders if isinstance(o, Optimizer)]
+        loaders = [d for d in optimizers_and_loaders if isinstance(d, DataLoader)]
+        if len(optimizers) + len(loaders) != len(optimizers_and_loaders):
+            bad = [type(o).__name__ for o in optimizers_and_loaders
+                   if not isinstance(o, (Optimizer, DataLoader))]
+            raise TypeError(f"TorchNano.setup(model, *optimizers, *dataloaders) got {bad}")
+        options = self._nano_options
+        if options.channels_last:
+            use_channels_last(model)
+        if options.use_ipex:
+            model, first = ipex_optimize(model, optimizers[0] if optimizers else None, options.bf16)
+            optimizers[:1] = [first] if optimizers else []
+        if options.auto_lr is not None:
+            for opt in optimizers:
+                attach_lr_scaling(opt, self.world_size, options.auto_lr)
+        prepared = super().setup(model, *optimizers)
+        prepared = list(prepared) if optimizers else [prepared]
+        if loaders:
+            ready = self.setup_dataloaders(*loaders)
+            prepared += list(ready) if len(loaders) > 1 else [ready]
+        return tuple(prepared) if len(prepared) > 1 else prepared[0]
+
+
+class _FunctionNano(TorchNano):
+    """Runs a plain ``train(model, optimizer, loader, ...)`` function with its objects prepared."""
+
+    def train(self, fn, *args, **kwargs):
+        models = find_modules(args, kwargs)
+        optimizers = find(Optimizer, args, kwargs)
+        prepared = {}
+        for model in models:
+            params = {id(p) for p in model.parameters()}
+            own = [o for o in optimizers if id(o) not in prepared
+                   and any(id(p) in params for g in o.param_groups for p in g["params"])]
+            ready = self.setup(model, *own)
+            ready = ready if own else (ready,)
+            for original, wrapped in zip([model] + own, ready):
+                prepared[id(original)] = wrapped
+        leftover = [o for o in optimizers if id(o) not in prepared]
+        if leftover:
+            wrapped = self.setup_optimizers(*leftover)
+            for original, w in zip(leftover, wrapped if len(leftover) > 1 else [wrapped]):
+                prepared[id(original)] = w
+        for loader in find(DataLoader, args, kwargs):
+            prepared[id(loader)] = self.setup_dataloaders(loader)
+        args, kwargs = replace(args, kwargs, lambda v: prepared.get(id(v), v))
+        return fn(*args, **kwargs)
+
+
+def nano(num_processes: int = 1, precision=32, channels_last: bool = False,
+         use_ipex: bool = False, cpu_for_each_process=None, auto_lr=True,
+         distributed_backend: str = "subprocess"):
+    """Decorate ``train(model, optimizer, loader, ...)`` to run it with Nano's options.
+
+    Models, optimizers and ``DataLoader``s are found among the positional and
+    keyword arguments (and in lists/tuples/dicts passed as arguments) and
+    wrapped: DDP, bf16 autocast, distributed samplers, channels_last, lr scaling.
+    The caller's models end up with the trained weights; the call returns rank
+    0's return value. Options are checked when decorating.
+    """
+    options = dict(num_processes=num_processes, precision=precision, channels_last=channels_last,
+                   use_ipex=use_ipex, cpu_for_each_process=cpu_for_each_process, auto_lr=auto_lr,
+                   distributed_backend=distributed_backend)
+    training_options(**options)
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return _FunctionNano(**options).train(fn, *args, **kwargs)
+        return wrapper
+    return decorate
