@@ -25,21 +25,29 @@ class InstanceSpec:
     env: dict
 
 
+def instance_environment(topology: Topology, index: int, cpus: Sequence[int], ninstances: int,
+                         env: Mapping[str, str], allocator: str = "auto",
+                         openmp: str = "gnu") -> dict[str, str]:
+    """The full environment of instance ``index`` pinned to ``cpus``: tuned for those cores."""
+    own = Topology.build(topology.cpus, cpus, None, topology.source, topology.flags)
+    plan = plan_environment(own, env, allocator=allocator, openmp=openmp,
+                            threads=len(own.usable_cores()))
+    child_env = apply_plan(plan, env)
+    child_env.update({
+        "NANO_INSTANCE_ID": str(index),
+        "NANO_NUM_INSTANCES": str(ninstances),
+        "NANO_INSTANCE_CPUS": format_cpu_list(cpus),
+    })
+    return child_env
+
+
 def instance_specs(topology: Topology, cpu_sets: Sequence[Sequence[int]], env: Mapping[str, str],
                    allocator: str = "auto", openmp: str = "gnu",
                    extra_env: Optional[Mapping[str, str]] = None) -> list[InstanceSpec]:
     """Build each instance's environment: tuned for its own cores, plus NANO_INSTANCE_* ids."""
     specs = []
     for i, cpus in enumerate(cpu_sets):
-        own = Topology.build(topology.cpus, cpus, None, topology.source, topology.flags)
-        plan = plan_environment(own, env, allocator=allocator, openmp=openmp,
-                                threads=len(own.usable_cores()))
-        child_env = apply_plan(plan, env)
-        child_env.update({
-            "NANO_INSTANCE_ID": str(i),
-            "NANO_NUM_INSTANCES": str(len(cpu_sets)),
-            "NANO_INSTANCE_CPUS": format_cpu_list(cpus),
-        })
+        child_env = instance_environment(topology, i, cpus, len(cpu_sets), env, allocator, openmp)
         child_env.update(extra_env or {})
         specs.append(InstanceSpec(i, tuple(sorted(cpus)), child_env))
     return specs

@@ -4,6 +4,8 @@ Usage::
 
     bigdl-nano-run --ninstances 2 -- python serve.py
     bigdl-nano-run --ninstances 4 --cores-per-instance 7 --nodes-list 0 --log-dir logs -- ./bench
+    bigdl-nano-run --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --nproc-per-node 2 \
+        -- python train.py      # one such command on every machine; see nano.launcher.torchrun
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from nano.launcher.cpulist import format_cpu_list, parse_cpu_list
 from nano.launcher.launch import instance_specs, run_instances
 from nano.launcher.schedule import SchedulingError, schedule_instances
 from nano.launcher.topology import read_topology
+from nano.launcher.torchrun import NodeJob, run_node
 
 
 def _parser() -> OneLineParser:
@@ -40,8 +43,44 @@ def _parser() -> OneLineParser:
                       help="write each copy's output to DIR/instance_I.log instead of prefixing it")
     inst.add_argument("--dry-run", action="store_true",
                       help="print each copy's CPUs and thread count, start nothing")
+    multi = p.add_argument_group(
+        "several machines (torchrun, c10d rendezvous, gloo)",
+        "Giving any of these runs CMD as a torch.distributed job through torchrun: run the same "
+        "command on every machine with its own --node-rank; node 0 hosts the rendezvous at "
+        "--master-addr:--master-port.")
+    multi.add_argument("--nnodes", type=positive_int, metavar="N", help="machines in the job")
+    multi.add_argument("--node-rank", type=int, metavar="R", help="this machine's rank (0..N-1)")
+    multi.add_argument("--master-addr", metavar="HOST",
+                       help="address of node 0, reachable from every node (default 127.0.0.1)")
+    multi.add_argument("--master-port", type=int, metavar="PORT",
+                       help="free TCP port on node 0 for the rendezvous (default 29500)")
+    multi.add_argument("--nproc-per-node", type=positive_int, metavar="K",
+                       help="ranks on this machine, each pinned to its own cores (default 1)")
+    multi.add_argument("--max-restarts", type=int, metavar="M",
+                       help="restart the worker group up to M times when a rank fails (default 0)")
+    multi.add_argument("--rdzv-id", metavar="ID", help="job id shared by all nodes (default nano)")
     add_environment_flags(p)
     return p
+
+
+_MULTI_NODE = ("nnodes", "node_rank", "master_addr", "master_port", "nproc_per_node",
+               "max_restarts", "rdzv_id")
+
+
+def _node_job(args) -> NodeJob:
+    if args.ninstances != 1 or args.log_dir:
+        raise UsageError("with --nnodes/--nproc-per-node use --nproc-per-node for the ranks on "
+                         "this machine, not --ninstances / --log-dir")
+    if args.max_restarts is not None and args.max_restarts < 0:
+        raise UsageError(f"--max-restarts must be 0 or more, got {args.max_restarts}")
+    try:
+        return NodeJob(nnodes=args.nnodes or 1, node_rank=args.node_rank or 0,
+                       master_addr=args.master_addr or "127.0.0.1",
+                       master_port=29500 if args.master_port is None else args.master_port,
+                       nproc_per_node=args.nproc_per_node or 1,
+                       max_restarts=args.max_restarts or 0, run_id=args.rdzv_id or "nano")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _main(argv: list[str]) -> int:
@@ -56,18 +95,26 @@ def _main(argv: list[str]) -> int:
             nodes = parse_cpu_list(args.nodes_list)
         except ValueError:
             raise UsageError(f"--nodes-list takes node ids like 0 or 0,1, got {args.nodes_list!r}")
+    multi_node = any(getattr(args, k) is not None for k in _MULTI_NODE)
+    job = _node_job(args) if multi_node else None
     topology = read_topology()
     try:
-        cpu_sets = schedule_instances(topology, args.ninstances, args.cores_per_instance, nodes,
-                                      args.allow_oversubscribe)
+        cpu_sets = schedule_instances(topology, job.nproc_per_node if job else args.ninstances,
+                                      args.cores_per_instance, nodes, args.allow_oversubscribe)
     except SchedulingError as e:
         raise UsageError(str(e)) from None
     used = [c for s in cpu_sets for c in s]
     if len(used) != len(set(used)):
         print("bigdl-nano-run: warning: instances share cores (--allow-oversubscribe); expect "
               "them to slow each other down", file=sys.stderr)
+    openmp = "intel" if args.intel_openmp else "gnu"
+    if job is not None:
+        try:
+            return run_node(job, command, cpu_sets, args.allocator, openmp, args.dry_run)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     specs = instance_specs(topology, cpu_sets, os.environ, allocator=args.allocator,
-                           openmp="intel" if args.intel_openmp else "gnu")
+                           openmp=openmp)
     if args.dry_run:
         for spec in specs:
             print(f"instance {spec.index}: cpus {format_cpu_list(spec.cpus)}, "
