@@ -59,6 +59,7 @@ def node_environment(env: Mapping[str, str], cpu_sets: Sequence[Sequence[int]], 
 
     GLOO_SOCKET_IFNAME is set to the interface that reaches the master (unless the
     user set it): gloo otherwise binds to whatever the hostname resolves to.
+    Workers get their own store (not the rendezvous one) so restarts work.
     """
     out = dict(env)
     out[CPU_SETS_VAR] = ";".join(format_cpu_list(s) for s in cpu_sets)
@@ -66,6 +67,9 @@ def node_environment(env: Mapping[str, str], cpu_sets: Sequence[Sequence[int]], 
     out[OPENMP_VAR] = openmp
     if ifname and "GLOO_SOCKET_IFNAME" not in out:
         out["GLOO_SOCKET_IFNAME"] = ifname
+    # With the rendezvous store shared with the workers, a restarted group can read the
+    # previous attempt's gloo addresses and fail to connect (pytorch/pytorch#135712).
+    out.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from nano.launcher.cpulist import format_cpu_list
+from nano.launcher.cpulist import format_cpu_list, parse_cpu_list
 from nano.launcher.schedule import schedule_instances
 from nano.launcher.topology import read_topology
 
@@ -60,7 +60,8 @@ def settle_rank(info: RankInfo) -> list[int]:
 
     Under plain ``torchrun`` the local ranks split this machine's cores with the
     launcher's scheduler; under ``bigdl-nano-run`` or Nano's own launcher the
-    affinity mask is already set. Returns the CPUs this rank runs on.
+    affinity mask is already set (and NANO_INSTANCE_CPUS names it). Returns the CPUs this
+    rank runs on.
     """
     if "NANO_INSTANCE_CPUS" not in os.environ:
         topology = read_topology()
@@ -70,7 +71,9 @@ def settle_rank(info: RankInfo) -> list[int]:
         os.sched_setaffinity(0, sets[info.local_rank])
         os.environ["NANO_INSTANCE_CPUS"] = format_cpu_list(sets[info.local_rank])
         os.environ["OMP_NUM_THREADS"] = str(len(sets[info.local_rank]))
-    cpus = sorted(os.sched_getaffinity(0))
+    # Not sched_getaffinity: with OMP_PROC_BIND set, GNU OpenMP narrows the main thread's mask
+    # to the first core of the set when torch loads.
+    cpus = parse_cpu_list(os.environ["NANO_INSTANCE_CPUS"])
     torch.set_num_threads(len(cpus))
     atexit.register(_destroy_process_group)
     return cpus

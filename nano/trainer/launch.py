@@ -113,25 +113,37 @@ def _describe(rank: _Rank, status: int, result_path: str) -> WorkerError:
                        f"(see its output above)", rank.rank)
 
 
+def _is_collateral(error: WorkerError) -> bool:
+    """A rank that failed only because a peer went away (gloo reports a closed connection)."""
+    text = str(error).split("\n", 1)[0]
+    return error.remote_type == "DistBackendError" or "gloo" in text or "closed by peer" in text
+
+
 def _wait(ranks: list[_Rank], result_path: str) -> None:
-    failure: Optional[WorkerError] = None
-    deadline = None
+    """Wait for every rank; on failure, stop the rest and raise the root cause.
+
+    When one rank fails its peers soon fail too (their collectives lose a
+    partner), often first; so all failures within the grace period are
+    collected and a rank's own error or signal wins over a peer's lost connection.
+    """
+    failures: dict[int, WorkerError] = {}
+    deadline, killed = None, False
     while True:
         statuses = [r.poll() for r in ranks]
-        if failure is None:
-            for r, status in zip(ranks, statuses):
-                if status not in (None, 0):
-                    failure = _describe(r, status, result_path)
+        for r, status in zip(ranks, statuses):
+            if status not in (None, 0) and r.rank not in failures and not killed:
+                failures[r.rank] = _describe(r, status, result_path)
+                if deadline is None:
                     deadline = time.monotonic() + _GRACE_SECONDS
-                    break
         if all(s is not None for s in statuses):
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline and not killed:
+            killed = True  # ranks we kill are not failures of their own
             for r in ranks:
                 r.kill()
         time.sleep(0.05)
-    if failure is not None:
-        raise failure
+    if failures:
+        raise min(failures.values(), key=lambda e: (_is_collateral(e), e.rank))
 
 
 def run_distributed(job: Callable[[], Any], options: TrainingOptions) -> Any:

@@ -25,8 +25,13 @@ from nano.trainer.distributed import current_rank, settle_rank
 from nano.trainer.ipex import ipex_optimize
 from nano.trainer.launch import run_distributed
 from nano.trainer.options import training_options
+from nano.trainer.precision import CpuBf16Autocast
 
-_PLACEMENT_KWARGS = ("accelerator", "strategy", "devices", "num_nodes")
+_PLACEMENT_KWARGS = ("accelerator", "strategy", "devices", "num_nodes", "plugins")
+
+
+def _precision_plugins(options) -> list:
+    return [CpuBf16Autocast()] if options.bf16 else []
 
 
 def _run_as_rank(cls, init_args: tuple, init_kwargs: dict, args: tuple, kwargs: dict):
@@ -81,8 +86,8 @@ class TorchNano(Fabric):
         self._nano_launches = rank is None and options.num_processes > 1
         placement = [k for k in _PLACEMENT_KWARGS if k in fabric_kwargs]
         if placement:
-            raise ValueError(f"TorchNano places the processes itself; drop {placement} and use "
-                             f"num_processes / cpu_for_each_process instead")
+            raise ValueError(f"TorchNano chooses these itself; drop {placement} and use "
+                             f"num_processes / cpu_for_each_process / precision instead")
         if rank is not None:
             if options.num_processes not in (1, rank.local_world_size):
                 warnings.warn(f"num_processes={options.num_processes} is ignored: this process is "
@@ -91,13 +96,13 @@ class TorchNano(Fabric):
             settle_rank(rank)
             distributed = rank.world_size > 1
             super().__init__(accelerator="cpu", devices=rank.local_world_size,
-                             num_nodes=rank.num_nodes, precision=options.precision,
+                             num_nodes=rank.num_nodes, plugins=_precision_plugins(options),
                              strategy=DDPStrategy(process_group_backend="gloo")
                              if distributed else "auto", **fabric_kwargs)
             if distributed:
                 self.launch()
         else:
-            super().__init__(accelerator="cpu", devices=1, precision=options.precision,
+            super().__init__(accelerator="cpu", devices=1, plugins=_precision_plugins(options),
                              **fabric_kwargs)
 
     def train(self, *args, **kwargs):

@@ -1,0 +1,102 @@
+"""Bad options fail before anything starts, with a message naming the fix; lr scaling is exact."""
+
+import warnings
+
+import pytest
+import torch
+
+from nano import TorchNano, Trainer, nano
+from nano.launcher.topology import LogicalCpu, Topology
+from nano.trainer import AutoLR
+from nano.trainer.auto_lr import attach_lr_scaling
+from nano.trainer.options import training_options
+
+
+def machine(cores=4, flags=("avx512f",)):
+    cpus = [LogicalCpu(id=i, core=i, socket=0, node=0) for i in range(cores)]
+    return Topology.build(cpus, flags=flags)
+
+
+@pytest.mark.parametrize("make", [Trainer, TorchNano, nano])
+def test_precision_typo(make):
+    with pytest.raises(ValueError, match="precision must be 32 or 'bf16'"):
+        make(precision="bf61")
+
+
+def test_bf16_without_cpu_support_warns_and_falls_back():
+    with pytest.warns(UserWarning, match="no bf16 instructions"):
+        options = training_options(precision="bf16", topology=machine(flags=("avx2",)))
+    assert options.precision == "32-true"
+    assert training_options(precision="bf16", topology=machine(flags=("avx512_bf16",))).bf16
+
+
+def test_more_processes_than_cores_warns_and_shares():
+    with pytest.warns(UserWarning, match="only 2 usable physical cores"):
+        options = training_options(num_processes=3, topology=machine(cores=2))
+    assert len(options.cpu_sets) == 3
+
+
+def test_cores_split_evenly_and_disjoint():
+    options = training_options(num_processes=2, topology=machine(cores=4))
+    assert options.cpu_sets == ((0, 1), (2, 3))
+
+
+def test_cpu_for_each_process_must_match():
+    with pytest.raises(ValueError, match="has 1 core lists but num_processes=2"):
+        training_options(num_processes=2, cpu_for_each_process=[[0]], topology=machine())
+    with pytest.raises(ValueError, match="may not use"):
+        training_options(num_processes=1, cpu_for_each_process=[[9]], topology=machine())
+    assert training_options(num_processes=2, cpu_for_each_process=[[3], [1]],
+                            topology=machine()).cpu_sets == ((3,), (1,))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_processes": 0}, "num_processes must be a whole number"),
+    ({"num_processes": "2"}, "num_processes must be a whole number"),
+    ({"distributed_backend": "fork"}, "distributed_backend must be one of"),
+    ({"channels_last": "yes"}, "channels_last must be True or False"),
+    ({"auto_lr": 2}, "auto_lr must be True, False or"),
+])
+def test_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        training_options(topology=machine(), **kwargs)
+
+
+def test_placement_kwargs_refused_with_num_processes():
+    with pytest.raises(ValueError, match="drop \\['devices'\\]"):
+        Trainer(num_processes=2, devices=2)
+    with pytest.raises(ValueError, match="drop \\['strategy'\\]"):
+        TorchNano(strategy="ddp")
+
+
+def test_auto_lr_warmup_values():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        AutoLR(warmup_steps=0)
+    cfg = AutoLR(warmup_steps=4)
+    assert [cfg.factor(t, 3) for t in range(6)] == [1.5, 2.0, 2.5, 3.0, 3.0, 3.0]
+    assert cfg.factor(0, 1) == 1.0
+
+
+def test_lr_scaling_applies_only_inside_step_and_composes_with_schedulers():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    attach_lr_scaling(opt, world_size=2, config=AutoLR(warmup_steps=2))
+    attach_lr_scaling(opt, world_size=2, config=AutoLR(warmup_steps=2))  # second call: no-op
+    moves = []
+    for _ in range(3):
+        before = p.item()
+        p.grad = torch.ones(1)
+        opt.step()
+        sched.step()
+        moves.append(before - p.item())
+        assert opt.param_groups[0]["lr"] == sched.get_last_lr()[0]  # user sees the unscaled lr
+    # step t uses lr_t * factor_t: 1.0*1.5, 0.5*2, 0.25*2
+    assert moves == pytest.approx([1.5, 1.0, 0.5])
+
+
+def test_decorator_checks_options_when_decorating():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="distributed_backend"):
+            nano(distributed_backend="threads")
