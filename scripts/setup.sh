@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# Allocators for bigdl-nano-init: Debian packages, not on PyPI. Skipped cleanly where apt is
+# Allocators for bigdl-nano-init (Debian packages, not on PyPI); iproute2 for the multi-node
+# tests, which run two "machines" in network namespaces. Skipped cleanly where apt is
 # unavailable or we are not root; the launcher then says how to install them.
 need=()
-for pkg in libjemalloc2 libtcmalloc-minimal4 numactl; do
+for pkg in libjemalloc2 libtcmalloc-minimal4 numactl iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
