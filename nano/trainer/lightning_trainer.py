@@ -19,7 +19,6 @@ Three situations, one class:
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -28,11 +27,8 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from nano.trainer.arguments import load_module_states, module_states
 from nano.trainer.callbacks import NanoTrainingCallback
-from nano.trainer.distributed import current_rank, settle_rank
 from nano.trainer.launch import run_distributed
-from nano.trainer.options import training_options
-
-_PLACEMENT_KWARGS = ("accelerator", "strategy", "devices", "num_nodes")
+from nano.trainer.placement import place
 
 
 @dataclass
@@ -70,37 +66,27 @@ class Trainer(pl.Trainer):
     def __init__(self, num_processes: int = 1, precision=32, channels_last: bool = False,
                  use_ipex: bool = False, cpu_for_each_process=None, auto_lr=True,
                  distributed_backend: str = "subprocess", **kwargs):
-        rank = current_rank()
-        options = training_options(num_processes, precision, channels_last, use_ipex,
-                                   cpu_for_each_process, auto_lr, distributed_backend,
-                                   place=rank is None)
+        placement = place("nano.Trainer", kwargs, refuse_always=False,
+                          num_processes=num_processes, precision=precision,
+                          channels_last=channels_last, use_ipex=use_ipex,
+                          cpu_for_each_process=cpu_for_each_process, auto_lr=auto_lr,
+                          distributed_backend=distributed_backend)
+        options = placement.options
         self._nano_options = options
+        self._nano_launches = placement.launches
         self._nano_init = dict(kwargs, num_processes=num_processes, precision=options.precision,
                                channels_last=channels_last, use_ipex=use_ipex,
                                cpu_for_each_process=cpu_for_each_process, auto_lr=auto_lr,
                                distributed_backend=distributed_backend)
         self._nano_remote_metrics: Optional[dict] = None
         self._nano_last_model = None
-        self._nano_launches = rank is None and options.num_processes > 1
-        placement = [k for k in _PLACEMENT_KWARGS if k in kwargs]
-        if placement and (rank is not None or self._nano_launches):
-            raise ValueError(f"nano.Trainer places the processes itself; drop {placement} and use "
-                             f"num_processes / cpu_for_each_process instead")
         callbacks = kwargs.pop("callbacks", None) or []
         callbacks = [callbacks] if isinstance(callbacks, pl.Callback) else list(callbacks)
         callbacks.append(NanoTrainingCallback(options))
-        if rank is not None:
-            if options.num_processes not in (1, rank.local_world_size):
-                warnings.warn(f"num_processes={options.num_processes} is ignored: this process is "
-                              f"one of {rank.local_world_size} local ranks started by the launcher",
-                              stacklevel=2)
-            settle_rank(rank)
-            kwargs.update(accelerator="cpu", devices=rank.local_world_size,
-                          num_nodes=rank.num_nodes,
-                          strategy=DDPStrategy(process_group_backend="gloo")
-                          if rank.world_size > 1 else "auto")
-        elif self._nano_launches:
-            kwargs.update(accelerator="cpu", devices=1)
+        if placement.rank is not None or placement.launches:
+            kwargs.update(placement.device_kwargs())
+        if placement.distributed:
+            kwargs["strategy"] = DDPStrategy(process_group_backend="gloo")
         super().__init__(precision=options.precision, callbacks=callbacks, **kwargs)
 
     @property

@@ -11,7 +11,6 @@ and every model passed in the arguments ends up with the trained weights.
 from __future__ import annotations
 
 import functools
-import warnings
 
 from lightning.fabric import Fabric
 from lightning.fabric.strategies import DDPStrategy
@@ -21,13 +20,11 @@ from torch.utils.data import DataLoader
 from nano.trainer.arguments import find, find_modules, load_module_states, module_states, replace
 from nano.trainer.auto_lr import attach_lr_scaling
 from nano.trainer.channels_last import use_channels_last
-from nano.trainer.distributed import current_rank, settle_rank
 from nano.trainer.ipex import ipex_optimize
 from nano.trainer.launch import run_distributed
 from nano.trainer.options import training_options
+from nano.trainer.placement import place
 from nano.trainer.precision import CpuBf16Autocast
-
-_PLACEMENT_KWARGS = ("accelerator", "strategy", "devices", "num_nodes", "plugins")
 
 
 def _precision_plugins(options) -> list:
@@ -78,32 +75,22 @@ class TorchNano(Fabric):
     def __init__(self, num_processes: int = 1, precision=32, channels_last: bool = False,
                  use_ipex: bool = False, cpu_for_each_process=None, auto_lr=True,
                  distributed_backend: str = "subprocess", **fabric_kwargs):
-        rank = current_rank()
-        options = training_options(num_processes, precision, channels_last, use_ipex,
-                                   cpu_for_each_process, auto_lr, distributed_backend,
-                                   place=rank is None)
-        self._nano_options = options
-        self._nano_launches = rank is None and options.num_processes > 1
-        placement = [k for k in _PLACEMENT_KWARGS if k in fabric_kwargs]
-        if placement:
-            raise ValueError(f"TorchNano chooses these itself; drop {placement} and use "
-                             f"num_processes / cpu_for_each_process / precision instead")
-        if rank is not None:
-            if options.num_processes not in (1, rank.local_world_size):
-                warnings.warn(f"num_processes={options.num_processes} is ignored: this process is "
-                              f"one of {rank.local_world_size} local ranks started by the launcher",
-                              stacklevel=2)
-            settle_rank(rank)
-            distributed = rank.world_size > 1
-            super().__init__(accelerator="cpu", devices=rank.local_world_size,
-                             num_nodes=rank.num_nodes, plugins=_precision_plugins(options),
-                             strategy=DDPStrategy(process_group_backend="gloo")
-                             if distributed else "auto", **fabric_kwargs)
-            if distributed:
-                self.launch()
-        else:
-            super().__init__(accelerator="cpu", devices=1, plugins=_precision_plugins(options),
-                             **fabric_kwargs)
+        refused = [k for k in ("precision", "plugins") if k in fabric_kwargs]
+        if refused:
+            raise ValueError(f"TorchNano sets the precision itself; drop {refused} and use "
+                             f"precision=32 or 'bf16'")
+        placement = place("TorchNano", fabric_kwargs, refuse_always=True,
+                          num_processes=num_processes, precision=precision,
+                          channels_last=channels_last, use_ipex=use_ipex,
+                          cpu_for_each_process=cpu_for_each_process, auto_lr=auto_lr,
+                          distributed_backend=distributed_backend)
+        self._nano_options = placement.options
+        self._nano_launches = placement.launches
+        strategy = DDPStrategy(process_group_backend="gloo") if placement.distributed else "auto"
+        super().__init__(strategy=strategy, plugins=_precision_plugins(placement.options),
+                         **placement.device_kwargs(), **fabric_kwargs)
+        if placement.distributed:
+            self.launch()
 
     def train(self, *args, **kwargs):
         """Your training loop; override it. Runs on every rank."""

@@ -36,25 +36,31 @@ def call(fn):
                               DataLoader(regression_data(), batch_size=4))
 
 
-def assert_no_children():
-    children = psutil.Process().children(recursive=True)
-    assert not children, [c.cmdline() for c in children]
+def children():
+    return {c.pid: c for c in psutil.Process().children(recursive=True)}
 
 
-def test_worker_exception_reaches_caller_with_traceback():
+@pytest.fixture
+def no_new_children():
+    """Fails the test if it leaves processes behind (earlier ones, e.g. resource_tracker, aside)."""
+    before = set(children())
+    yield
+    left = {pid: c for pid, c in children().items() if pid not in before}
+    assert not left, [c.cmdline() for c in left.values()]
+
+
+def test_worker_exception_reaches_caller_with_traceback(no_new_children):
     with pytest.raises(WorkerError) as info:
         call(raise_on_rank_1)
     err = info.value
     assert err.rank == 1 and err.remote_type == "KeyError"
     assert "rank 1 (cpus" in str(err) and "bad batch on rank 1" in str(err)
     assert "in raise_on_rank_1" in str(err)  # the remote traceback
-    assert_no_children()
 
 
-def test_worker_killed_by_signal_names_rank():
+def test_worker_killed_by_signal_names_rank(no_new_children):
     with pytest.raises(WorkerError, match=r"rank 1 \(cpus .*\) was killed by signal 9 \(SIGKILL\)"):
         call(die_on_rank_1)
-    assert_no_children()
 
 
 def hang_on_rank_0_fail_on_rank_1(model, optimizer, loader):
@@ -64,7 +70,6 @@ def hang_on_rank_0_fail_on_rank_1(model, optimizer, loader):
     raise ValueError("rank 1 failed first")
 
 
-def test_hanging_peer_is_stopped_and_root_cause_reported():
+def test_hanging_peer_is_stopped_and_root_cause_reported(no_new_children):
     with pytest.raises(WorkerError, match="rank 1 .* raised ValueError: rank 1 failed first"):
         call(hang_on_rank_0_fail_on_rank_1)
-    assert_no_children()
