@@ -97,12 +97,18 @@ def _layout(refs: list, tensors: list) -> int:
     return offset
 
 
+def _bytes_of(t: torch.Tensor):
+    """A contiguous tensor's memory as a 1-D uint8 numpy array (any dtype, bf16 included)."""
+    return t.view(-1).view(torch.uint8).numpy()
+
+
 def _copy_in(block, refs: list, tensors: list) -> None:
+    # Plain memcpy through the buffer protocol, not Tensor.copy_: torch parallelizes large
+    # copies, and its OpenMP threads then spin on the cores the workers are using.
     for ref, t in zip(refs, tensors):
         nbytes = t.numel() * t.element_size()
         if nbytes:
-            dst = torch.frombuffer(block.buf, dtype=torch.uint8, count=nbytes, offset=ref.offset)
-            dst.copy_(t.detach().contiguous().view(-1).view(torch.uint8))
+            block.buf[ref.offset:ref.offset + nbytes] = _bytes_of(t.detach().contiguous())
 
 
 def _collect_refs(value: Any, refs: list) -> None:
@@ -126,9 +132,13 @@ def unpack(block: Optional[shared_memory.SharedMemory], skeleton: Any, copy: boo
                 count *= s
             if count == 0:
                 return torch.empty(value.shape, dtype=value.dtype)
-            t = torch.frombuffer(block.buf, dtype=value.dtype, count=count,
-                                 offset=value.offset).view(value.shape)
-            return t.clone() if copy else t
+            if copy:  # a single-threaded memcpy, as in _copy_in
+                t = torch.empty(value.shape, dtype=value.dtype)
+                nbytes = t.numel() * t.element_size()
+                _bytes_of(t)[:] = block.buf[value.offset:value.offset + nbytes]
+                return t
+            return torch.frombuffer(block.buf, dtype=value.dtype, count=count,
+                                    offset=value.offset).view(value.shape)
         if isinstance(value, dict):
             return {k: build(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
