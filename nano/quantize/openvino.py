@@ -12,7 +12,7 @@ import logging
 from typing import Optional
 
 from nano.inference.backends import module_available
-from nano.inference.backends.openvino import OpenVINOModel, convert
+from nano.inference.backends.openvino import OpenVINOModel, convert, sample_shapes
 from nano.inference.methods import Method
 from nano.quantize.config import QuantConfig
 
@@ -79,7 +79,8 @@ def build(method: Method, inputs, validation: Optional[tuple] = None) -> OpenVIN
             ov_model, dataset, nncf.Dataset(data), validation_fn=fn, max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE if drop_type == "absolute"
             else nncf.DropType.RELATIVE, **kwargs)
-    return OpenVINOModel(quantized, method, inputs.signature, inputs.output, inputs.thread_num)
+    return OpenVINOModel(quantized, method, inputs.signature, inputs.output, inputs.thread_num,
+                         sample_shapes(inputs))
 
 
 MODEL_CLASS = OpenVINOModel

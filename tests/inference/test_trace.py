@@ -30,9 +30,20 @@ def cnn():
 @pytest.mark.parametrize("accelerator", ACCELERATORS)
 def test_cnn_any_batch_size(cnn, accelerator):
     model = InferenceOptimizer.trace(cnn, accelerator=accelerator, input_sample=torch.rand(2, 1, 8, 8))
-    for batch in (1, 7):
+    for batch in (1, 2, 7):  # 2: the sample's shape, which OpenVINO serves from a static copy
         x = torch.rand(batch, 1, 8, 8)
         assert close(model(x), cnn(x))
+
+
+def test_openvino_static_copy_for_the_sample_shape_survives_save(cnn, tmp_path):
+    model = InferenceOptimizer.trace(cnn, accelerator="openvino", input_sample=torch.rand(2, 1, 8, 8))
+    assert model._static_key == ((2, 1, 8, 8),)
+    InferenceOptimizer.save(model, str(tmp_path))
+    loaded = InferenceOptimizer.load(str(tmp_path))
+    assert loaded._static_key == ((2, 1, 8, 8),)
+    for batch in (2, 3):
+        x = torch.rand(batch, 1, 8, 8)
+        assert close(loaded(x), cnn(x))
 
 
 @pytest.mark.parametrize("accelerator", ACCELERATORS)
