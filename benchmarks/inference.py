@@ -27,6 +27,7 @@ INT8 and >= 5x eager at batch 1; <= 1% accuracy drop on digits.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -45,14 +46,19 @@ def timed(fn, calls: int) -> float:
 
 
 def interleaved(contenders: dict, rounds: int, calls: int) -> dict:
-    """Warm every contender, then time them round-robin; median of the round medians."""
+    """Warm every contender, then time each once per round in a shuffled order; median of
+    the round medians."""
     for fn in contenders.values():
         for _ in range(3):
             fn()
     results = {name: [] for name in contenders}
     order = list(contenders)
-    for r in range(rounds):
-        for name in (order if r % 2 == 0 else order[::-1]):  # no contender always goes first
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        # A fresh order each round: runtimes' worker threads keep spinning for a while after
+        # a call, so a fixed order would always slow the same contender down.
+        shuffle(order)
+        for name in order:
             results[name].append(timed(contenders[name], calls))
     return {name: statistics.median(v) for name, v in results.items()}
 
