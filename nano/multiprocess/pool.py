@@ -52,8 +52,9 @@ def cpu_sets(num_processes: int, cores_per_process: Optional[int] = None,
     return schedule_instances(read_topology(), num_processes, cores_per_process)
 
 
-def _save_model(model, directory: str) -> None:
-    """Write what a worker loads: the Nano artifact, plus the module for state-dict kinds."""
+def save_for_workers(model, directory: str) -> None:
+    """Write what ``worker.load`` reads: the Nano artifact, plus the module for state-dict
+    kinds (or just the pickled module for a plain torch model)."""
     import cloudpickle
 
     from nano.inference.model import AcceleratedModel
@@ -74,6 +75,23 @@ def _save_model(model, directory: str) -> None:
             cloudpickle.dump(module, f)
 
 
+MAX_CHUNK = 8
+
+
+def chunks(count: int, workers: int) -> list[list[int]]:
+    """Input indexes grouped into requests: up to MAX_CHUNK inputs per request, so the
+    per-message cost (pipe, pickle, the parent's wake-up) is paid once per chunk, while
+    every worker still gets at least four requests to balance the load."""
+    size = max(1, min(MAX_CHUNK, count // (4 * workers)))
+    return [list(range(start, min(start + size, count))) for start in range(0, count, size)]
+
+
+def describe_inputs(indexes: list[int]) -> str:
+    if len(indexes) == 1:
+        return f"input {indexes[0]}"
+    return f"one of inputs {indexes[0]}-{indexes[-1]}"
+
+
 class _Worker:
     def __init__(self, index: int, cpus: list, model_dir: str):
         self.index, self.cpus = index, cpus
@@ -84,8 +102,8 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
             preexec_fn=child_setup(cpus))  # unbuffered: the pool selects on stdout
         # Two requests in flight per worker, so it never idles while the parent handles a
-        # reply; each in-flight request has its own input arena.
-        self.inflight: collections.deque = collections.deque()
+        # reply; each in-flight request (a chunk of inputs) has its own input arena.
+        self.inflight: collections.deque = collections.deque()  # lists of input indexes
         self.arenas = [transport.Arena(), transport.Arena()]
         self.sent = 0
         self.replies = transport.Attachments()  # this worker's output blocks
@@ -113,7 +131,7 @@ class MultiInstanceModel:
         self._n_inputs = count_inputs(getattr(model, "module", model)) if not hasattr(
             model, "signature") else len(model.signature.params)
         self._dir = tempfile.TemporaryDirectory(prefix="nano-multi-")
-        _save_model(model, self._dir.name)
+        save_for_workers(model, self._dir.name)
         self.workers = [_Worker(i, cpus, self._dir.name) for i, cpus in enumerate(self.cpu_sets)]
         self._closed = False
         for w in self.workers:
@@ -154,7 +172,7 @@ class MultiInstanceModel:
             raise RuntimeError("this multi-instance model is closed")
         calls = self._items(inputs)
         results: list = [None] * len(calls)
-        pending = iter(range(len(calls)))
+        pending = iter(chunks(len(calls), len(self.workers)))
         selector = selectors.DefaultSelector()
         for w in self.workers:
             selector.register(w.proc.stdout, selectors.EVENT_READ, w)
@@ -166,20 +184,24 @@ class MultiInstanceModel:
             while remaining:
                 for key, _ in selector.select():
                     w = key.data
-                    index = w.inflight[0]
+                    indexes = w.inflight[0]
                     try:
                         reply = transport.receive(w.proc.stdout)
                     except EOFError:
-                        raise WorkerError(f"{w.describe()} {w.death()} while running input "
-                                          f"{index}") from None
+                        raise WorkerError(f"{w.describe()} {w.death()} while running "
+                                          f"{describe_inputs(indexes)}") from None
                     if "error" in reply:
-                        raise WorkerError(f"input {index} failed in {w.describe()}: "
-                                          f"{reply['error']}\n{reply['traceback']}")
-                    flat = transport.unpack(w.replies.get(reply["shm"]), reply["skeleton"],
-                                            copy=True)
-                    results[index] = unflatten_output(reply["spec"], flat, cast=False)
+                        failed = indexes if reply["position"] is None else \
+                            [indexes[reply["position"]]]
+                        raise WorkerError(f"{describe_inputs(failed)} failed in "
+                                          f"{w.describe()}: {reply['error']}\n"
+                                          f"{reply['traceback']}")
+                    flats = transport.unpack(w.replies.get(reply["shm"]), reply["skeleton"],
+                                             copy=True)
+                    for index, spec, flat in zip(indexes, reply["specs"], flats):
+                        results[index] = unflatten_output(spec, flat, cast=False)
                     w.inflight.popleft()
-                    remaining -= 1
+                    remaining -= len(indexes)
                     self._dispatch(w, pending, calls)
         except BaseException:
             self.close()
@@ -189,17 +211,17 @@ class MultiInstanceModel:
         return results
 
     def _dispatch(self, worker: _Worker, pending, calls) -> None:
-        index = next(pending, None)
-        if index is None:
+        indexes = next(pending, None)
+        if indexes is None:
             return
         worker.sent += 1
-        name, skeleton = worker.arenas[worker.sent % 2].write(calls[index])
-        worker.inflight.append(index)
+        name, skeleton = worker.arenas[worker.sent % 2].write([calls[i] for i in indexes])
+        worker.inflight.append(indexes)
         try:
-            transport.send(worker.proc.stdin, {"id": index, "skeleton": skeleton, "shm": name})
+            transport.send(worker.proc.stdin, {"skeleton": skeleton, "shm": name})
         except (BrokenPipeError, OSError):
-            raise WorkerError(f"{worker.describe()} {worker.death()} before input {index}") \
-                from None
+            raise WorkerError(f"{worker.describe()} {worker.death()} before "
+                              f"{describe_inputs(indexes)}") from None
 
     def close(self) -> None:
         """Stop every worker (they exit when their pipe closes) and remove the saved model."""

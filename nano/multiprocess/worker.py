@@ -31,7 +31,8 @@ def load(model_dir: str, threads: int):
 
 
 def handle(model, request, inputs, outputs) -> dict:
-    """Run one request; its tensors are views into the parent's block, gone on return.
+    """Run one request (a chunk of calls); its tensors are views into the parent's block,
+    gone on return. A call that raises ends the chunk with an error naming its position.
 
     ``outputs`` is the arena for this reply; the parent may still be reading the
     previous reply, which is why the caller alternates two arenas.
@@ -41,11 +42,19 @@ def handle(model, request, inputs, outputs) -> dict:
     from nano.inference.structure import flatten_output, output_spec
     from nano.multiprocess import transport
 
-    args, kwargs = transport.unpack(inputs.get(request["shm"]), request["skeleton"], copy=False)
+    calls = transport.unpack(inputs.get(request["shm"]), request["skeleton"], copy=False)
+    flats, specs = [], []
     with torch.no_grad():
-        out = model(*args, **kwargs)
-    name, skeleton = outputs.write(flatten_output(out))
-    return {"id": request["id"], "spec": output_spec(out), "skeleton": skeleton, "shm": name}
+        for position, (args, kwargs) in enumerate(calls):
+            try:
+                out = model(*args, **kwargs)
+            except Exception as e:
+                return {"position": position, "error": f"{type(e).__name__}: {e}",
+                        "traceback": traceback.format_exc()}
+            flats.append(flatten_output(out))
+            specs.append(output_spec(out))
+    name, skeleton = outputs.write(flats)
+    return {"specs": specs, "skeleton": skeleton, "shm": name}
 
 
 def serve(model, stdin, stdout) -> None:
@@ -63,8 +72,8 @@ def serve(model, stdin, stdout) -> None:
             count += 1
             try:
                 reply = handle(model, request, inputs, outputs[count % 2])
-            except Exception as e:
-                reply = {"id": request["id"], "error": f"{type(e).__name__}: {e}",
+            except Exception as e:  # outside any one call (e.g. shared memory): whole chunk
+                reply = {"position": None, "error": f"{type(e).__name__}: {e}",
                          "traceback": traceback.format_exc()}
             transport.send(stdout, reply)
     finally:

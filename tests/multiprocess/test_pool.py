@@ -107,6 +107,28 @@ def test_worker_killed_mid_batch_is_an_error_not_a_hang():
     assert not [f for f in os.listdir("/dev/shm") if f.startswith("psm_")]
 
 
+@NEEDS_TWO
+def test_long_lists_travel_in_chunks_and_keep_order_and_error_names():
+    from nano.multiprocess.pool import chunks
+
+    assert chunks(40, 2) == [list(range(i, i + 5)) for i in range(0, 40, 5)]
+    assert chunks(3, 2) == [[0], [1], [2]]
+    torch.manual_seed(0)
+    model = Fragile().eval()
+    xs = [torch.rand(1, 2) for _ in range(41)]  # 8 chunks of 5 and a partial one
+    with InferenceOptimizer.to_multi_instance(model, 2) as pool:
+        outs = pool(xs)
+    assert all(torch.allclose(o, model(x), atol=1e-6) for o, x in zip(outs, xs))
+    xs[23][0, 0] = -1
+    with pytest.raises(WorkerError, match="input 23 failed in worker .*cannot take -1"):
+        InferenceOptimizer.to_multi_instance(model, 2)(xs)
+    xs[23][0, 0], xs[32][0, 0] = 0.5, -9
+    pool = InferenceOptimizer.to_multi_instance(model, 2)
+    with pytest.raises(WorkerError, match="killed by signal 9 while running one of inputs 30-34"):
+        pool(xs)
+    _no_orphans(pool)
+
+
 @pytest.mark.parametrize("kwargs,fragment", [
     (dict(num_processes=0), "at least 1"),
     (dict(num_processes=2, cpu_for_each_process=[[0]]), "has 1 entries for 2 processes"),
