@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+SETTLE_SECONDS = 0.1
 
 @dataclass
 class Throughput:
@@ -22,7 +23,7 @@ class Throughput:
 
 
 def measure_throughput(model, sample: tuple, instances: int, calls: int = 64,
-                       threads: int = 0, rounds: int = 3) -> Throughput:
+                       threads: int = 0, rounds: int = 5) -> Throughput:
     """Calls/s of ``model(*args, **kwargs)`` served serially by this process (``threads``
     threads, 0: as set) and by ``instances`` pinned workers; the two are timed in
     alternating rounds (medians), so machine noise hits both alike."""
@@ -50,6 +51,9 @@ def measure_throughput(model, sample: tuple, instances: int, calls: int = 64,
         serial()
         for _ in range(rounds):
             singles.append(serial())
+            # The runtime's threads in this process spin for a while after the serial calls
+            # (ONNX Runtime's do); let them settle so they do not eat into the workers' cores.
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             pool([item] * calls)
             multis.append(calls / (time.perf_counter() - start))
