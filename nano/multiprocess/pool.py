@@ -80,10 +80,15 @@ MAX_CHUNK = 8
 
 def chunks(count: int, workers: int) -> list[list[int]]:
     """Input indexes grouped into requests: up to MAX_CHUNK inputs per request, so the
-    per-message cost (pipe, pickle, the parent's wake-up) is paid once per chunk, while
-    every worker still gets at least four requests to balance the load."""
-    size = max(1, min(MAX_CHUNK, count // (4 * workers)))
-    return [list(range(start, min(start + size, count))) for start in range(0, count, size)]
+    per-message cost (pipe, pickle, the parent's wake-up) is paid once per chunk. Chunks
+    shrink as the work runs out (a quarter of each worker's share of what is left), so no
+    worker sits idle at the end while another finishes a long chunk."""
+    result, start = [], 0
+    while start < count:
+        size = max(1, min(MAX_CHUNK, (count - start) // (4 * workers)))
+        result.append(list(range(start, min(start + size, count))))
+        start += size
+    return result
 
 
 def describe_inputs(indexes: list[int]) -> str:
