@@ -261,7 +261,7 @@ def main() -> int:
     if args.only != "fp32":
         for batch in (1, 16):
             summary[f"INT8 ResNet-18 batch {batch}"] = int8_workload(
-                batch, threads, args.rounds, 20 if batch == 1 else 4)
+                batch, threads, args.rounds, 20 if batch == 1 else 8)
         drop = digits_accuracy()
     print("\n== summary ==")
     for name, s in summary.items():
