@@ -68,6 +68,39 @@ def measure_latency(fn: Callable[[], Any], max_samples: int = 100, time_budget: 
                    len(times), stopped)
 
 
+def time_side_by_side(fns: dict, rounds: int = 5, round_seconds: float = 0.2,
+                      warmup: int = 3, seed: int = 0) -> dict:
+    """Median seconds per call of each ``fns`` entry, timed in the same window.
+
+    Each round times every function for about ``round_seconds`` in a freshly
+    shuffled order (a runtime's threads keep spinning briefly after a call,
+    so a fixed order would always slow the same one down); the result is the
+    median of the round medians, so a burst of machine noise hits all alike.
+    """
+    import random
+
+    calls = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        for _ in range(warmup):
+            fn()
+        per_call = (time.perf_counter() - start) / warmup
+        calls[name] = max(3, min(200, math.ceil(round_seconds / max(per_call, 1e-6))))
+    order = list(fns)
+    shuffle = random.Random(seed).shuffle
+    medians: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        shuffle(order)
+        for name in order:
+            times = []
+            for _ in range(calls[name]):
+                t = time.perf_counter()
+                fns[name]()
+                times.append(time.perf_counter() - t)
+            medians[name].append(statistics.median(times))
+    return {name: statistics.median(m) for name, m in medians.items()}
+
+
 def output_error(outputs: list, references: list) -> float:
     """Largest relative error over output tensors: max|a - b| / max|b| (exact-match share for
     integer outputs)."""

@@ -6,6 +6,7 @@ import contextlib
 import sys
 import tempfile
 import time
+import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -19,7 +20,8 @@ from nano.inference.methods import (Method, get_method, normalize_accelerator,
 from nano.inference.model import AcceleratedModel, load_model
 from nano.inference.prepare import prepare, private_eval_copy
 from nano.inference.search import (CandidateResult, CandidateTask, SearchData, candidate_dir,
-                                   default_memory_limit, reference_outputs, run_candidate)
+                                   default_memory_limit, finalists, ranked,
+                                   reference_outputs, run_candidate, run_final_round)
 
 
 def build_method(model: torch.nn.Module, method: Method, input_sample,
@@ -157,7 +159,8 @@ class InferenceOptimizer:
                  excludes: Optional[Sequence[str]] = None, latency_sample_num: int = 100,
                  timeout_per_method: float = 300, dynamic_axes: Union[bool, dict] = True,
                  latency_budget: float = 10.0, memory_limit: Optional[int] = None,
-                 early_stop_factor: Optional[float] = 3.0, **unknown) -> None:
+                 early_stop_factor: Optional[float] = 3.0, final_round: bool = True,
+                 **unknown) -> None:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
         ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
@@ -172,7 +175,9 @@ class InferenceOptimizer:
         Timing takes up to ``latency_sample_num`` calls or ``latency_budget``
         seconds after warm-up; a candidate whose first 5 calls are over
         ``early_stop_factor`` times the best median so far stops early (None
-        measures everything).
+        measures everything). With ``final_round`` the fastest candidates of
+        each precision (up to 4, within 1.5x of the best) are then timed again
+        side by side in one process, and the picks order them by that timing.
         """
         if unknown:
             raise TypeError(f"optimize() got unknown option(s) {', '.join(sorted(unknown))}")
@@ -225,6 +230,14 @@ class InferenceOptimizer:
                     row.accuracy = baseline_accuracy
                 self.results.append(row)
                 bar.update(1)
+            rows = finalists(self.results) if final_round else []
+            if rows:
+                bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
+                problem = run_final_round(zygote, rows, threads, dynamic_axes,
+                                          timeout_per_method, memory)
+                if problem:
+                    warnings.warn(f"optimize(): the final side-by-side timing did not finish "
+                                  f"({problem}); picks use each method's own timing")
         self._total_seconds = time.monotonic() - started
         original = self._result("original")
         if original is None or not original.usable:
@@ -312,10 +325,13 @@ class InferenceOptimizer:
             raise RuntimeError(
                 f"no method matches accelerator={accelerator!r}, precision={precision!r}, "
                 f"accuracy_criterion={accuracy_criterion!r}; see summary() for what ran")
-        best = min(candidates, key=lambda r: r.latency.median)
+        best = ranked(candidates)[0]
         base = self._result("original").latency.median
         description = (f"{best.name}: {best.latency.median * 1e3:.3f} ms median, "
                        f"{base / best.latency.median:.2f}x the original")
+        if "side_by_side" in best.extra:
+            description += (f" (fastest of the final round, timed side by side: "
+                            f"{best.extra['side_by_side'] * 1e3:.3f} ms)")
         return self.get_model(best.name), description
 
     def measure_throughput(self, top: int = 3, instances: Optional[int] = None,
@@ -331,11 +347,10 @@ class InferenceOptimizer:
 
         self._require_search()
         n = instances or self._thread_num
-        ranked = sorted((r for r in self.results
-                         if r.usable and self._passes(r, accuracy_criterion)),
-                        key=lambda r: r.latency.median)[:top]
+        fastest = ranked([r for r in self.results
+                          if r.usable and self._passes(r, accuracy_criterion)])[:top]
         rows = []
-        for r in ranked:
+        for r in fastest:
             t = measure_throughput(self.get_model(r.name), self._sample, n, calls,
                                    self._thread_num)
             r.extra.update(throughput_single=t.single, throughput_multi=t.multi, instances=n)

@@ -34,6 +34,8 @@ def result_records(results: list, baseline: Optional[CandidateResult],
             "cost_s": round(r.cost_seconds, 2),
             "detail": r.detail,
         }
+        if "side_by_side" in r.extra:
+            rec["side_by_side_ms"] = round(r.extra["side_by_side"] * 1e3, 4)
         if "throughput_single" in r.extra:
             rec["calls_per_s_1_instance"] = round(r.extra["throughput_single"], 2)
             rec[f"calls_per_s_{r.extra['instances']}_instances"] = round(
@@ -55,6 +57,9 @@ def format_table(records: list[dict], metric_name: str = "accuracy") -> str:
     has_metric = any(r.get(metric_name) is not None for r in records)
     header = ["method", "status", "latency ms", "± IQR", "speed-up",
               metric_name if has_metric else "output err", "build s"]
+    final = any("side_by_side_ms" in r for r in records)
+    if final:
+        header.append("side by side ms")
     multi_key = next((k for r in records for k in r if k.startswith("calls_per_s_")
                       and not k.endswith("_1_instance")), None)
     if multi_key:
@@ -68,6 +73,8 @@ def format_table(records: list[dict], metric_name: str = "accuracy") -> str:
         row = [r["method"], r["status"], _fmt(r["latency_ms"], ".3f"), _fmt(r["spread_ms"], ".3f"),
                (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
                _fmt(r["build_s"], ".1f")]
+        if final:
+            row.append(_fmt(r.get("side_by_side_ms"), ".3f"))
         if multi_key:
             row += [_fmt(r.get("calls_per_s_1_instance"), ".1f"),
                     _fmt(r.get(multi_key), ".1f")]
@@ -85,7 +92,9 @@ def format_table(records: list[dict], metric_name: str = "accuracy") -> str:
 
 def to_csv(records: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0].keys()) if records else ["method"])
+    # Some columns exist only for some rows (side-by-side and throughput figures).
+    fieldnames = list(dict.fromkeys(k for r in records for k in r)) or ["method"]
+    writer = csv.DictWriter(buf, fieldnames=fieldnames)
     writer.writeheader()
     writer.writerows(records)
     return buf.getvalue()

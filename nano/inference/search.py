@@ -12,7 +12,7 @@ import torch
 from nano.inference import backends, isolation
 from nano.inference.data import call
 from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, measure_latency,
-                                    output_error)
+                                    output_error, time_side_by_side)
 from nano.inference.methods import Method
 from nano.inference.prepare import prepare, private_eval_copy
 
@@ -133,6 +133,81 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
                       f"{OUTPUT_TOLERANCE[task.method.precision]:g} allowed for "
                       f"{task.method.precision}")
     return row
+
+
+# The final round: candidates within FINAL_WINDOW of the best of their precision (at most
+# FINAL_PER_PRECISION of them) are timed again side by side. Each was timed alone, in its
+# own time window, and a burst of machine noise during one window can make it look 1.5x
+# slower than it is (seen here: OpenVINO INT8 54.7 ms in the search, 36-39 ms side by side).
+FINAL_WINDOW = 1.5
+FINAL_PER_PRECISION = 4
+
+
+@dataclass
+class FinalRoundTask:
+    """The finalists to time together, and how each one is rebuilt in the child."""
+
+    methods: list
+    saved_to: list  # per method: its saved directory, or None to build it again
+    thread_num: int
+    dynamic_axes: Any
+
+
+def finalists(results: list) -> list:
+    """The rows worth timing again side by side; empty when there is nothing to compare."""
+    chosen = []
+    for precision in sorted({r.method.precision for r in results}):
+        rows = sorted((r for r in results if r.method.precision == precision
+                       and r.usable and r.status != "slow" and r.name != "original"),
+                      key=lambda r: r.latency.median)
+        if rows:
+            limit = rows[0].latency.median * FINAL_WINDOW
+            chosen += [r for r in rows[:FINAL_PER_PRECISION] if r.latency.median <= limit]
+    return chosen if len(chosen) > 1 else []
+
+
+def time_finalists(task: FinalRoundTask) -> dict:
+    """Run in the isolated child: load or rebuild every finalist, then time them together."""
+    from nano.inference.model import load_model
+
+    data: SearchData = isolation.SHARED
+    torch.set_num_threads(task.thread_num)
+    args, kwargs = data.sample
+    fns = {}
+    for method, saved in zip(task.methods, task.saved_to):
+        model = (load_model(saved, data.model) if saved else
+                 backends.build(method, prepare(data.model, data.sample, task.thread_num,
+                                                task.dynamic_axes, data.calib)))
+        fns[method.name] = lambda model=model: model(*args, **kwargs)
+    with torch.no_grad():
+        return time_side_by_side(fns)
+
+
+def ranked(rows: list) -> list:
+    """``rows`` fastest first. Each row's own median decides, except among the finalists
+    within FINAL_WINDOW of the fastest row: those were timed together, in one window, so
+    their side-by-side times order them, ahead of the rest."""
+    by_median = sorted(rows, key=lambda r: r.latency.median)
+    if not by_median or "side_by_side" not in by_median[0].extra:
+        return by_median
+    limit = by_median[0].latency.median * FINAL_WINDOW
+    close = [r for r in by_median if "side_by_side" in r.extra and r.latency.median <= limit]
+    return (sorted(close, key=lambda r: r.extra["side_by_side"])
+            + [r for r in by_median if r not in close])
+
+
+def run_final_round(zygote: isolation.Zygote, rows: list, thread_num: int, dynamic_axes,
+                    timeout: float, memory_limit: Optional[int]) -> Optional[str]:
+    """Time ``rows`` side by side and record each one's median in ``extra["side_by_side"]``;
+    returns why it could not be done, or None."""
+    task = FinalRoundTask([r.method for r in rows], [r.saved_to for r in rows], thread_num,
+                          dynamic_axes)
+    outcome = zygote.run(time_finalists, task, timeout, memory_limit)
+    if outcome.status != "ok":
+        return f"{outcome.status}: {outcome.detail}"
+    for r in rows:
+        r.extra["side_by_side"] = outcome.result[r.name]
+    return None
 
 
 def default_memory_limit() -> int:

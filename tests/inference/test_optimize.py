@@ -95,6 +95,62 @@ def test_summary_and_saved_reports(searched, tmp_path, capsys):
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_final_round_times_the_closest_candidates_side_by_side(searched, tmp_path):
+    from nano.inference.search import finalists, ranked
+
+    opt, _, _ = searched
+    timed = [r for r in opt.results if "side_by_side" in r.extra]
+    assert timed and {r.name for r in timed} == {r.name for r in finalists(opt.results)}
+    assert all(r.extra["side_by_side"] > 0 for r in timed)
+    best, desc = opt.get_best_model()
+    assert best.method.name == ranked([r for r in opt.results if r.usable])[0].name
+    assert "side by side" in opt.summary()
+    opt.save_summary(str(tmp_path / "s.csv"))
+    assert "side_by_side_ms" in (tmp_path / "s.csv").read_text().splitlines()[0]
+
+
+def test_finalists_are_the_close_ones_of_each_precision():
+    from nano.inference.measure import Latency
+    from nano.inference.methods import get_method
+    from nano.inference.search import CandidateResult, finalists
+
+    def row(name, ms, status="ok"):
+        return CandidateResult(get_method(name), status, latency=Latency(ms, ms, ms, 10))
+
+    rows = [row("original", 10), row("jit_fp32", 5), row("onnxruntime_fp32", 7),
+            row("openvino_fp32", 9),  # over 1.5x the best fp32
+            row("bf16", 4, "slow"), row("jit_bf16", 3), row("openvino_bf16", 4),
+            row("compile_bf16", 4.4), row("onnxruntime_int8_qdq", 2)]
+    chosen = {r.name for r in finalists(rows)}
+    assert chosen == {"jit_fp32", "onnxruntime_fp32", "jit_bf16", "openvino_bf16",
+                      "compile_bf16", "onnxruntime_int8_qdq"}
+    many = [row(n, 1 + i / 10) for i, n in enumerate(
+        ["jit_fp32", "onnxruntime_fp32", "openvino_fp32", "fp32_channels_last", "compile_fp32"])]
+    assert len(finalists(many)) == 4  # at most 4 per precision
+    assert finalists([row("original", 10), row("jit_fp32", 5)]) == []  # nothing to compare
+
+
+def test_side_by_side_times_order_only_the_close_finalists():
+    from nano.inference.measure import Latency
+    from nano.inference.methods import get_method
+    from nano.inference.search import CandidateResult, ranked
+
+    def row(name, ms, side_by_side=None):
+        r = CandidateResult(get_method(name), "ok", latency=Latency(ms, ms, ms, 10))
+        if side_by_side:
+            r.extra["side_by_side"] = side_by_side
+        return r
+
+    # compile_int8 looked fastest alone; timed together, openvino_int8 is faster; the
+    # non-finalist and the slow one keep their own order after them
+    rows = [row("compile_int8", 4.0, 9.0), row("openvino_int8", 5.5, 3.5),
+            row("onnxruntime_int8_qdq", 4.5), row("original", 20.0)]
+    assert [r.name for r in ranked(rows)] == ["openvino_int8", "compile_int8",
+                                              "onnxruntime_int8_qdq", "original"]
+    plain = [row("jit_fp32", 2.0), row("onnxruntime_fp32", 1.0)]
+    assert [r.name for r in ranked(plain)] == ["onnxruntime_fp32", "jit_fp32"]
+
+
 def test_without_metric_outputs_are_compared(digits_cnn, digits):
     (x, _), _ = digits
     opt = InferenceOptimizer()
