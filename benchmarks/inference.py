@@ -2,7 +2,8 @@
 
 For each workload (ResNet-18 at batch 1 and 16, a MiniLM-sized encoder at
 batch 1) this runs optimize() over the fp32/bf16 methods, then times, side by
-side in this process with interleaved rounds and the same threads:
+side in this process (nano.inference.measure.time_side_by_side: shuffled
+rounds, median of round medians) with the same threads:
 
 - eager fp32 (the baseline),
 - the pick (get_best_model()),
@@ -27,40 +28,17 @@ INT8 and >= 5x eager at batch 1; <= 1% accuracy drop on digits.
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 import sys
 import time
 
 import torch
 
-
-def timed(fn, calls: int) -> float:
-    """Median seconds per call over ``calls`` calls."""
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from nano.inference.measure import time_side_by_side
 
 
-def interleaved(contenders: dict, rounds: int, calls: int) -> dict:
-    """Warm every contender, then time each once per round in a shuffled order; median of
-    the round medians."""
-    for fn in contenders.values():
-        for _ in range(3):
-            fn()
-    results = {name: [] for name in contenders}
-    order = list(contenders)
-    shuffle = random.Random(0).shuffle
-    for _ in range(rounds):
-        # A fresh order each round: runtimes' worker threads keep spinning for a while after
-        # a call, so a fixed order would always slow the same contender down.
-        shuffle(order)
-        for name in order:
-            results[name].append(timed(contenders[name], calls))
-    return {name: statistics.median(v) for name, v in results.items()}
+def round_seconds(args) -> float:
+    """How long each contender is timed per round."""
+    return 0.05 if args.quick else 0.2
 
 
 def print_medians(medians: dict) -> float:
@@ -72,7 +50,7 @@ def print_medians(medians: dict) -> float:
     return base
 
 
-def workload(name, model, args, threads, rounds, calls, quick, excludes):
+def workload(name, model, args, threads, rounds, round_seconds, quick, excludes):
     from nano import InferenceOptimizer
     from nano.inference.optimizer import build_method
     from nano.inference.methods import get_method
@@ -109,7 +87,7 @@ def workload(name, model, args, threads, rounds, calls, quick, excludes):
         "hand OpenVINO f32 pinned": hand_openvino(model, tuple(args), threads, "f32"),
         "nano openvino_fp32": lambda: nano_ov(*args),
     }
-    medians = interleaved(contenders, rounds, calls)
+    medians = time_side_by_side(contenders, rounds, round_seconds)
     base = print_medians(medians)
     pick_t = medians[f"nano pick ({pick.method.name})"]
     hand_best = min(medians["hand ORT fp32 session"], medians["hand OpenVINO default precision"],
@@ -159,7 +137,7 @@ def hand_int8(model, args, threads, calib, tmp):
             "hand OpenVINO INT8 (NNCF)": lambda: compiled(x)}
 
 
-def int8_workload(batch, threads, rounds, calls):
+def int8_workload(batch, threads, rounds, round_seconds):
     """optimize(precision='int8') on ResNet-18 vs eager and hand-quantized runtimes."""
     import tempfile
 
@@ -187,7 +165,7 @@ def int8_workload(batch, threads, rounds, calls):
     contenders = {"eager fp32": run_eager, f"nano pick ({pick.method.name})": lambda: pick(x),
                   **contenders}
     torch.set_num_threads(threads)
-    medians = interleaved(contenders, rounds, calls)
+    medians = time_side_by_side(contenders, rounds, round_seconds)
     base = print_medians(medians)
     pick_t = medians[f"nano pick ({pick.method.name})"]
     hand_best = min(v for k, v in medians.items() if k.startswith("hand"))
@@ -261,7 +239,7 @@ def main() -> int:
     if args.only != "fp32":
         for batch in (1, 16):
             summary[f"INT8 ResNet-18 batch {batch}"] = int8_workload(
-                batch, threads, args.rounds, 20 if batch == 1 else 8)
+                batch, threads, args.rounds, round_seconds(args))
         drop = digits_accuracy()
     print("\n== summary ==")
     for name, s in summary.items():
@@ -278,17 +256,17 @@ def fp32_part(args, threads, excludes, summary):
 
     resnet = resnet18()
     for batch in (1, 16):
-        calls = 20 if batch == 1 else 4
         summary[f"ResNet-18 batch {batch}"] = workload(
             f"ResNet-18, batch {batch}, 224x224, {threads} threads", resnet,
-            [torch.randn(batch, 3, 224, 224)], threads, args.rounds, calls, args.quick, excludes)
+            [torch.randn(batch, 3, 224, 224)], threads, args.rounds, round_seconds(args),
+            args.quick, excludes)
     torch.manual_seed(0)
     encoder = TinyEncoder(vocab=30522, dim=384, heads=12, layers=6, max_len=128).eval()
     ids = torch.randint(0, 30522, (1, 128))
     mask = torch.ones(1, 128, dtype=torch.long)
     summary["encoder batch 1"] = workload(
         f"MiniLM-sized encoder (6 layers, dim 384), batch 1, seq 128, {threads} threads", encoder,
-        [ids, mask], threads, args.rounds, 20, args.quick, excludes)
+        [ids, mask], threads, args.rounds, round_seconds(args), args.quick, excludes)
 
 
 if __name__ == "__main__":
