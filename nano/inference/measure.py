@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -77,14 +78,13 @@ def time_side_by_side(fns: dict, rounds: int = 5, round_seconds: float = 0.2,
     so a fixed order would always slow the same one down); the result is the
     median of the round medians, so a burst of machine noise hits all alike.
     """
-    import random
-
     calls = {}
     for name, fn in fns.items():
-        start = time.perf_counter()
-        for _ in range(warmup):
+        for _ in range(warmup):  # the first calls may compile: not part of the estimate
             fn()
-        per_call = (time.perf_counter() - start) / warmup
+        start = time.perf_counter()
+        fn()
+        per_call = time.perf_counter() - start
         calls[name] = max(3, min(200, math.ceil(round_seconds / max(per_call, 1e-6))))
     order = list(fns)
     shuffle = random.Random(seed).shuffle

@@ -92,6 +92,7 @@ def chunks(count: int, workers: int) -> list[list[int]]:
 
 
 def describe_inputs(indexes: list[int]) -> str:
+    """How an error names a chunk's inputs: "input 4", or "one of inputs 0-4"."""
     if len(indexes) == 1:
         return f"input {indexes[0]}"
     return f"one of inputs {indexes[0]}-{indexes[-1]}"

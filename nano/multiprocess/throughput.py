@@ -9,6 +9,7 @@ import torch
 
 SETTLE_SECONDS = 0.1
 
+
 @dataclass
 class Throughput:
     """Calls per second of one instance with all cores, and of ``instances`` pinned instances."""

@@ -112,10 +112,14 @@ class OpenVINOModel(AcceleratedModel):
         self.request = self.compiled.create_infer_request()
         self._static_key, self._static_request = None, None
         if static_shapes and ov_model.is_dynamic():
-            fixed = ov_model.clone()
-            fixed.reshape({i: shape for i, shape in enumerate(static_shapes)})
-            self._static_key = tuple(tuple(s) for s in static_shapes)
-            self._static_request = core().compile_model(fixed, "CPU", config).create_infer_request()
+            try:
+                fixed = ov_model.clone()
+                fixed.reshape({i: shape for i, shape in enumerate(static_shapes)})
+                self._static_request = core().compile_model(fixed, "CPU",
+                                                            config).create_infer_request()
+                self._static_key = tuple(tuple(s) for s in static_shapes)
+            except RuntimeError:  # a model OpenVINO cannot reshape: the dynamic one serves all
+                pass
         self._input_types = [port.get_element_type().to_dtype() for port in self.compiled.inputs]
         self._n_outputs = len(self.compiled.outputs)
 
