@@ -91,6 +91,13 @@ class RegressionModule(pl.LightningModule):
         x, y = batch
         self.log("val_loss", torch.nn.functional.mse_loss(self(x), y), sync_dist=True)
 
+    def test_step(self, batch, i):
+        x, y = batch
+        self.log("test_loss", torch.nn.functional.mse_loss(self(x), y), sync_dist=True)
+
+    def predict_step(self, batch, i):
+        return self(batch[0])
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=LR)
 

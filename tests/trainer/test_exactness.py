@@ -72,8 +72,14 @@ def test_trainer_matches_single_process_from_python_c(tmp_path):
                           use_distributed_sampler=False, **QUIET)
         trainer.fit(model)
         metrics = trainer.validate(model, DataLoader(regression_data(), batch_size=8))
-        torch.save({{"state": model.state_dict(), "metrics": metrics,
-                    "callback": trainer.callback_metrics}}, {str(tmp_path / 'out.pt')!r})
+        after_validate = dict(trainer.callback_metrics)
+        tested = trainer.test(model, DataLoader(regression_data(), batch_size=8))
+        callback = dict(trainer.callback_metrics)  # predict empties them, as in Lightning
+        predicted = trainer.predict(model, DataLoader(regression_data(), batch_size=8))
+        torch.save({{"state": model.state_dict(), "metrics": metrics, "tested": tested,
+                    "predicted": torch.cat(predicted), "callback": after_validate,
+                    "callback_test": callback}},
+                   {str(tmp_path / 'out.pt')!r})
     """)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
@@ -86,7 +92,11 @@ def test_trainer_matches_single_process_from_python_c(tmp_path):
     pl.Trainer(max_epochs=2, **QUIET).fit(plain)
     assert_same(model, plain)
     assert out["metrics"][0]["val_loss"] < 0.01
-    assert "val_loss" in out["callback"]
+    assert out["tested"][0]["test_loss"] < 0.01
+    x, _ = regression_data().tensors
+    with torch.no_grad():
+        torch.testing.assert_close(out["predicted"], model(x))  # all inputs, in order
+    assert "val_loss" in out["callback"] and "test_loss" in out["callback_test"]
     assert_ranks_pinned(tmp_path)
 
 
