@@ -104,6 +104,22 @@ def test_impossible_criterion_is_refused_with_the_best_model(digits_cnn, digits,
     assert len(e.value.trials) == 2 and "drop" in str(e.value)
 
 
+def test_max_trials_counts_nncf_accuracy_control(digits_cnn, digits, calib):
+    _, (tx, ty) = digits
+    with torch.no_grad():
+        reference = digits_cnn(tx)
+
+    def closeness(pred, target):  # only the fp32 original itself reaches 0
+        return -(pred - reference).abs().mean().item()
+
+    with pytest.raises(AccuracyCriterionError) as e:
+        InferenceOptimizer.quantize(digits_cnn, accelerator="openvino", calib_data=calib,
+                                    metric=closeness, validation_data=(tx, ty),
+                                    accuracy_criterion={"absolute": 0.0}, max_trials=2)
+    labels = [label for label, _ in e.value.trials]
+    assert len(labels) == 2 and "NNCF accuracy control" in labels[1], labels
+
+
 def test_optimize_includes_int8_with_calibration_data(digits_cnn, digits, calib):
     _, (tx, ty) = digits
     opt = InferenceOptimizer()
