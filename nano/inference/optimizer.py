@@ -19,8 +19,8 @@ from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
 from nano.inference.model import AcceleratedModel, load_model
 from nano.inference.prepare import prepare, private_eval_copy
-from nano.inference.search import (CandidateResult, CandidateTask, SearchData, candidate_dir,
-                                   default_memory_limit, finalists, ranked,
+from nano.inference.search import (CandidateResult, CandidateTask, SearchData, build_candidate,
+                                   candidate_dir, default_memory_limit, finalists, ranked,
                                    reference_outputs, run_candidate, run_final_round)
 
 
@@ -366,10 +366,7 @@ class InferenceOptimizer:
             raise RuntimeError(f"{method_name} has no usable model: "
                                f"{row.status + ': ' + row.detail if row else 'not tried'}")
         if method_name not in self._built:
-            if row.saved_to:
-                self._built[method_name] = load_model(row.saved_to, self._model)
-            else:
-                self._built[method_name] = backends.build(
-                    row.method, prepare(self._model, self._sample, self._thread_num,
-                                        self._dynamic_axes, self._calib))
+            self._built[method_name] = build_candidate(
+                row.method, self._model, self._sample, self._thread_num, self._dynamic_axes,
+                self._calib, row.saved_to)
         return self._built[method_name]

@@ -14,6 +14,7 @@ from nano.inference.data import call
 from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, measure_latency,
                                     output_error, time_side_by_side)
 from nano.inference.methods import Method
+from nano.inference.model import load_model
 from nano.inference.prepare import prepare, private_eval_copy
 
 
@@ -70,13 +71,21 @@ class CandidateResult:
         return self.status in ("ok", "drift") and self.latency is not None
 
 
+def build_candidate(method: Method, model: torch.nn.Module, sample, thread_num: int,
+                    dynamic_axes, calib: Optional[list], saved_to: Optional[str] = None):
+    """A candidate's model: loaded from the directory the search saved it in, or built."""
+    if saved_to:
+        return load_model(saved_to, model)
+    return backends.build(method, prepare(model, sample, thread_num, dynamic_axes, calib))
+
+
 def evaluate_candidate(task: CandidateTask) -> dict:
     """Run in the isolated child: build, time, check accuracy, save. Returns plain data."""
     data: SearchData = isolation.SHARED
     torch.set_num_threads(task.thread_num)
     start = time.perf_counter()
-    model = backends.build(task.method, prepare(data.model, data.sample, task.thread_num,
-                                                task.dynamic_axes, data.calib))
+    model = build_candidate(task.method, data.model, data.sample, task.thread_num,
+                            task.dynamic_axes, data.calib)
     build_seconds = time.perf_counter() - start
     args, kwargs = data.sample
     latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,
@@ -158,7 +167,7 @@ def finalists(results: list) -> list:
     chosen = []
     for precision in sorted({r.method.precision for r in results}):
         rows = sorted((r for r in results if r.method.precision == precision
-                       and r.usable and r.status != "slow" and r.name != "original"),
+                       and r.usable and r.name != "original"),
                       key=lambda r: r.latency.median)
         if rows:
             limit = rows[0].latency.median * FINAL_WINDOW
@@ -168,16 +177,13 @@ def finalists(results: list) -> list:
 
 def time_finalists(task: FinalRoundTask) -> dict:
     """Run in the isolated child: load or rebuild every finalist, then time them together."""
-    from nano.inference.model import load_model
-
     data: SearchData = isolation.SHARED
     torch.set_num_threads(task.thread_num)
     args, kwargs = data.sample
     fns = {}
     for method, saved in zip(task.methods, task.saved_to):
-        model = (load_model(saved, data.model) if saved else
-                 backends.build(method, prepare(data.model, data.sample, task.thread_num,
-                                                task.dynamic_axes, data.calib)))
+        model = build_candidate(method, data.model, data.sample, task.thread_num,
+                                task.dynamic_axes, data.calib, saved)
         fns[method.name] = lambda model=model: model(*args, **kwargs)
     with torch.no_grad():
         return time_side_by_side(fns)
@@ -192,8 +198,8 @@ def ranked(rows: list) -> list:
         return by_median
     limit = by_median[0].latency.median * FINAL_WINDOW
     close = [r for r in by_median if "side_by_side" in r.extra and r.latency.median <= limit]
-    return (sorted(close, key=lambda r: r.extra["side_by_side"])
-            + [r for r in by_median if r not in close])
+    rest = [r for r in by_median if "side_by_side" not in r.extra or r.latency.median > limit]
+    return sorted(close, key=lambda r: r.extra["side_by_side"]) + rest
 
 
 def run_final_round(zygote: isolation.Zygote, rows: list, thread_num: int, dynamic_axes,
