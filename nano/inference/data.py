@@ -1,11 +1,23 @@
-"""Turn what users pass as data (a DataLoader, a tensor, a tuple) into (inputs, target) batches."""
+"""Turn what users pass as data (a DataLoader, a tensor, a tuple, a dict) into model calls.
+
+A batch is matched against ``forward``'s parameters: ``(inputs..., target)``,
+``((inputs...), target)``, ``inputs`` alone, or a dict of keyword inputs (with
+"label"/"labels"/"target"/"y" as the target). Every call is an ``(args, kwargs)``
+pair. Data that does not fit the model is a ``DataMismatch`` naming the data and
+showing the shapes given, raised before any long work starts.
+"""
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import torch
+
+from nano.errors import DataMismatch, NanoTypeError
+
+TARGET_KEYS = ("labels", "label", "target", "targets", "y")
 
 
 def as_batches(data: Any, name: str, limit: Optional[int] = None) -> list:
@@ -14,51 +26,170 @@ def as_batches(data: Any, name: str, limit: Optional[int] = None) -> list:
         return []
     if isinstance(data, torch.Tensor):
         return [(data,)]
-    if isinstance(data, (tuple, list)) and data and all(isinstance(d, torch.Tensor) for d in data):
-        return [tuple(data)]
+    if isinstance(data, (tuple, list)) and data and all(_is_structure(d) for d in data) and not (
+            isinstance(data, list) and all(isinstance(d, (tuple, list, dict)) for d in data)):
+        return [tuple(data)]  # one batch; a list of tuples or dicts is a list of batches
     if isinstance(data, dict):
         return [data]
     if not isinstance(data, Iterable):
-        raise TypeError(f"{name} must be a DataLoader, a tensor or a tuple of tensors, got "
-                        f"{type(data).__name__}")
+        raise NanoTypeError(f"{name} must be a DataLoader, a tensor, a tuple of tensors or a dict "
+                            f"of tensors, got {type(data).__name__}")
     batches = []
     for batch in data:
         batches.append(batch if isinstance(batch, (tuple, list, dict)) else (batch,))
         if limit is not None and len(batches) >= limit:
             break
     if not batches:
-        raise ValueError(f"{name} is empty")
+        raise DataMismatch(f"{name} is empty")
     return batches
 
 
-def count_inputs(model: torch.nn.Module) -> int:
-    """How many leading batch elements are model inputs: forward's required positional params."""
-    try:
-        params = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):
-        return 1
-    required = [p for p in params if p.default is p.empty and
-                p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind == p.VAR_POSITIONAL for p in params) and not required:
-        return -1  # *args: every element is an input
-    return max(1, len(required))
+def _is_structure(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_is_structure(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_structure(v) for v in value.values())
+    return False
 
 
-def split_batch(batch, n_inputs: int) -> tuple[Any, Any]:
-    """(input sample, target or None) of one batch; dict batches are keyword inputs."""
+
+@dataclass(frozen=True)
+class ForwardParams:
+    """What ``forward`` takes: how many positional inputs (required, with defaults),
+    whether it has ``*args``/``**kwargs``, and every parameter's name."""
+
+    required: int
+    positional: int
+    var_positional: bool
+    var_keyword: bool
+    names: tuple
+
+    @staticmethod
+    def of(model) -> "ForwardParams":
+        """From ``model.forward``; for a Nano model, from the signature it was traced with."""
+        from nano.inference.structure import InputSignature
+
+        signature = getattr(model, "signature", None)
+        if isinstance(signature, InputSignature):
+            pos = [n for n, k in signature.params if k in ("positional", "positional_only")]
+            return ForwardParams(sum(n not in signature.defaulted for n in pos), len(pos),
+                                 any(k == "var_positional" for _, k in signature.params),
+                                 any(k == "var_keyword" for _, k in signature.params),
+                                 tuple(n for n, k in signature.params
+                                       if k not in ("var_positional", "var_keyword")))
+        try:
+            params = list(inspect.signature(model.forward).parameters.values())
+        except (TypeError, ValueError):
+            return ForwardParams(1, 1, True, False, ())
+        pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return ForwardParams(sum(p.default is p.empty for p in pos), len(pos),
+                             any(p.kind == p.VAR_POSITIONAL for p in params),
+                             any(p.kind == p.VAR_KEYWORD for p in params),
+                             tuple(p.name for p in params
+                                   if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)))
+
+    def fits(self, n: int) -> bool:
+        return self.required <= n and (n <= self.positional or self.var_positional)
+
+    def describe(self) -> str:
+        if self.var_positional:
+            return f"at least {self.required} input(s)"
+        if self.required == self.positional:
+            return f"{self.required} input(s)"
+        return f"{self.required} to {self.positional} inputs"
+
+
+def split_batch(batch, params: ForwardParams, name: str = "data") -> tuple[tuple, Any]:
+    """``((args, kwargs), target or None)`` of one batch, matched against ``params``."""
     if isinstance(batch, dict):
-        inputs = {k: v for k, v in batch.items() if k not in ("label", "labels", "target", "y")}
-        target = next((batch[k] for k in ("labels", "label", "target", "y") if k in batch), None)
-        return inputs, target
+        inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
+        target = next((batch[k] for k in TARGET_KEYS if k in batch), None)
+        unknown = [k for k in inputs if k not in params.names]
+        if unknown and not params.var_keyword:
+            raise DataMismatch(f"{name} does not fit the model's inputs: its batches have "
+                               f"key(s) {unknown} that forward() does not take (it takes "
+                               f"{', '.join(params.names)})")
+        return ((), inputs), target
     batch = tuple(batch)
-    if n_inputs < 0 or len(batch) <= n_inputs:
-        return batch, None
-    target = batch[n_inputs] if len(batch) == n_inputs + 1 else batch[n_inputs:]
-    return batch[:n_inputs], target
+    n = len(batch)
+    if (n == 2 and isinstance(batch[0], (tuple, list)) and not hasattr(batch[0], "_fields")
+            and len(batch[0]) > 0 and params.fits(len(batch[0]))):
+        return (tuple(batch[0]), {}), batch[1]  # ((inputs...), target)
+    if params.var_positional and params.required == 0:
+        return (batch, {}), None
+    if n >= 2 and params.fits(n - 1):
+        return (batch[:-1], {}), batch[-1]  # (inputs..., target)
+    if params.fits(n):
+        return (batch, {}), None
+    if n > params.positional and not params.var_positional and params.positional:
+        rest = batch[params.positional:]
+        return (batch[:params.positional], {}), rest[0] if len(rest) == 1 else rest
+    raise DataMismatch(f"{name} does not fit the model's inputs: forward() takes "
+                       f"{params.describe()}, {name}'s batches hold {n} "
+                       f"({describe_values(batch)})")
 
 
-def call(model, sample):
-    """Call ``model`` on a sample as split_batch returns it."""
-    if isinstance(sample, dict):
-        return model(**sample)
-    return model(*sample)
+def sample_call(model, input_sample, name: str = "input_sample") -> tuple[tuple, dict]:
+    """``input_sample`` as an ``(args, kwargs)`` call: a tensor, a tuple of inputs, a dict of
+    keyword inputs, an explicit ``(args, kwargs)`` pair, or a DataLoader (its first batch,
+    without its target)."""
+    from nano.inference.structure import normalize_sample
+
+    if input_sample is None or isinstance(input_sample, (torch.Tensor, tuple, list, dict)):
+        return normalize_sample(input_sample)
+    batch = as_batches(input_sample, name, limit=1)[0]
+    return split_batch(batch, ForwardParams.of(model), name)[0]
+
+
+def call(model, sample: tuple):
+    """Call ``model`` on an ``(args, kwargs)`` sample."""
+    args, kwargs = sample
+    return model(*args, **kwargs)
+
+
+def describe_values(value) -> str:
+    """Shapes and dtypes of the tensors in ``value``, e.g. ``float32 (4, 30), int64 (4,)``."""
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).replace('torch.', '')} {tuple(value.shape)}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {describe_values(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(describe_values(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) and len(value) != 1 else f"[{inner}]" \
+            if isinstance(value, list) else inner
+    return repr(value)
+
+
+def first_layer(model: torch.nn.Module) -> Optional[str]:
+    """What the model's first weighted layer expects, e.g. ``fc (Linear) expects 32 features``."""
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            return f"its first layer {name} (Linear) expects {m.in_features} input features"
+        if isinstance(m, torch.nn.modules.conv._ConvNd):
+            return f"its first layer {name} ({type(m).__name__}) expects {m.in_channels} channels"
+        if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+            return (f"its first layer {name} ({type(m).__name__}) expects integer ids below "
+                    f"{m.num_embeddings}")
+        if isinstance(m, (torch.nn.RNNBase,)):
+            return f"its first layer {name} ({type(m).__name__}) expects {m.input_size} features"
+    return None
+
+
+def check_fits(model: torch.nn.Module, sample: tuple, name: str):
+    """Run ``model`` (an eval copy) on ``sample``; a failure is one ``DataMismatch`` line
+    naming ``name``, the shapes given and what the first layer expects. Returns the output."""
+    args, kwargs = sample
+    try:
+        with torch.no_grad():
+            return model(*args, **kwargs)
+    except Exception as e:
+        given = describe_values(args) if args else ""
+        if kwargs:
+            given = ", ".join(filter(None, [given, describe_values(kwargs)]))
+        hint = first_layer(model)
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataMismatch(f"{name} does not fit the model's inputs: given {given}; "
+                           f"{hint + '; ' if hint else ''}forward() raised "
+                           f"{type(e).__name__}: {message}") from e

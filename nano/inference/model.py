@@ -22,7 +22,7 @@ from nano.inference.methods import Method
 from nano.inference.structure import InputSignature, unflatten_output
 
 META_FILE = "nano_model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: input signatures describe nested structures
 
 
 class ModelLoadError(RuntimeError):

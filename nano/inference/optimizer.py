@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from nano.inference import backends, report
-from nano.inference.data import as_batches, count_inputs, split_batch
+from nano.inference.data import ForwardParams, as_batches, check_fits, split_batch
 from nano.inference.isolation import Zygote
 from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
@@ -194,16 +194,18 @@ class InferenceOptimizer:
         from nano.launcher.topology import read_topology
 
         threads = thread_num or read_topology().thread_budget
-        n_inputs = count_inputs(model)
+        params = ForwardParams.of(model)
         train = as_batches(training_data, "training_data", limit=CALIB_BATCHES)
-        sample_inputs, _ = split_batch(train[0], n_inputs)
-        sample = ((), sample_inputs) if isinstance(sample_inputs, dict) else (sample_inputs, {})
-        held_out = (as_batches(validation_data, "validation_data") if validation_data is not None
-                    else train[1:5] or train[:1])
-        calib = [((), s) if isinstance(s, dict) else (tuple(s), {})
-                 for s in (split_batch(b, n_inputs)[0] for b in train)]
-        eval_samples, targets = zip(*(split_batch(b, n_inputs) for b in held_out))
-        eval_samples, targets = list(eval_samples), list(targets)
+        calib = [split_batch(b, params, "training_data")[0] for b in train]
+        sample = calib[0]
+        check_fits(private_eval_copy(model), sample, "training_data")
+        if validation_data is not None:
+            held_out = [split_batch(b, params, "validation_data")
+                        for b in as_batches(validation_data, "validation_data")]
+            check_fits(private_eval_copy(model), held_out[0][0], "validation_data")
+        else:
+            held_out = [split_batch(b, params, "training_data") for b in train[1:5] or train[:1]]
+        eval_samples, targets = [s for s, _ in held_out], [t for _, t in held_out]
         references = reference_outputs(model, eval_samples)
         baseline_accuracy = None
         if metric is not None:

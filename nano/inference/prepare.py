@@ -8,7 +8,9 @@ from typing import Optional, Union
 
 import torch
 
-from nano.inference.structure import (FlatModule, InputSignature, normalize_sample, output_spec)
+from nano.errors import NanoTypeError, NanoValueError
+from nano.inference.data import check_fits, sample_call
+from nano.inference.structure import FlatModule, InputSignature, output_spec
 
 
 @dataclass
@@ -52,13 +54,14 @@ class BuildInputs:
         """For each flat input, which dims may vary: dim 0 when True, none when False,
         or the axes listed per input name in a dict."""
         dims = []
-        for name, t in zip(self.signature.tensor_names, self.flat_sample()):
+        for name, owner, t in zip(self.signature.tensor_names, self.signature.tensor_owners(),
+                                  self.flat_sample()):
             if self.dynamic_axes is True:
                 dims.append([0] if t.dim() > 0 else [])
             elif not self.dynamic_axes:
                 dims.append([])
-            else:
-                axes = self.dynamic_axes.get(name, [])
+            else:  # by the flat input's name, or for every tensor of a nested parameter
+                axes = self.dynamic_axes.get(name, self.dynamic_axes.get(owner, []))
                 dims.append(sorted(axes.keys()) if isinstance(axes, dict) else list(axes))
         return dims
 
@@ -72,21 +75,21 @@ def prepare(model: torch.nn.Module, input_sample, thread_num: Optional[int] = No
             dynamic_axes: Union[bool, dict] = True, calib: Optional[list] = None) -> BuildInputs:
     """Copy ``model`` (the user's stays untouched), run the sample once, record the structure."""
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise NanoTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if input_sample is None:
-        raise ValueError("input_sample is required: pass one example input (a tensor, a tuple "
-                         "of inputs or a dict of keyword inputs)")
+        raise NanoValueError("input_sample is required: pass one example input (a tensor, a "
+                             "tuple of inputs, a dict of keyword inputs or a DataLoader)")
     if not isinstance(dynamic_axes, (bool, dict)):
-        raise TypeError("dynamic_axes must be True, False, or a dict {input_name: [axes]}")
-    args, kwargs = normalize_sample(input_sample)
+        raise NanoTypeError("dynamic_axes must be True, False, or a dict {input_name: [axes]}")
+    args, kwargs = sample_call(model, input_sample)
     private = private_eval_copy(model)
     signature = InputSignature.from_sample(private, args, kwargs)
     if isinstance(dynamic_axes, dict):
-        unknown = set(dynamic_axes) - set(signature.tensor_names)
+        known = set(signature.tensor_names) | set(signature.tensor_owners())
+        unknown = set(dynamic_axes) - known
         if unknown:
-            raise ValueError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; inputs "
-                             f"are {signature.tensor_names}")
-    with torch.no_grad():
-        out = private(*args, **kwargs)
+            raise NanoValueError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; "
+                                 f"inputs are {signature.tensor_names}")
+    out = check_fits(private, (args, kwargs), "input_sample")
     return BuildInputs(private, args, kwargs, signature, output_spec(out), thread_num,
                        dynamic_axes, calib)

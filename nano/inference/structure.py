@@ -69,13 +69,6 @@ def flatten_output(value: Any) -> list[torch.Tensor]:
     return []
 
 
-def count_tensors(spec: dict) -> int:
-    """How many tensors an output with this spec holds."""
-    if spec["t"] == "tensor":
-        return 1
-    return sum(count_tensors(s) for s in spec.get("items", []))
-
-
 def unflatten_output(spec: dict, tensors: Sequence[torch.Tensor], cast: bool = True) -> Any:
     """Rebuild the original output structure from flat tensors (inverse of flatten_output).
 
@@ -118,134 +111,320 @@ def unflatten_output(spec: dict, tensors: Sequence[torch.Tensor], cast: bool = T
 
 
 # Input signatures ----------------------------------------------------------------
+#
+# An input spec describes one argument's value the way output specs describe outputs:
+# {"t": "tensor", "dtype", "ndim"}, {"t": "tuple"|"list", "items"}, {"t": "namedtuple",
+# "cls", "keys", "items"}, {"t": "dict", "keys", "items"}, or {"t": "const", "value"} for
+# anything else. Every tensor leaf, at any depth, becomes one graph input; everything else
+# is fixed at trace time and checked on every call, so no argument is ever baked silently.
+
+_KINDS = {inspect.Parameter.POSITIONAL_ONLY: "positional_only",
+          inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
+          inspect.Parameter.VAR_POSITIONAL: "var_positional",
+          inspect.Parameter.KEYWORD_ONLY: "keyword_only",
+          inspect.Parameter.VAR_KEYWORD: "var_keyword"}
+_JSON_SCALARS = (bool, int, float, str, type(None))
+
+
+def input_spec(value: Any) -> dict:
+    """Describe an argument: its nesting, its tensors' dtype and rank, its constants."""
+    if isinstance(value, torch.Tensor):
+        return {"t": "tensor", "dtype": str(value.dtype).replace("torch.", ""),
+                "ndim": value.dim()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {"t": "namedtuple", "cls": _class_path(value), "keys": list(value._fields),
+                "items": [input_spec(v) for v in value]}
+    if isinstance(value, (tuple, list)):
+        return {"t": "list" if isinstance(value, list) else "tuple",
+                "items": [input_spec(v) for v in value]}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"t": "dict", "keys": list(value), "items": [input_spec(v) for v in value.values()]}
+    spec = {"t": "const", "value": _constant(value)}
+    if isinstance(spec["value"], dict):
+        spec["obj"] = value  # in this process the object itself; saved by its repr only
+    return spec
+
+
+def _json_spec(spec: dict) -> dict:
+    """``spec`` without the live objects ``input_spec`` keeps beside their repr."""
+    out = {k: v for k, v in spec.items() if k != "obj"}
+    if "items" in out:
+        out["items"] = [_json_spec(s) for s in out["items"]]
+    return out
+
+
+def _constant(value: Any) -> Any:
+    """A JSON-able stand-in: scalars as they are, anything else by its repr."""
+    return value if isinstance(value, _JSON_SCALARS) else {"repr": repr(value)}
+
+
+def _shown(constant: Any) -> str:
+    return constant["repr"] if isinstance(constant, dict) else repr(constant)
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return _shown(_constant(value))
+
+
+def has_tensors(spec: dict) -> bool:
+    """Whether a spec holds at least one tensor leaf."""
+    return spec["t"] == "tensor" or any(has_tensors(s) for s in spec.get("items", ()))
+
+
+def _leaf_names(spec: dict, prefix: str) -> list[str]:
+    if spec["t"] == "tensor":
+        return [prefix]
+    if spec["t"] in ("dict", "namedtuple"):
+        return [n for k, s in zip(spec["keys"], spec["items"])
+                for n in _leaf_names(s, f"{prefix}_{k}")]
+    return [n for i, s in enumerate(spec.get("items", ())) for n in _leaf_names(s, f"{prefix}_{i}")]
+
+
+def _sanitize(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
 @dataclass
 class InputSignature:
-    """How ``model(*args, **kwargs)`` maps onto named tensor inputs.
+    """How ``model(*args, **kwargs)`` maps onto a flat list of tensor inputs.
 
-    ``params`` are forward's parameter names in order (a ``*args`` parameter
-    expands to ``name_0, name_1, ...``); ``tensor_names`` the ones that carry
-    tensors; ``constants`` non-tensor arguments fixed at trace time.
+    ``params`` lists forward's parameters as ``[name, kind]`` pairs; ``specs``
+    holds the input spec of every parameter the sample bound, defaults
+    included (``defaulted`` names those the sample left out), a ``*args``
+    parameter as a tuple and a ``**kwargs`` parameter as a dict. Tensor leaves
+    at any depth are the flat inputs, named in ``tensor_names``; everything
+    else is a constant of the traced graph that every call is checked against.
     """
 
     params: list
-    tensor_names: list
-    constants: dict = field(default_factory=dict)
-    var_positional: Optional[str] = None
+    specs: dict
+    defaulted: list = field(default_factory=list)
+    tensor_names: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.tensor_names:
+            names, seen = [], set()
+            for name, _ in self.params:
+                if name in self.specs:
+                    spec = self.specs[name]
+                    # **kwargs items are named by their keys: they are the inputs' real names
+                    leaves = ([n for k, s in zip(spec["keys"], spec["items"])
+                               for n in _leaf_names(s, k)]
+                              if spec["t"] == "dict" and self._kind(name) == "var_keyword"
+                              else _leaf_names(spec, name))
+                    for leaf in leaves:
+                        leaf = base = _sanitize(leaf)
+                        i = 1
+                        while leaf in seen:
+                            leaf, i = f"{base}_{i}", i + 1
+                        seen.add(leaf)
+                        names.append(leaf)
+            self.tensor_names = names
+
+    def _kind(self, name: str) -> str:
+        return next(kind for n, kind in self.params if n == name)
 
     @staticmethod
     def from_sample(model: torch.nn.Module, args: tuple, kwargs: dict) -> "InputSignature":
-        """Bind a sample call to ``model.forward``'s parameters."""
+        """Bind a sample call to ``model.forward``'s parameters, defaults included."""
         try:
             sig = inspect.signature(model.forward)
-        except (TypeError, ValueError):
-            sig = None
-        if sig is None or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()) and kwargs:
-            if kwargs:
-                raise TypeError("cannot bind keyword inputs: forward() has no inspectable "
-                                "signature; pass inputs positionally")
-            names = [f"input_{i}" for i in range(len(args))]
-            return InputSignature(names, [n for n, a in zip(names, args)
-                                          if isinstance(a, torch.Tensor)],
-                                  {n: a for n, a in zip(names, args)
-                                   if not isinstance(a, torch.Tensor)})
-        bound = sig.bind(*args, **kwargs)
-        params, tensors, constants, var_pos = [], [], {}, None
-        for name, value in bound.arguments.items():
-            kind = sig.parameters[name].kind
-            if kind == inspect.Parameter.VAR_POSITIONAL:
-                var_pos = name
-                for i, v in enumerate(value):
-                    sub = f"{name}_{i}"
-                    params.append(sub)
-                    (tensors.append(sub) if isinstance(v, torch.Tensor) else
-                     constants.__setitem__(sub, v))
-                continue
-            if kind == inspect.Parameter.VAR_KEYWORD:
-                raise TypeError("**kwargs in forward() is not supported for tracing; name the "
-                                "inputs as parameters")
-            params.append(name)
-            if isinstance(value, torch.Tensor):
-                tensors.append(name)
-            else:
-                constants[name] = value
-        return InputSignature(params, tensors, constants, var_pos)
+        except (TypeError, ValueError):  # a builtin or C++ forward: take inputs positionally
+            sig = inspect.Signature([inspect.Parameter("inputs", inspect.Parameter.VAR_POSITIONAL)])
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"input_sample does not fit forward{sig}: {e}") from None
+        given = set(bound.arguments)
+        bound.apply_defaults()
+        params = [[name, _KINDS[p.kind]] for name, p in sig.parameters.items()]
+        specs = {name: input_spec(value) for name, value in bound.arguments.items()}
+        defaulted = [name for name in bound.arguments if name not in given]
+        for name in defaulted:
+            if has_tensors(specs[name]):  # a tensor default is not an input the user gave
+                specs[name] = {"t": "const", "value": {"repr": "<default tensor>"},
+                               "obj": bound.arguments[name]}
+        return InputSignature(params, specs, defaulted)
 
-    def bind(self, args: tuple, kwargs: dict) -> dict:
-        """Map a call's arguments to parameter names (no defaults are filled in)."""
-        if self.var_positional is None and len(args) > len(self.params):
-            raise TypeError(f"the model takes {len(self.params)} inputs "
-                            f"({', '.join(self.params)}) but {len(args)} were given")
-        named = {}
-        for name, value in zip(self.params, args):
-            named[name] = value
-        if self.var_positional is not None:
-            for i, value in enumerate(args[len(named):], start=len(named)):
-                named[f"{self.var_positional}_{i}"] = value
+    def _bind(self, args: tuple, kwargs: dict) -> dict:
+        """Map a call's arguments to parameter names the way Python would."""
+        named: dict = {}
+        positional = [n for n, k in self.params if k in ("positional_only", "positional")]
+        var_pos = next((n for n, k in self.params if k == "var_positional"), None)
+        var_kw = next((n for n, k in self.params if k == "var_keyword"), None)
+        keywordable = [n for n, k in self.params if k in ("positional", "keyword_only")]
+        if len(args) > len(positional) and var_pos is None:
+            raise TypeError(f"the model takes {len(positional)} positional input(s) "
+                            f"({', '.join(positional)}) but {len(args)} were given")
+        named.update(zip(positional, args))
+        if var_pos is not None:
+            named[var_pos] = tuple(args[len(positional):])
+        extra = {}
         for name, value in kwargs.items():
-            if name in named:
+            if name in named and name != var_pos:
                 raise TypeError(f"got multiple values for input {name!r}")
-            if name not in self.params:
+            if name in keywordable:
+                named[name] = value
+            elif var_kw is not None:
+                extra[name] = value
+            else:
                 raise TypeError(f"unexpected input {name!r}; the model takes "
-                                f"{', '.join(self.params)}")
-            named[name] = value
+                                f"{', '.join(n for n, _ in self.params)}")
+        if var_kw is not None:
+            named[var_kw] = extra
         return named
 
     def flatten(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
-        """The call's tensor inputs, in ``tensor_names`` order; checks the constants."""
-        named = self.bind(args, kwargs)
-        missing = [n for n in self.tensor_names if n not in named]
-        if missing:
-            raise TypeError(f"missing input(s) {', '.join(missing)}; the model was traced with "
-                            f"{', '.join(self.tensor_names)}")
-        for name, value in self.constants.items():
-            if name in named and not _same_constant(named[name], value):
-                raise ValueError(f"input {name!r} was {value!r} when the model was traced and "
-                                 f"is baked into it; got {named[name]!r}")
-        flat = []
-        for name in self.tensor_names:
-            value = named[name]
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"input {name!r} must be a tensor, got {type(value).__name__}")
-            flat.append(value)
+        """The call's tensors in ``tensor_names`` order, after checking that everything
+        else (structure, constants, defaults) is what the model was traced with."""
+        named = self._bind(args, kwargs)
+        flat: list = []
+        for name, kind in self.params:
+            if name not in self.specs:
+                if name in named and named[name] not in ((), {}):
+                    raise TypeError(f"input {name!r} was not given when the model was traced, "
+                                    f"so it is not an input of the traced model")
+                continue
+            spec = self.specs[name]
+            if name not in named:
+                if has_tensors(spec):
+                    raise TypeError(f"missing input(s) {name!r}; the model was traced with "
+                                    f"{', '.join(self.tensor_names)}")
+                continue  # its traced (or default) constant value applies
+            _match(spec, named[name], name, flat, name in self.defaulted)
         return flat
 
     def rebuild(self, flat: Sequence[torch.Tensor]) -> tuple[tuple, dict]:
-        """Inverse of flatten: positional args for ``*args`` items, keywords for the rest."""
-        named = dict(self.constants)
-        named.update(zip(self.tensor_names, flat))
+        """Inverse of flatten: the ``(args, kwargs)`` to call the original module with."""
+        it = iter(flat)
         args, kwargs = [], {}
-        for name in self.params:
-            if name not in named:
+        for name, kind in self.params:
+            if name not in self.specs:
                 continue
-            if self.var_positional and name.startswith(self.var_positional + "_"):
-                args.append(named[name])
+            value = _build(self.specs[name], it)
+            if kind in ("positional_only", "positional"):
+                args.append(value)
+            elif kind == "var_positional":
+                args.extend(value)
+            elif kind == "var_keyword":
+                kwargs.update(value)
             else:
-                kwargs[name] = named[name]
-        if args:  # positional *args force the named ones before them to be positional too
-            head = [kwargs.pop(n) for n in self.params if n in kwargs and
-                    self.params.index(n) < self.params.index(f"{self.var_positional}_0")]
-            args = head + args
+                kwargs[name] = value
         return tuple(args), kwargs
 
+    def tensor_owners(self) -> list[str]:
+        """For each tensor leaf, the forward parameter (or ``**kwargs`` key) it belongs to."""
+        owners = []
+        for name, kind in self.params:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue
+            if kind == "var_keyword":
+                owners += [k for k, s in zip(spec["keys"], spec["items"])
+                           for _ in _leaf_names(s, k)]
+            else:
+                owners += [name] * len(_leaf_names(spec, name))
+        return owners
+
+    def flat_specs(self) -> list[dict]:
+        """The tensor leaves' specs, in ``tensor_names`` order."""
+        leaves: list = []
+
+        def walk(spec):
+            if spec["t"] == "tensor":
+                leaves.append(spec)
+            for s in spec.get("items", ()):
+                walk(s)
+
+        for name, _ in self.params:
+            if name in self.specs:
+                walk(self.specs[name])
+        return leaves
+
     def to_json(self) -> dict:
-        consts = {k: v for k, v in self.constants.items()
-                  if v is None or isinstance(v, (bool, int, float, str))}
-        return {"params": self.params, "tensor_names": self.tensor_names, "constants": consts,
-                "var_positional": self.var_positional}
+        return {"params": self.params,
+                "specs": {k: _json_spec(s) for k, s in self.specs.items()},
+                "defaulted": self.defaulted,
+                "tensor_names": self.tensor_names}
 
     @staticmethod
     def from_json(data: dict) -> "InputSignature":
-        return InputSignature(list(data["params"]), list(data["tensor_names"]),
-                              dict(data.get("constants", {})), data.get("var_positional"))
+        return InputSignature([list(p) for p in data["params"]], dict(data["specs"]),
+                              list(data.get("defaulted", [])), list(data["tensor_names"]))
 
 
-def _same_constant(a, b) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:
-        return a is b
+def _match(spec: dict, value: Any, path: str, flat: list, defaulted: bool) -> None:
+    """Check ``value`` against ``spec`` and append its tensors to ``flat``; raise naming
+    ``path`` and both values when the traced model cannot serve it."""
+    kind = spec["t"]
+    if kind == "tensor":
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"input {path!r} must be a tensor (the model was traced with one), "
+                            f"got {type(value).__name__}")
+        if value.dim() != spec["ndim"]:
+            raise ValueError(f"input {path!r} was traced with {spec['ndim']} dimension(s), got "
+                             f"shape {tuple(value.shape)}")
+        want = str(value.dtype).replace("torch.", "")
+        if want != spec["dtype"]:
+            raise TypeError(f"input {path!r} was traced as {spec['dtype']}, got {want}; pass "
+                            f"{spec['dtype']} (e.g. .to(torch.{spec['dtype']}))")
+        flat.append(value)
+        return
+    if kind == "const":
+        if not _same_constant(value, spec["value"]):
+            was = _shown(spec["value"]) + (" (its default)" if defaulted else "")
+            raise ValueError(f"input {path!r} was {was} when the model was traced and is fixed "
+                             f"in the traced graph; got {_shown_value(value)}. Trace again "
+                             f"with that value, or pass it as a tensor to make it an input")
+        return
+    if kind in ("dict",):
+        if not isinstance(value, dict) or list(value) != spec["keys"]:
+            got = list(value) if isinstance(value, dict) else type(value).__name__
+            raise ValueError(f"input {path!r} was a dict with keys {spec['keys']} when traced; "
+                             f"got {got}")
+        for key, sub in zip(spec["keys"], spec["items"]):
+            _match(sub, value[key], f"{path}[{key!r}]", flat, defaulted)
+        return
+    if not isinstance(value, (tuple, list)) or len(value) != len(spec["items"]):
+        got = (f"{len(value)} items" if isinstance(value, (tuple, list))
+               else type(value).__name__)
+        raise ValueError(f"input {path!r} had {len(spec['items'])} items when traced (the number "
+                         f"is fixed in the traced graph); got {got}")
+    for i, (sub, item) in enumerate(zip(spec["items"], value)):
+        _match(sub, item, f"{path}[{i}]", flat, defaulted)
+
+
+def _build(spec: dict, tensors) -> Any:
+    kind = spec["t"]
+    if kind == "tensor":
+        return next(tensors)
+    if kind == "const":
+        value = spec["value"]
+        if isinstance(value, dict):
+            if "obj" not in spec:
+                raise TypeError(f"the traced constant {value['repr']} exists only in the process "
+                                f"that traced the model")
+            return spec["obj"]
+        return value
+    items = [_build(s, tensors) for s in spec["items"]]
+    if kind == "dict":
+        return dict(zip(spec["keys"], items))
+    if kind == "namedtuple":
+        cls = _import_class(spec.get("cls"))
+        return cls(*items) if cls is not None else tuple(items)
+    return items if kind == "list" else tuple(items)
+
+
+def _same_constant(value: Any, traced: Any) -> bool:
+    if isinstance(traced, dict):  # recorded by repr
+        return repr(value) == traced["repr"]
+    if type(value) is not type(traced) and not (
+            isinstance(value, (int, float)) and isinstance(traced, (int, float))
+            and not isinstance(value, bool) and not isinstance(traced, bool)):
+        return False
+    return value == traced
 
 
 class FlatModule(torch.nn.Module):

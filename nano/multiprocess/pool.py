@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from nano.inference.data import as_batches, count_inputs, split_batch
+from nano.inference.data import ForwardParams, as_batches, split_batch
+from nano.inference.structure import normalize_sample
 from nano.inference.structure import unflatten_output
 from nano.launcher.cpulist import format_cpu_list
 from nano.launcher.pinning import child_setup
@@ -134,8 +135,7 @@ class MultiInstanceModel:
     def __init__(self, model, num_processes: int, cores_per_process: Optional[int] = None,
                  cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None):
         self.cpu_sets = cpu_sets(num_processes, cores_per_process, cpu_for_each_process)
-        self._n_inputs = count_inputs(getattr(model, "module", model)) if not hasattr(
-            model, "signature") else len(model.signature.params)
+        self._params = ForwardParams.of(model)
         self._dir = tempfile.TemporaryDirectory(prefix="nano-multi-")
         save_for_workers(model, self._dir.name)
         self.workers = [_Worker(i, cpus, self._dir.name) for i, cpus in enumerate(self.cpu_sets)]
@@ -158,20 +158,10 @@ class MultiInstanceModel:
     def _items(self, inputs) -> list:
         if isinstance(inputs, torch.utils.data.DataLoader):
             batches = as_batches(inputs, "inputs")
-            items = [split_batch(b, self._n_inputs)[0] for b in batches]
-        elif isinstance(inputs, (list, tuple)):
-            items = list(inputs)
-        else:
+            return [split_batch(b, self._params, "inputs")[0] for b in batches]
+        if not isinstance(inputs, (list, tuple)):
             raise TypeError("call a multi-instance model with a list of inputs or a DataLoader")
-        calls = []
-        for item in items:
-            if isinstance(item, dict):
-                calls.append(((), item))
-            elif isinstance(item, (tuple, list)):
-                calls.append((tuple(item), {}))
-            else:
-                calls.append(((item,), {}))
-        return calls
+        return [normalize_sample(item) for item in inputs]
 
     def __call__(self, inputs) -> list:
         if self._closed:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from nano.inference import backends
-from nano.inference.data import as_batches, count_inputs, split_batch
+from nano.inference.data import ForwardParams, as_batches, sample_call, split_batch
 from nano.inference.measure import (OUTPUT_TOLERANCE, evaluate_metric, measure_latency,
                                     metric_style, output_error)
 from nano.inference.methods import Method, normalize_accelerator, normalize_precision
@@ -109,9 +109,9 @@ def int8_method(accelerator: str, method: Optional[str], approach: str) -> Metho
 
 def _eval_data(model, validation_data, calib_data):
     data = validation_data if validation_data is not None else calib_data
-    n = count_inputs(model)
-    batches = as_batches(data, "validation_data")
-    samples, targets = zip(*(split_batch(b, n) for b in batches))
+    name = "validation_data" if validation_data is not None else "calib_data"
+    params = ForwardParams.of(model)
+    samples, targets = zip(*(split_batch(b, params, name) for b in as_batches(data, name)))
     return list(samples), list(targets), data
 
 
@@ -177,8 +177,7 @@ def _metric_needs_targets(metric) -> bool:
 def _first_input(model, data):
     if data is None:
         raise ValueError("input_sample (or calib_data) is required to build the model")
-    inputs, _ = split_batch(as_batches(data, "calib_data", limit=1)[0], count_inputs(model))
-    return ((), inputs) if isinstance(inputs, dict) else (tuple(inputs), {})
+    return sample_call(model, data, "calib_data")
 
 
 def _with(method: Method, config: QuantConfig) -> Method:
@@ -288,8 +287,7 @@ def _nncf_validation(metric, inputs):
     def validate(compiled, data):
         preds, targets = [], []
         for sample, target in data:
-            args, kwargs = ((), sample) if isinstance(sample, dict) else (sample, {})
-            flat = inputs.signature.flatten(tuple(args), kwargs)
+            flat = inputs.signature.flatten(*sample)
             result = compiled([t.numpy() for t in flat])
             outs = [torch.from_numpy(result[o]) for o in compiled.outputs]
             preds.append(unflatten_output(inputs.output, outs))

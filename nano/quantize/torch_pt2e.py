@@ -104,6 +104,8 @@ def unavailable_reason(method: Method) -> Optional[str]:
 def build(method: Method, inputs) -> CompiledInt8Model:
     from torch.export import Dim
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from nano.inference.verify import check_conversion, flat_runner
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
@@ -116,6 +118,7 @@ def build(method: Method, inputs) -> CompiledInt8Model:
         warnings.simplefilter("ignore")
         exported = torch.export.export(inputs.flat_module(), sample,
                                        dynamic_shapes=dynamic_shapes, strict=True).module()
+        check_conversion(flat_runner(exported, inputs), inputs, "fp32", "the torch.export graph")
         quantizer = X86InductorQuantizer()
         quantizer.set_global(get_default_x86_inductor_quantization_config(
             is_dynamic=config.dynamic))

@@ -78,3 +78,89 @@ class DtypeSpy(nn.Module):
         self.seen.append((y.dtype, x.is_contiguous(memory_format=torch.channels_last)
                           if x.dim() == 4 else None))
         return y.float()
+
+
+# Models whose arguments are structures, constants and defaults (the fresh-values tests).
+
+
+class PairArg(nn.Module):
+    """One argument that is a tuple of two tensors (BigDL-era models pass (x, hidden))."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 3)
+
+    def forward(self, pair):
+        return self.l(pair[0]) * pair[1]
+
+
+class ListAndDict(nn.Module):
+    """A list of tensors and a dict of tensors, the second nested one level deeper."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, parts, extras):
+        h = self.l(parts[0] + parts[1] - parts[2])
+        return {"h": h * extras["gain"], "bias": h + extras["more"][0]}
+
+
+class KeywordOnly(nn.Module):
+    """A keyword-only tensor and a keyword-only constant with a default."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x, *, mask, power: int = 1):
+        return self.l(x) * mask ** power
+
+
+class Defaults(nn.Module):
+    """Optional tensor and number arguments with defaults, often left out of the sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x, bias=None, factor: float = 2.0, mode: str = "sum"):
+        y = self.l(x) * factor
+        if bias is not None:
+            y = y + bias
+        return y.sum(-1) if mode == "sum" else y.mean(-1)
+
+
+class VarArgs(nn.Module):
+    """``*args`` and ``**kwargs`` tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, *xs, **named):
+        y = sum(self.l(x) for x in xs)
+        return y * named["scale"] + named["shift"]
+
+
+class DataDependentBranch(nn.Module):
+    """``if x.sum() > 0``: a tracer records one branch only."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 100
+
+
+class ReturnsPythonInt(nn.Module):
+    """Returns a Python number that depends on the input."""
+
+    def forward(self, x):
+        return x * 2, int(x.sum() > 0)
+
+
+class ListPerRow(nn.Module):
+    """Returns a list with one tensor per batch row: its length follows the batch."""
+
+    def forward(self, x):
+        return [row * 2 for row in x]

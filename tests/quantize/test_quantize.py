@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nano import InferenceOptimizer
+from nano.errors import DataMismatch
 from nano.quantize import AccuracyCriterionError
 from tests.conftest import accuracy
 
@@ -149,10 +150,10 @@ def test_bf16_through_quantize(digits_cnn, digits):
     (dict(calib_data=DataLoader(TensorDataset(torch.rand(0, 1, 8, 8)), batch_size=4)),
      ValueError, "calib_data is empty"),
     (dict(calib_data=torch.rand(4, 1, 9, 9), input_sample=torch.rand(1, 1, 8, 8)), ValueError,
-     "calib_data input 0 has shape (4, 1, 9, 9)"),
+     "calib_data does not fit the model.s inputs: input 0 has shape (4, 1, 9, 9)"),
     (dict(calib_data=torch.rand(4, 1, 8, 8).double(), input_sample=torch.rand(1, 1, 8, 8)),
-     ValueError, "calib_data input 0 has dtype torch.float64"),
-    (dict(calib_data=torch.rand(4, 3, 8, 8)), ValueError, "cannot run on calib_data"),
+     ValueError, "calib_data does not fit the model.s inputs: input 0 has dtype torch.float64"),
+    (dict(calib_data=torch.rand(4, 3, 8, 8)), DataMismatch, "calib_data does not fit the model.s inputs: given float32 (4, 3, 8, 8); its first layer conv1 (Conv2d) expects 1 channels"),
     (dict(metric=lambda p, t: 1 / 0, accuracy_criterion=0.01), RuntimeError,
      "metric raised ZeroDivisionError"),
     (dict(metric=lambda p, t: "great", accuracy_criterion=0.01), TypeError,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from typing import Optional
 
 import torch
@@ -22,7 +21,26 @@ INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 
 
 def export_onnx(inputs, path: str) -> None:
-    """Export the prepared model to ``path`` as one self-contained ONNX file."""
+    """Export the prepared model to ``path`` as one self-contained ONNX file, checked
+    against the original on fresh inputs (``nano.inference.verify``)."""
+    from nano.inference.verify import check_conversion, tracer_warnings
+
+    with tracer_warnings() as warned:
+        _export(inputs, path)
+    if not _is_onnx_source(inputs):
+        with open(path, "rb") as f:
+            exported = OnnxRuntimeModel(f.read(), Method("onnxruntime"), inputs.signature,
+                                        inputs.output, inputs.thread_num)
+        check_conversion(exported, inputs, "fp32", "the ONNX export", warned)
+
+
+def _is_onnx_source(inputs) -> bool:
+    from nano.inference.sources import OnnxSourceModule
+
+    return isinstance(inputs.model, OnnxSourceModule)
+
+
+def _export(inputs, path: str) -> None:
     from nano.inference.sources import OnnxSourceModule
 
     if isinstance(inputs.model, OnnxSourceModule):  # it already is ONNX
@@ -41,8 +59,7 @@ def export_onnx(inputs, path: str) -> None:
 
     dynamic_shapes = (tuple({d: Dim.AUTO for d in ds} or None for ds in dims),)
     errors = []
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with torch.no_grad():
         try:
             if isinstance(inputs.model, ScriptModuleHolder):
                 raise RuntimeError("torch.export cannot read TorchScript")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from typing import Optional
 
 import torch
@@ -47,29 +46,48 @@ def compile_config(precision: str, threads: Optional[int]) -> dict:
     return config
 
 
-def convert(inputs):
-    """Convert the prepared model to an ov.Model with the requested dynamic dims."""
+def convert(inputs, check: bool = True):
+    """Convert the prepared model to an ov.Model with the requested dynamic dims, checked
+    against the original on fresh inputs (compiled at f32) unless ``check`` is False."""
     import openvino as ov
 
-    from nano.inference.sources import OnnxSourceModule
+    from nano.inference.verify import check_conversion, tracer_warnings
 
-    if isinstance(inputs.model, OnnxSourceModule):  # OpenVINO reads ONNX itself
+    if _is_onnx_source(inputs):  # OpenVINO reads ONNX itself
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
             with open(path, "wb") as f:
                 f.write(inputs.model.onnx_bytes)
             model = ov.convert_model(path)
-        for port, name in zip(model.inputs, inputs.signature.tensor_names):
-            port.get_tensor().set_names({name})
-        return model
+        warned: list = []
+    else:
+        with tracer_warnings() as warned:
+            model = _convert_module(inputs)
+    for port, name in zip(model.inputs, inputs.signature.tensor_names):
+        port.get_tensor().set_names({name})
+    if check:
+        compiled = OpenVINOModel(model, Method("openvino", "fp32"), inputs.signature,
+                                 inputs.output, inputs.thread_num)
+        check_conversion(compiled, inputs, "fp32", "the OpenVINO conversion", warned)
+    return model
+
+
+def _is_onnx_source(inputs) -> bool:
+    from nano.inference.sources import OnnxSourceModule
+
+    return isinstance(inputs.model, OnnxSourceModule)
+
+
+def _convert_module(inputs):
+    import openvino as ov
+
     sample = inputs.flat_sample()
     shapes = [ov.PartialShape([-1 if d in dyn else s for d, s in enumerate(t.shape)])
               for t, dyn in zip(sample, inputs.dynamic_dims())]
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = ov.convert_model(inputs.flat_module(), example_input=tuple(sample),
-                                     input=shapes)
+        with torch.no_grad():
+            return ov.convert_model(inputs.flat_module(), example_input=tuple(sample),
+                                    input=shapes)
     except Exception as direct_error:
         from nano.inference.backends.onnxruntime import export_onnx
 
@@ -77,13 +95,10 @@ def convert(inputs):
             path = os.path.join(tmp, "model.onnx")
             try:
                 export_onnx(inputs, path)
-                model = ov.convert_model(path)
+                return ov.convert_model(path)
             except Exception as onnx_error:
                 raise RuntimeError(f"OpenVINO conversion failed: {summarize_error(direct_error)} "
                                    f"(via ONNX: {summarize_error(onnx_error)})") from None
-    for port, name in zip(model.inputs, inputs.signature.tensor_names):
-        port.get_tensor().set_names({name})
-    return model
 
 
 def sample_shapes(inputs) -> list[list[int]]:

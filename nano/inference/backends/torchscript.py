@@ -54,40 +54,65 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
-def _trace(module, sample, method):
+def _trace(module, sample, method, strict: bool = False):
     # Autocast must be recorded as explicit casts in the graph, so that the frozen
     # module runs in bf16 without an autocast context around the call.
     previous = torch._C._jit_set_autocast_mode(False)
     try:
-        with torch.no_grad(), autocast(method), low_precision_tracing(method), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance
-            traced = torch.jit.trace(module, tuple(sample), check_trace=False, strict=False)
+        with torch.no_grad(), autocast(method), low_precision_tracing(method):
+            traced = torch.jit.trace(module, tuple(sample), check_trace=False, strict=strict)
             return torch.jit.freeze(traced.eval())
     finally:
         torch._C._jit_set_autocast_mode(previous)
 
 
+def _script(module):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance
+        return torch.jit.freeze(torch.jit.script(module).eval())
+
+
+JIT_METHODS = (None, "trace", "script")
+
+
 def build(method: Method, inputs) -> TorchScriptModel:
+    """Trace (or, with ``jit_method="script"`` or when the trace fails or is proven wrong on
+    fresh inputs, script) the model; the result is checked against the original."""
+    from nano.inference.errors import summarize_error
+    from nano.inference.structure import FlatModule
+    from nano.inference.verify import check_conversion, tracer_warnings
+
+    options = method.option_dict
+    jit_method = options.get("jit_method")
     module = prepare_module(inputs.model, method)
     sample = inputs.flat_sample()
     if method.channels_last:
         sample = to_channels_last(sample)
-    from nano.inference.structure import FlatModule
 
-    try:
-        frozen = _trace(FlatModule(module, inputs.signature), sample, method)
-        scripted = False
-    except Exception as trace_error:
+    def accept(frozen, scripted):
+        model = TorchScriptModel(frozen, method, inputs.signature, inputs.output,
+                                 inputs.thread_num, scripted)
+        check_conversion(model, inputs, method.precision,
+                         "the TorchScript " + ("script" if scripted else "trace"), warned)
+        return model
+
+    warned: list = []
+    if jit_method != "script":
         try:
-            frozen, scripted = torch.jit.freeze(torch.jit.script(module).eval()), True
-        except Exception:
-            from nano.inference.errors import summarize_error
-
-            raise RuntimeError(f"cannot trace the model ({summarize_error(trace_error)}) "
-                               f"and scripting failed too") from trace_error
-    return TorchScriptModel(frozen, method, inputs.signature, inputs.output, inputs.thread_num,
-                            scripted)
+            with tracer_warnings() as warned:
+                frozen = _trace(FlatModule(module, inputs.signature), sample, method,
+                                bool(options.get("jit_strict", False)))
+            return accept(frozen, False)
+        except Exception as trace_error:
+            if jit_method == "trace":
+                raise
+            try:
+                return accept(_script(module), True)
+            except Exception as script_error:
+                raise RuntimeError(f"cannot trace the model ({summarize_error(trace_error)}) "
+                                   f"and scripting failed too ({summarize_error(script_error)})"
+                                   ) from trace_error
+    return accept(_script(module), True)
 
 
 MODEL_CLASS = TorchScriptModel

@@ -1,0 +1,187 @@
+"""Accept a traced or converted model only after it matched the original on fresh inputs.
+
+Tracers record one path through ``forward``: a data-dependent ``if``, a Python
+number returned from ``forward`` or a list whose length follows the batch are
+frozen at their traced values, and the converted model then returns wrong
+numbers for other inputs without a word. So every graph a backend builds is
+called on two inputs unlike the traced sample -- one with another batch size
+(where dim 0 is dynamic) and perturbed values, one with the signs of its
+floating values flipped -- and compared with the original; a mismatch is a
+``TraceError`` that says what differs and repeats what the tracer warned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from typing import Any, Callable, Optional
+
+import torch
+
+from nano.errors import TraceError
+
+# Largest relative difference (max |a - b| / max |b|) a conversion may show on fresh inputs.
+# Wrong traces differ by O(1); these leave room for the precision's own rounding.
+CHECK_TOLERANCE = {"fp32": 1e-3, "bf16": 1e-1, "fp16": 1e-1}
+
+
+def fresh_calls(inputs, seed: int = 0) -> list[tuple[tuple, dict]]:
+    """Two ``(args, kwargs)`` calls with the sample's structure and other values."""
+    flat, dims = inputs.flat_sample(), inputs.dynamic_dims()
+    g = torch.Generator().manual_seed(seed)
+    sizes = {t.shape[0] for t, d in zip(flat, dims) if 0 in d}
+    rows = None
+    if len(sizes) == 1:  # one more row, drawn from the sample's rows, in every batched input
+        n = sizes.pop()
+        rows = torch.cat([torch.randperm(n, generator=g), torch.randint(0, n, (1,), generator=g)])
+    grown, flipped = [], []
+    for t, d in zip(flat, dims):
+        a = t[rows] if rows is not None and 0 in d else t
+        b = t
+        if t.is_floating_point():
+            spread = float(t.float().std()) if t.numel() > 1 else float(t.abs().max())
+            scale = 0.1 * (spread if math.isfinite(spread) and spread > 0 else 1.0)
+            a = a + (torch.randn(a.shape, generator=g) * scale).to(t.dtype)
+            b = -(t + (torch.randn(t.shape, generator=g) * scale).to(t.dtype))
+        grown.append(a.contiguous())
+        flipped.append(b.contiguous())
+    return [inputs.signature.rebuild(grown), inputs.signature.rebuild(flipped)]
+
+
+def difference(got: Any, want: Any, tolerance: float, where: str = "output") -> Optional[str]:
+    """Why ``got`` is not ``want`` (structure, shapes, Python values, numbers), or None."""
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return f"{where} is a tensor in the original, {type(got).__name__} here"
+        if got.shape != want.shape:
+            return (f"{where} has shape {tuple(got.shape)} here, {tuple(want.shape)} in the "
+                    f"original")
+        if want.numel() == 0:
+            return None
+        if not want.is_floating_point():
+            wrong = (got != want).float().mean().item()
+            return f"{where} differs in {wrong:.0%} of its values" if wrong > tolerance else None
+        a, b = got.float(), want.float()
+        if not torch.equal(torch.isnan(a), torch.isnan(b)):
+            return f"{where} has NaN where the original has none, or the other way round"
+        keep = ~torch.isnan(b)
+        a, b = a[keep], b[keep]
+        if b.numel() == 0:
+            return None
+        scale = max(b.abs().max().item(), 1e-6)
+        err = (a - b).abs().max().item() / scale
+        if not err <= tolerance:
+            return f"{where} differs by {err:.3g} (relative to its largest value; allowed " \
+                   f"{tolerance:g})"
+        return None
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or list(got) != list(want):
+            return (f"{where} has keys {list(want)} in the original, "
+                    f"{list(got) if isinstance(got, dict) else type(got).__name__} here")
+        for key in want:
+            reason = difference(got[key], want[key], tolerance, f"{where}[{key!r}]")
+            if reason:
+                return reason
+        return None
+    if isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            n = len(got) if isinstance(got, (tuple, list)) else type(got).__name__
+            return (f"{where} has {len(want)} items in the original but {n} here: the number "
+                    f"of items was fixed when the model was traced")
+        for i, (g, w) in enumerate(zip(got, want)):
+            reason = difference(g, w, tolerance, f"{where}[{i}]")
+            if reason:
+                return reason
+        return None
+    if got != want:
+        return (f"{where} is the Python value {want!r} in the original but {got!r} here: a "
+                f"Python value returned by forward() is fixed when the model is traced; "
+                f"return a tensor instead")
+    return None
+
+
+@contextlib.contextmanager
+def tracer_warnings():
+    """Record the warnings of a trace or export; yields the list of TracerWarning texts.
+
+    Exporters repeat deprecation notices on every call: those are dropped. What
+    the tracer says about the model (a tensor turned into a Python value, a
+    data-dependent branch) is kept for the error message of a failed check.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found: list[str] = []
+        try:
+            yield found
+        finally:
+            for w in caught:
+                if "TracerWarning" in type(w.message).__name__ or \
+                        "TracerWarning" in getattr(w.category, "__name__", ""):
+                    text = f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}"
+                    if text not in found:
+                        found.append(text)
+
+
+def flat_runner(fn: Callable, inputs) -> Callable[..., Any]:
+    """A structured call of ``fn``, which takes flat tensors and returns flat outputs."""
+    from nano.inference.structure import unflatten_output
+
+    def run(*args, **kwargs):
+        return unflatten_output(inputs.output, list(fn(*inputs.signature.flatten(args, kwargs))))
+
+    return run
+
+
+def check_conversion(run: Callable[..., Any], inputs, precision: str, what: str,
+                     warned: Optional[list] = None) -> None:
+    """Call ``run(*args, **kwargs)`` on fresh inputs and compare it with the original
+    (``inputs.model``); raise ``TraceError`` saying what differs."""
+    tolerance = CHECK_TOLERANCE.get(precision, CHECK_TOLERANCE["bf16"])
+    checked, eager_errors = 0, []
+    for args, kwargs in fresh_calls(inputs):
+        try:
+            with torch.no_grad():
+                want = inputs.model(*args, **kwargs)
+        except Exception as e:  # the original itself refuses these values: nothing to compare
+            eager_errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        try:
+            with torch.no_grad():
+                got = run(*args, **kwargs)
+        except Exception as e:
+            raise TraceError(_message(what, f"it fails on an input the original runs "
+                                            f"({_describe(args, kwargs)}): {type(e).__name__}: "
+                                            f"{_first_line(e)}", warned)) from e
+        reason = difference(got, want, tolerance)
+        if reason:
+            raise TraceError(_message(what, f"on an input unlike the traced sample "
+                                            f"({_describe(args, kwargs)}) its {reason}", warned))
+        checked += 1
+    if not checked:
+        raise TraceError(f"{what} could not be checked: the original model fails on inputs "
+                         f"other than the sample ({eager_errors[0]}), so Nano cannot show the "
+                         f"conversion is right")
+
+
+def _first_line(error: BaseException) -> str:
+    from nano.inference.errors import summarize_error
+
+    return summarize_error(error, 300)
+
+
+def _describe(args, kwargs) -> str:
+    from nano.inference.data import describe_values
+
+    parts = [describe_values(a) for a in args] + [f"{k}={describe_values(v)}"
+                                                  for k, v in kwargs.items()]
+    return ", ".join(parts)
+
+
+def _message(what: str, reason: str, warned: Optional[list]) -> str:
+    text = f"{what} does not compute what the original model does: {reason}"
+    if warned:
+        text += f". The tracer warned: {warned[0]}"
+        if len(warned) > 1:
+            text += f" (and {len(warned) - 1} more)"
+    return text
