@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from nano.errors import NanoValueError
+
 ACCELERATORS = ("pytorch", "jit", "compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # spellings users bring from BigDL-Nano and torch
@@ -31,7 +33,7 @@ def normalize_accelerator(value) -> str:
     """Map ``None``/"pytorch"/"jit"/... to a canonical accelerator name, or raise listing them."""
     key = value.lower() if isinstance(value, str) else value
     if key not in _ACCELERATOR_ALIASES:
-        raise ValueError(f"unknown accelerator {value!r}; valid: None (plain PyTorch), "
+        raise NanoValueError(f"unknown accelerator {value!r}; valid: None (plain PyTorch), "
                          f"{_choices(ACCELERATORS)}")
     return _ACCELERATOR_ALIASES[key]
 
@@ -40,7 +42,7 @@ def normalize_precision(value) -> str:
     """Map "fp32"/"bf16"/"bfloat16"/32/... to a canonical precision, or raise listing them."""
     key = str(value).lower()
     if key not in _PRECISION_ALIASES:
-        raise ValueError(f"unknown precision {value!r}; valid: {_choices(PRECISIONS)}")
+        raise NanoValueError(f"unknown precision {value!r}; valid: {_choices(PRECISIONS)}")
     return _PRECISION_ALIASES[key]
 
 
@@ -57,10 +59,10 @@ class Method:
 
     def __post_init__(self):
         if self.accelerator not in ACCELERATORS:
-            raise ValueError(f"unknown accelerator {self.accelerator!r}; valid: "
+            raise NanoValueError(f"unknown accelerator {self.accelerator!r}; valid: "
                              f"{_choices(ACCELERATORS)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid: {_choices(PRECISIONS)}")
+            raise NanoValueError(f"unknown precision {self.precision!r}; valid: {_choices(PRECISIONS)}")
 
     @property
     def name(self) -> str:
@@ -95,7 +97,27 @@ class Method:
     def from_json(data: dict) -> "Method":
         return Method(data["accelerator"], data["precision"], bool(data["channels_last"]),
                       bool(data["use_ipex"]), data.get("variant", ""),
-                      tuple(sorted(data.get("options", {}).items())))
+                      tuple(sorted((k, freeze(v)) for k, v in data.get("options", {}).items())))
+
+    def with_options(self, **options) -> "Method":
+        """This method with more options (None values are left out)."""
+        merged = dict(self.options)
+        merged.update({k: freeze(v) for k, v in options.items() if v is not None})
+        return Method(self.accelerator, self.precision, self.channels_last, self.use_ipex,
+                      self.variant, tuple(sorted(merged.items())))
+
+
+# Options a runtime reads when it builds or loads a model (the rest are INT8 settings).
+RUNTIME_OPTIONS = ("jit_method", "jit_strict", "openvino_config", "session_options")
+
+
+def freeze(value):
+    """A hashable form of an option value: dicts become sorted (key, value) pairs."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
 
 
 def _m(acc, prec="fp32", cl=False, ipex=False) -> Method:
@@ -127,7 +149,7 @@ METHODS: dict = {m.name: m for m in _CANDIDATES}
 def get_method(name: str) -> Method:
     """Look a method up by name, or raise listing the valid names."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid: {_choices(sorted(METHODS))}")
+        raise NanoValueError(f"unknown method {name!r}; valid: {_choices(sorted(METHODS))}")
     return METHODS[name]
 
 
@@ -146,7 +168,7 @@ def select_methods(includes: Optional[Iterable[str]] = None,
         chosen.insert(0, METHODS["original"])  # the baseline everything is compared with
     excluded = set(excludes or [])
     if "original" in excluded:
-        raise ValueError("'original' cannot be excluded: it is the baseline for speed and accuracy")
+        raise NanoValueError("'original' cannot be excluded: it is the baseline for speed and accuracy")
     chosen = [m for m in chosen if m.name not in excluded]
     if accelerator is not False:
         accs = accelerator if isinstance(accelerator, (list, tuple)) else [accelerator]

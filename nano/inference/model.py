@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
+from nano.errors import NanoTypeError, NanoValueError
 from nano.inference.methods import Method
 from nano.inference.structure import InputSignature, unflatten_output
 
@@ -25,7 +26,7 @@ META_FILE = "nano_model.json"
 FORMAT_VERSION = 2  # 2: input signatures describe nested structures
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(NanoValueError):
     """A saved model directory is missing, partial, corrupted or needs the original module."""
 
 
@@ -55,22 +56,55 @@ class AcceleratedModel(torch.nn.Module):
 
     accelerator: ClassVar[str] = ""
     needs_model_to_load: ClassVar[bool] = False
+    # kinds saved as a state dict can store their weights in bf16 (save(compression="bf16"))
+    state_dict_saved: ClassVar[bool] = False
 
-    def __init__(self, method: Method, signature: InputSignature, output: dict,
-                 thread_num: Optional[int]):
+    def __init__(self, method: Method, signature: Optional[InputSignature],
+                 output: Optional[dict], thread_num: Optional[int]):
         super().__init__()
         self.method = method
-        self.signature = signature
-        self.output = output  # output spec of the original model
+        self.signature = signature  # None: built without a sample (torch kinds only)
+        self.output = output  # output spec of the original model (None without a sample)
         self.thread_num = thread_num
+        self.output_tensors = True  # False: outputs come back as numpy arrays (BigDL's option)
+        self.compression: Optional[str] = None  # set while save() writes a bf16 state dict
+        object.__setattr__(self, "_nano_original", None)  # not a submodule: not saved
         self.train(False)
+
+    # the original module -----------------------------------------------------------
+
+    def attach_original(self, model: Optional[torch.nn.Module]) -> "AcceleratedModel":
+        """Remember the user's module, so that its attributes and methods stay reachable
+        here (``acc.num_classes``, ``acc.preprocess(x)``) and quantize() can start from it."""
+        if model is not None and not isinstance(model, AcceleratedModel):
+            object.__setattr__(self, "_nano_original", model)
+        return self
+
+    @property
+    def original(self) -> Optional[torch.nn.Module]:
+        """The module this model was built from (None when loaded without it)."""
+        return self.__dict__.get("_nano_original")
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            original = self.__dict__.get("_nano_original")
+            if original is None or name.startswith("__"):
+                raise
+            return getattr(original, name)
 
     # calling -------------------------------------------------------------------
 
     def forward(self, *args, **kwargs) -> Any:
         flat = self.signature.flatten(args, kwargs)
         outputs = self.run(flat)
-        return unflatten_output(self.output, outputs)
+        return self.finish(unflatten_output(self.output, outputs))
+
+    def finish(self, outputs: Any) -> Any:
+        """Outputs as the caller asked for them: tensors, or numpy arrays with
+        ``output_tensors=False``."""
+        return outputs if self.output_tensors else _to_numpy(outputs)
 
     def run(self, inputs: list) -> list:
         """Run the runtime on flat tensor inputs, returning flat outputs."""
@@ -96,14 +130,29 @@ class AcceleratedModel(torch.nn.Module):
         """Rebuild the model from files written by ``save_artifacts``."""
         raise NotImplementedError
 
-    def save(self, directory: str) -> None:
-        """Save to ``directory`` (created if needed) with metadata and checksums."""
+    def save(self, directory: str, compression: Optional[str] = None) -> None:
+        """Save to ``directory`` (created if needed) with metadata and checksums.
+
+        ``compression="bf16"`` stores the weights of state-dict kinds (plain
+        PyTorch, compile) in bf16, half the size; load() casts them back.
+        """
+        if compression not in (None, "fp32", "bf16"):
+            raise NanoValueError(f"compression must be None, 'fp32' or 'bf16', got "
+                                 f"{compression!r}")
+        if compression == "bf16" and not self.state_dict_saved:
+            raise NanoValueError(f"compression='bf16' applies to models saved as state dicts "
+                                 f"(plain PyTorch, compile); {self.method.name} is saved as a "
+                                 f"{self.accelerator} graph whose weights keep their precision")
         os.makedirs(directory, exist_ok=True)
         old_meta = os.path.join(directory, META_FILE)
         if os.path.exists(old_meta):
             os.remove(old_meta)  # a crash mid-save must not leave old metadata over new files
         before = set(os.listdir(directory))
-        extra = self.save_artifacts(directory)
+        self.compression = compression
+        try:
+            extra = self.save_artifacts(directory)
+        finally:
+            self.compression = None
         files = sorted(set(os.listdir(directory)) - before | set(extra.pop("files", [])))
         meta = {
             "format_version": FORMAT_VERSION,
@@ -111,8 +160,9 @@ class AcceleratedModel(torch.nn.Module):
             "method": self.method.to_json(),
             "method_name": self.method.name,
             "thread_num": self.thread_num,
-            "signature": self.signature.to_json(),
+            "signature": self.signature.to_json() if self.signature is not None else None,
             "output": self.output,
+            "output_tensors": self.output_tensors,
             "needs_model": self.needs_model_to_load,
             "files": {f: _sha256(os.path.join(directory, f)) for f in files},
             "extra": extra,
@@ -170,10 +220,31 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
         raise ModelLoadError(
             f"{directory!r} holds a state dict (method {meta['method_name']}): pass the original "
             f"module to rebuild it, e.g. InferenceOptimizer.load(path, model=MyModel())")
-    return cls.load_artifacts(directory, meta, model)
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise NanoTypeError(f"model must be the original torch.nn.Module, got "
+                            f"{type(model).__name__}")
+    loaded = cls.load_artifacts(directory, meta, model)
+    loaded.output_tensors = meta.get("output_tensors", True)
+    return loaded.attach_original(model)
 
 
-def restore_common(meta: dict) -> tuple[Method, InputSignature, dict, Optional[int]]:
+def restore_common(meta: dict) -> tuple[Method, Optional[InputSignature], Optional[dict],
+                                        Optional[int]]:
     """The constructor arguments every backend stores in the metadata."""
-    return (Method.from_json(meta["method"]), InputSignature.from_json(meta["signature"]),
+    signature = meta["signature"]
+    return (Method.from_json(meta["method"]),
+            InputSignature.from_json(signature) if signature is not None else None,
             meta["output"], meta.get("thread_num"))
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().numpy()
+    if isinstance(value, dict):
+        return type(value)({k: _to_numpy(v) for k, v in value.items()}) \
+            if type(value) is dict else {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_to_numpy(v) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_numpy(v) for v in value)
+    return value

@@ -11,7 +11,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from nano.inference import backends, report
+from nano.errors import NanoTypeError, NanoValueError
+from nano.inference import backends, compat, report
 from nano.inference.data import ForwardParams, as_batches, check_fits, split_batch
 from nano.inference.isolation import Zygote
 from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric
@@ -32,6 +33,20 @@ def build_method(model: torch.nn.Module, method: Method, input_sample,
 
 
 CALIB_BATCHES = 16  # training_data batches used to calibrate the INT8 candidates
+
+
+def _original_of(model, function: str) -> torch.nn.Module:
+    """The module to build from: ``model``, or the original an accelerated model came from."""
+    if isinstance(model, AcceleratedModel):
+        if model.original is None:
+            raise NanoValueError(
+                f"{function}() needs the original nn.Module: this {model.method.name} model "
+                f"was loaded without it. Pass the module you built it from, or load it with "
+                f"InferenceOptimizer.load(path, model=original) first")
+        return model.original
+    if not isinstance(model, torch.nn.Module):
+        raise NanoTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
 
 
 class InferenceOptimizer:
@@ -57,78 +72,135 @@ class InferenceOptimizer:
         self._total_seconds = 0.0
 
     @staticmethod
-    def trace(model: torch.nn.Module, accelerator: Optional[str] = None, input_sample=None,
+    def trace(model: torch.nn.Module, input_sample=None, accelerator: Optional[str] = None,
               use_ipex: bool = False, channels_last: bool = False,
               thread_num: Optional[int] = None, dynamic_axes: Union[bool, dict] = True,
-              **unknown) -> AcceleratedModel:
+              onnxruntime_session_options=None, openvino_config: Optional[dict] = None,
+              jit_method: Optional[str] = None, jit_strict: Optional[bool] = None,
+              output_tensors: bool = True, example_kwarg_inputs: Optional[dict] = None,
+              device: str = "CPU", **bigdl_options) -> AcceleratedModel:
         """Return ``model`` running on ``accelerator`` (None: plain PyTorch, "jit", "compile",
         "onnxruntime", "openvino") at fp32.
 
         ``input_sample`` is one example input: a tensor, a tuple of positional
-        inputs or a dict of keyword inputs. ``dynamic_axes=True`` lets dim 0
-        (the batch) vary, False fixes every shape, and ``{name: [axes]}``
-        chooses per input. The user's model is not modified.
+        inputs (tensors may be nested in tuples, lists and dicts), a dict of
+        keyword inputs, ``(args, kwargs)``, or a DataLoader (its first batch);
+        ``example_kwarg_inputs`` adds keyword inputs. Plain PyTorch, "jit"
+        (scripted) and "compile" need no sample. ``dynamic_axes=True`` lets dim 0
+        vary, False fixes every shape, ``{name: [axes]}`` chooses per input.
+        The result is checked against the original on fresh inputs; a trace that
+        differs raises ``nano.errors.TraceError``. The user's model is not
+        modified, and its attributes stay reachable on the result.
+        ``output_tensors=False`` returns numpy arrays; ``openvino_config``,
+        ``onnxruntime_session_options``, ``jit_method`` ("trace"/"script") and
+        ``jit_strict`` tune one runtime each.
         """
-        if unknown:
-            raise TypeError(f"trace() got unknown option(s) {', '.join(sorted(unknown))}; valid: "
-                            "accelerator, input_sample, use_ipex, channels_last, thread_num, "
-                            "dynamic_axes")
+        compat.check_options("trace", bigdl_options)
+        compat.check_device(device)
+        input_sample, accelerator = compat.sample_and_accelerator(input_sample, accelerator)
+        model = _original_of(model, "trace")
         acc = normalize_accelerator(accelerator)
         if use_ipex and acc not in ("pytorch", "jit"):
-            raise ValueError(f"use_ipex works with accelerator None or 'jit', not {accelerator!r}")
+            raise NanoValueError(f"use_ipex works with accelerator None or 'jit', not "
+                                 f"{accelerator!r}")
         if channels_last and acc not in ("pytorch", "jit", "compile"):
-            raise ValueError(f"channels_last applies to the torch accelerators (None, 'jit', "
-                             f"'compile'); {acc} picks its own memory layout")
-        method = Method(acc, "fp32", channels_last, use_ipex)
-        return build_method(model, method, input_sample, thread_num, dynamic_axes)
+            raise NanoValueError(f"channels_last applies to the torch accelerators (None, "
+                                 f"'jit', 'compile'); {acc} picks its own memory layout")
+        method = Method(acc, "fp32", channels_last, use_ipex).with_options(
+            **compat.runtime_options(acc, jit_method, jit_strict, openvino_config,
+                                     onnxruntime_session_options))
+        sample = compat.with_kwarg_inputs(input_sample, example_kwarg_inputs)
+        if sample is None:
+            built = backends.build_without_sample(method, model, thread_num)
+        else:
+            built = build_method(model, method, sample, thread_num, dynamic_axes)
+        built.output_tensors = bool(output_tensors)
+        return built.attach_original(model)
 
     @staticmethod
     def quantize(model: torch.nn.Module, precision: str = "int8",
-                 accelerator: Optional[str] = None, calib_data=None,
+                 accelerator: Optional[str] = None, use_ipex: bool = False, calib_data=None,
+                 calib_dataloader=None, eval_func: Optional[Callable] = None,
                  metric: Optional[Callable] = None, accuracy_criterion=None,
                  approach: str = "static", method: Optional[str] = None,
-                 max_trials: Optional[int] = None, timeout: Optional[float] = None,
-                 thread_num: Optional[int] = None, input_sample=None, validation_data=None,
-                 **unknown) -> AcceleratedModel:
+                 tuning_strategy: Optional[str] = None, timeout: Optional[float] = None,
+                 max_trials: Optional[int] = None, input_sample=None,
+                 channels_last: bool = False, thread_num: Optional[int] = None,
+                 device: str = "CPU", onnxruntime_session_options=None,
+                 openvino_config: Optional[dict] = None, jit_strict: Optional[bool] = None,
+                 jit_method: Optional[str] = None, dynamic_axes: Union[bool, dict] = True,
+                 sample_size: Optional[int] = None, output_tensors: bool = True,
+                 example_kwarg_inputs: Optional[dict] = None, validation_data=None,
+                 **bigdl_options) -> AcceleratedModel:
         """Quantize ``model`` for ``accelerator`` (None/"compile": PT2E + inductor,
-        "onnxruntime", "openvino"); ``precision`` "int8", or "bf16"/"fp16" where supported.
+        "onnxruntime", "openvino"); ``precision`` "int8", or "bf16"/"fp16" where supported
+        (bf16 with None or "jit" needs no data at all).
 
-        ``calib_data``: a DataLoader, tensors or (x, y) tuples (labels ignored
-        for calibration). ``approach``: "static" or "dynamic" (ONNX Runtime
-        only). ``method``: the ONNX Runtime flavour, "qdq" (default), "qlinear"
-        or "integer". With ``metric`` (evaluated on ``validation_data``, or on
-        ``calib_data`` when it has labels) configurations are tried until one
-        is within ``accuracy_criterion`` of the original -- a number (relative
+        ``calib_data`` (or BigDL's ``calib_dataloader``): a DataLoader, tensors
+        or (x, y) tuples (labels ignored for calibration); ``sample_size`` caps
+        how many samples calibrate. ``approach``: "static" or "dynamic"
+        (dynamic needs only ``input_sample``). ``method``: the ONNX Runtime
+        flavour, "qdq" (default), "qlinear" or "integer". With ``metric``
+        (``metric(pred, target)``, or ``metric(model, data)``; BigDL's
+        ``eval_func(model)`` too), evaluated on ``validation_data`` or on
+        ``calib_data`` when it has labels, configurations are tried until one is
+        within ``accuracy_criterion`` of the original -- a number (relative
         drop, 0.01 = 1%, the default) or {"absolute": x} / {"relative": x}
         with optional "higher_is_better" -- and the fastest passing one is
         returned; at most ``max_trials`` configurations, within ``timeout``
         seconds. If none passes, ``nano.quantize.AccuracyCriterionError``
-        reports every trial and carries ``best_model``.
+        reports every trial and carries ``best_model``. An accelerated model is
+        quantized from the original it was built from.
         """
         from nano.quantize.api import quantize
 
-        return quantize(model, precision, accelerator, calib_data, metric, accuracy_criterion,
-                        approach, method, max_trials, timeout, thread_num, input_sample,
-                        validation_data, **unknown)
+        compat.check_options("quantize", bigdl_options)
+        compat.check_device(device)
+        compat.check_tuning_strategy(tuning_strategy)
+        if calib_dataloader is not None:
+            if calib_data is not None:
+                raise NanoValueError("pass calib_data or calib_dataloader, not both")
+            calib_data = calib_dataloader
+        if eval_func is not None:
+            if metric is not None:
+                raise NanoValueError("pass metric or eval_func, not both")
+            metric = compat.eval_func_metric(eval_func)
+        model = _original_of(model, "quantize")
+        built = quantize(
+            model, precision=precision, accelerator=accelerator, calib_data=calib_data,
+            metric=metric, accuracy_criterion=accuracy_criterion, approach=approach,
+            method=method, max_trials=max_trials, timeout=timeout, thread_num=thread_num,
+            input_sample=compat.with_kwarg_inputs(input_sample, example_kwarg_inputs),
+            validation_data=validation_data, use_ipex=use_ipex, channels_last=channels_last,
+            dynamic_axes=dynamic_axes, sample_size=sample_size,
+            runtime=dict(jit_method=jit_method, jit_strict=jit_strict,
+                         openvino_config=openvino_config,
+                         onnxruntime_session_options=onnxruntime_session_options))
+        built.output_tensors = bool(output_tensors)
+        return built.attach_original(model)
 
     @staticmethod
-    def save(model: AcceleratedModel, path: str) -> None:
-        """Save an accelerated model to directory ``path`` (metadata + standard artifacts).
+    def save(model: torch.nn.Module, path: str, compression: Optional[str] = None) -> None:
+        """Save a model to directory ``path`` (metadata + standard artifacts).
 
-        A plain ``nn.Module`` is saved as an ``original`` model (its state dict).
+        A plain ``nn.Module`` is saved as an ``original`` model (its state
+        dict). ``compression="bf16"`` stores state-dict weights in bf16.
         """
         if not isinstance(model, AcceleratedModel):
             if not isinstance(model, torch.nn.Module):
-                raise TypeError(f"save() takes a model returned by Nano or an nn.Module, got "
-                                f"{type(model).__name__}")
-            raise TypeError("save() needs a model built by Nano (trace, quantize or "
-                            "get_best_model); for a plain module use torch.save(state_dict)")
-        model.save(path)
+                raise NanoTypeError(f"save() takes a model returned by Nano or an nn.Module, got "
+                                    f"{type(model).__name__}")
+            model = backends.build_without_sample(Method("pytorch"), model, None)
+        model.save(path, compression)
 
     @staticmethod
-    def load(path: str, model: Optional[torch.nn.Module] = None) -> AcceleratedModel:
-        """Load a directory written by ``save``. ``model`` (the original module) is needed only
-        for kinds saved as state dicts (plain PyTorch, compile, IPEX); the error says so."""
+    def load(path: str, model: Optional[torch.nn.Module] = None, input_sample=None,
+             device: str = "CPU") -> AcceleratedModel:
+        """Load a directory written by ``save``. ``model`` (the original module) is needed
+        only for kinds saved as state dicts (plain PyTorch, compile, IPEX); the error says
+        so. Given, its attributes are reachable on the loaded model. ``input_sample`` is
+        accepted for BigDL-Nano code: saved models need none."""
+        compat.check_device(device)
         return load_model(path, model)
 
     @staticmethod
@@ -180,15 +252,15 @@ class InferenceOptimizer:
         side by side in one process, and the picks order them by that timing.
         """
         if unknown:
-            raise TypeError(f"optimize() got unknown option(s) {', '.join(sorted(unknown))}")
+            raise NanoTypeError(f"optimize() got unknown option(s) {', '.join(sorted(unknown))}")
         if direction not in ("max", "min"):
-            raise ValueError(f"direction must be 'max' or 'min', got {direction!r}")
+            raise NanoValueError(f"direction must be 'max' or 'min', got {direction!r}")
         if metric is not None and not callable(metric):
-            raise TypeError("metric must be callable: metric(pred, target) or metric(model, data)")
+            raise NanoTypeError("metric must be callable: metric(pred, target) or metric(model, data)")
         if metric is not None and validation_data is None:
-            raise ValueError("a metric needs validation_data to be evaluated on")
+            raise NanoValueError("a metric needs validation_data to be evaluated on")
         if latency_sample_num < 1 or timeout_per_method <= 0:
-            raise ValueError("latency_sample_num must be >= 1 and timeout_per_method > 0")
+            raise NanoValueError("latency_sample_num must be >= 1 and timeout_per_method > 0")
         methods = select_methods(includes, excludes,
                                  False if accelerator is None else accelerator, precision)
         from nano.launcher.topology import read_topology
@@ -311,7 +383,7 @@ class InferenceOptimizer:
         """
         self._require_search()
         if accuracy_criterion is not None and not 0 <= accuracy_criterion <= 1:
-            raise ValueError(f"accuracy_criterion must be between 0 and 1, got "
+            raise NanoValueError(f"accuracy_criterion must be between 0 and 1, got "
                              f"{accuracy_criterion}")
         accs = None if accelerator is None else {
             normalize_accelerator(a) for a in (accelerator if isinstance(accelerator, (list, tuple))

@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from nano.errors import NanoTypeError, NanoValueError
+
 # Output specs --------------------------------------------------------------------
 
 
@@ -54,7 +56,7 @@ def output_spec(value: Any) -> dict:
                 "items": [output_spec(v) for v in value]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"t": "const", "value": value}
-    raise TypeError(f"unsupported output type {type(value).__name__}: Nano handles tensors "
+    raise NanoTypeError(f"unsupported output type {type(value).__name__}: Nano handles tensors "
                     f"nested in tuples, lists and dicts")
 
 
@@ -236,7 +238,7 @@ class InputSignature:
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError as e:
-            raise TypeError(f"input_sample does not fit forward{sig}: {e}") from None
+            raise NanoTypeError(f"input_sample does not fit forward{sig}: {e}") from None
         given = set(bound.arguments)
         bound.apply_defaults()
         params = [[name, _KINDS[p.kind]] for name, p in sig.parameters.items()]
@@ -256,7 +258,7 @@ class InputSignature:
         var_kw = next((n for n, k in self.params if k == "var_keyword"), None)
         keywordable = [n for n, k in self.params if k in ("positional", "keyword_only")]
         if len(args) > len(positional) and var_pos is None:
-            raise TypeError(f"the model takes {len(positional)} positional input(s) "
+            raise NanoTypeError(f"the model takes {len(positional)} positional input(s) "
                             f"({', '.join(positional)}) but {len(args)} were given")
         named.update(zip(positional, args))
         if var_pos is not None:
@@ -264,13 +266,13 @@ class InputSignature:
         extra = {}
         for name, value in kwargs.items():
             if name in named and name != var_pos:
-                raise TypeError(f"got multiple values for input {name!r}")
+                raise NanoTypeError(f"got multiple values for input {name!r}")
             if name in keywordable:
                 named[name] = value
             elif var_kw is not None:
                 extra[name] = value
             else:
-                raise TypeError(f"unexpected input {name!r}; the model takes "
+                raise NanoTypeError(f"unexpected input {name!r}; the model takes "
                                 f"{', '.join(n for n, _ in self.params)}")
         if var_kw is not None:
             named[var_kw] = extra
@@ -284,13 +286,13 @@ class InputSignature:
         for name, kind in self.params:
             if name not in self.specs:
                 if name in named and named[name] not in ((), {}):
-                    raise TypeError(f"input {name!r} was not given when the model was traced, "
+                    raise NanoTypeError(f"input {name!r} was not given when the model was traced, "
                                     f"so it is not an input of the traced model")
                 continue
             spec = self.specs[name]
             if name not in named:
                 if has_tensors(spec):
-                    raise TypeError(f"missing input(s) {name!r}; the model was traced with "
+                    raise NanoTypeError(f"missing input(s) {name!r}; the model was traced with "
                                     f"{', '.join(self.tensor_names)}")
                 continue  # its traced (or default) constant value applies
             _match(spec, named[name], name, flat, name in self.defaulted)
@@ -361,28 +363,28 @@ def _match(spec: dict, value: Any, path: str, flat: list, defaulted: bool) -> No
     kind = spec["t"]
     if kind == "tensor":
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"input {path!r} must be a tensor (the model was traced with one), "
+            raise NanoTypeError(f"input {path!r} must be a tensor (the model was traced with one), "
                             f"got {type(value).__name__}")
         if value.dim() != spec["ndim"]:
-            raise ValueError(f"input {path!r} was traced with {spec['ndim']} dimension(s), got "
+            raise NanoValueError(f"input {path!r} was traced with {spec['ndim']} dimension(s), got "
                              f"shape {tuple(value.shape)}")
         want = str(value.dtype).replace("torch.", "")
         if want != spec["dtype"]:
-            raise TypeError(f"input {path!r} was traced as {spec['dtype']}, got {want}; pass "
+            raise NanoTypeError(f"input {path!r} was traced as {spec['dtype']}, got {want}; pass "
                             f"{spec['dtype']} (e.g. .to(torch.{spec['dtype']}))")
         flat.append(value)
         return
     if kind == "const":
         if not _same_constant(value, spec["value"]):
             was = _shown(spec["value"]) + (" (its default)" if defaulted else "")
-            raise ValueError(f"input {path!r} was {was} when the model was traced and is fixed "
+            raise NanoValueError(f"input {path!r} was {was} when the model was traced and is fixed "
                              f"in the traced graph; got {_shown_value(value)}. Trace again "
                              f"with that value, or pass it as a tensor to make it an input")
         return
     if kind in ("dict",):
         if not isinstance(value, dict) or list(value) != spec["keys"]:
             got = list(value) if isinstance(value, dict) else type(value).__name__
-            raise ValueError(f"input {path!r} was a dict with keys {spec['keys']} when traced; "
+            raise NanoValueError(f"input {path!r} was a dict with keys {spec['keys']} when traced; "
                              f"got {got}")
         for key, sub in zip(spec["keys"], spec["items"]):
             _match(sub, value[key], f"{path}[{key!r}]", flat, defaulted)
@@ -390,7 +392,7 @@ def _match(spec: dict, value: Any, path: str, flat: list, defaulted: bool) -> No
     if not isinstance(value, (tuple, list)) or len(value) != len(spec["items"]):
         got = (f"{len(value)} items" if isinstance(value, (tuple, list))
                else type(value).__name__)
-        raise ValueError(f"input {path!r} had {len(spec['items'])} items when traced (the number "
+        raise NanoValueError(f"input {path!r} had {len(spec['items'])} items when traced (the number "
                          f"is fixed in the traced graph); got {got}")
     for i, (sub, item) in enumerate(zip(spec["items"], value)):
         _match(sub, item, f"{path}[{i}]", flat, defaulted)
@@ -404,7 +406,7 @@ def _build(spec: dict, tensors) -> Any:
         value = spec["value"]
         if isinstance(value, dict):
             if "obj" not in spec:
-                raise TypeError(f"the traced constant {value['repr']} exists only in the process "
+                raise NanoTypeError(f"the traced constant {value['repr']} exists only in the process "
                                 f"that traced the model")
             return spec["obj"]
         return value
@@ -452,5 +454,5 @@ def normalize_sample(sample) -> tuple[tuple, dict]:
         return sample[0], dict(sample[1])
     if isinstance(sample, (tuple, list)):
         return tuple(sample), {}
-    raise TypeError(f"input_sample must be a tensor, a tuple of inputs or a dict of keyword "
+    raise NanoTypeError(f"input_sample must be a tensor, a tuple of inputs or a dict of keyword "
                     f"inputs, got {type(sample).__name__}")

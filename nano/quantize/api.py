@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from nano.errors import NanoTypeError, NanoValueError
 from nano.inference import backends
 from nano.inference.data import ForwardParams, as_batches, sample_call, split_batch
 from nano.inference.measure import (OUTPUT_TOLERANCE, evaluate_metric, measure_latency,
@@ -60,15 +61,15 @@ class Criterion:
             extra = set(criterion) - {"relative", "absolute", "higher_is_better"}
             kinds = [k for k in ("relative", "absolute") if k in criterion]
             if extra or len(kinds) != 1:
-                raise ValueError("accuracy_criterion must be a number (relative drop) or a dict "
+                raise NanoValueError("accuracy_criterion must be a number (relative drop) or a dict "
                                  "with exactly one of 'relative'/'absolute' and optionally "
                                  f"'higher_is_better'; got {criterion!r}")
             kind, value = kinds[0], criterion[kinds[0]]
             higher = bool(criterion.get("higher_is_better", True))
         else:
-            raise ValueError(f"accuracy_criterion must be a number or a dict, got {criterion!r}")
+            raise NanoValueError(f"accuracy_criterion must be a number or a dict, got {criterion!r}")
         if not isinstance(value, (int, float)) or value < 0 or (kind == "relative" and value >= 1):
-            raise ValueError(f"accuracy_criterion {kind} drop must be "
+            raise NanoValueError(f"accuracy_criterion {kind} drop must be "
                              f"{'in [0, 1)' if kind == 'relative' else '>= 0'}, got {value!r}")
         return Criterion(kind, float(value), higher)
 
@@ -85,25 +86,25 @@ def int8_method(accelerator: str, method: Optional[str], approach: str) -> Metho
     """The INT8 Method for an accelerator and the BigDL-style ``method``/``approach``."""
     if accelerator in ("pytorch", "compile"):
         if method is not None:
-            raise ValueError(f"method= selects an ONNX Runtime flavour; PyTorch INT8 has none "
+            raise NanoValueError(f"method= selects an ONNX Runtime flavour; PyTorch INT8 has none "
                              f"(got {method!r})")
         return Method("compile", "int8")
     if accelerator == "jit":
-        raise ValueError("accelerator='jit' has no INT8 here (TorchScript quantization is "
+        raise NanoValueError("accelerator='jit' has no INT8 here (TorchScript quantization is "
                          "deprecated); use accelerator=None (PT2E + torch.compile), "
                          "'onnxruntime' or 'openvino'")
     if accelerator == "onnxruntime":
         if method not in ORT_VARIANTS:
-            raise ValueError(f"method for onnxruntime must be 'qdq', 'qlinear' or 'integer', got "
+            raise NanoValueError(f"method for onnxruntime must be 'qdq', 'qlinear' or 'integer', got "
                              f"{method!r}")
         variant = "integer" if approach == "dynamic" else ORT_VARIANTS[method]
         if approach == "static" and variant == "integer":
-            raise ValueError("method='integer' is dynamic quantization: pass approach='dynamic'")
+            raise NanoValueError("method='integer' is dynamic quantization: pass approach='dynamic'")
         return Method("onnxruntime", "int8", variant=variant)
     if method is not None:
-        raise ValueError(f"method= applies to onnxruntime only, got {method!r} for {accelerator}")
+        raise NanoValueError(f"method= applies to onnxruntime only, got {method!r} for {accelerator}")
     if approach == "dynamic":
-        raise ValueError("OpenVINO (NNCF) INT8 is static only: use approach='static'")
+        raise NanoValueError("OpenVINO (NNCF) INT8 is static only: use approach='static'")
     return Method("openvino", "int8")
 
 
@@ -115,46 +116,70 @@ def _eval_data(model, validation_data, calib_data):
     return list(samples), list(targets), data
 
 
-def quantize(model: torch.nn.Module, precision: str = "int8", accelerator: Optional[str] = None,
-             calib_data: Any = None, metric: Optional[Callable] = None,
-             accuracy_criterion=None, approach: str = "static", method: Optional[str] = None,
+def quantize(model: torch.nn.Module, *, precision: str = "int8",
+             accelerator: Optional[str] = None, calib_data: Any = None,
+             metric: Optional[Callable] = None, accuracy_criterion=None,
+             approach: str = "static", method: Optional[str] = None,
              max_trials: Optional[int] = None, timeout: Optional[float] = None,
              thread_num: Optional[int] = None, input_sample=None,
-             validation_data: Any = None, **unknown):
-    """Return ``model`` quantized for ``accelerator`` (see InferenceOptimizer.quantize)."""
-    if unknown:
-        raise TypeError(f"quantize() got unknown option(s) {', '.join(sorted(unknown))}")
+             validation_data: Any = None, use_ipex: bool = False, channels_last: bool = False,
+             dynamic_axes=True, sample_size: Optional[int] = None,
+             runtime: Optional[dict] = None):
+    """Return ``model`` quantized for ``accelerator`` (see InferenceOptimizer.quantize).
+
+    ``runtime`` holds the runtime options of ``nano.inference.compat.runtime_options``.
+    """
+    from nano.inference.compat import runtime_options
+
     precision = normalize_precision(precision)
     acc = normalize_accelerator(accelerator)
     if approach not in ("static", "dynamic"):
-        raise ValueError(f"approach must be 'static' or 'dynamic', got {approach!r}")
+        raise NanoValueError(f"approach must be 'static' or 'dynamic', got {approach!r}")
     if metric is not None and not callable(metric):
-        raise TypeError("metric must be callable: metric(pred, target) or metric(model, data)")
+        raise NanoTypeError("metric must be callable: metric(pred, target) or "
+                            "metric(model, data)")
     if max_trials is not None and max_trials < 1:
-        raise ValueError(f"max_trials must be at least 1, got {max_trials}")
+        raise NanoValueError(f"max_trials must be at least 1, got {max_trials}")
     if timeout is not None and timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
+        raise NanoValueError(f"timeout must be positive, got {timeout}")
+    if sample_size is not None and sample_size < 1:
+        raise NanoValueError(f"sample_size must be at least 1, got {sample_size}")
     criterion = None
     if accuracy_criterion is not None:
         criterion = Criterion.parse(accuracy_criterion)
         if metric is None:
-            raise ValueError("accuracy_criterion needs a metric to measure accuracy with")
+            raise NanoValueError("accuracy_criterion needs a metric to measure accuracy with")
     elif metric is not None:
         criterion = Criterion("relative", 0.01)
+    options = runtime_options(acc, **(runtime or {}))
 
     if precision in ("bf16", "fp16", "fp32"):
-        sample = input_sample if input_sample is not None else _first_input(model, calib_data)
-        return backends.build(Method(acc, precision),
-                              prepare(model, sample, thread_num))
+        fmethod = Method(acc, precision, channels_last, use_ipex).with_options(**options)
+        sample = input_sample
+        if sample is None and calib_data is not None:
+            sample = _first_input(model, calib_data)
+        if sample is None:  # plain PyTorch and scripted TorchScript need no sample
+            return backends.build_without_sample(fmethod, model, thread_num)
+        return backends.build(fmethod, prepare(model, sample, thread_num, dynamic_axes))
 
+    if use_ipex:
+        raise NanoValueError("IPEX INT8 is not available in this environment (IPEX needs "
+                             "torch 2.8); use accelerator=None (PT2E), 'onnxruntime' or "
+                             "'openvino'")
+    if channels_last:
+        raise NanoValueError("channels_last applies to precision='bf16' (and fp32 trace()); "
+                             "the INT8 runtimes choose their own memory layout")
     dynamic = approach == "dynamic"
-    qmethod = int8_method(acc, method, approach)
-    calib = (calibration_samples(model, calib_data, input_sample)
-             if not (dynamic and calib_data is None) else None)
+    qmethod = int8_method(acc, method, approach).with_options(**options)
+    calib = None
+    if not (dynamic and calib_data is None):
+        calib = calibration_samples(model, calib_data, input_sample,
+                                    limit=_calib_batches(calib_data, sample_size))
     if dynamic and calib is None and input_sample is None:
-        raise ValueError("dynamic INT8 needs input_sample (or calib_data) to trace the model")
-    sample = input_sample if input_sample is not None else (calib[0][0], calib[0][1])
-    inputs = prepare(model, sample, thread_num, True, calib)
+        raise NanoValueError("dynamic INT8 needs input_sample (or calib_data) to export the "
+                             "model")
+    sample = input_sample if input_sample is not None else calib[0]
+    inputs = prepare(model, sample, thread_num, dynamic_axes, calib)
     quantizer = backends.backend_module(backends.registry_key(qmethod))
     configs = [c for c in trial_configs(dynamic) if quantizer.supports(c)]
     if criterion is None:
@@ -163,11 +188,21 @@ def quantize(model: torch.nn.Module, precision: str = "int8", accelerator: Optio
         return built
     samples, targets, vdata = _eval_data(model, validation_data, calib_data)
     if all(t is None for t in targets) and _metric_needs_targets(metric):
-        raise ValueError("the metric needs labels: pass validation_data with (input, label) "
-                         "batches, or calib_data with labels")
+        raise NanoValueError("the metric needs labels: pass validation_data with (input, "
+                             "label) batches, or calib_data with labels")
     baseline = evaluate_metric(inputs.model, metric, samples, targets, vdata)  # a private copy
     return _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targets, vdata,
                    max_trials, timeout)
+
+
+def _calib_batches(calib_data, sample_size: Optional[int]) -> int:
+    """How many batches hold ``sample_size`` samples (BigDL counted samples, Nano batches)."""
+    from nano.quantize.calibration import MAX_CALIB_BATCHES
+
+    if sample_size is None:
+        return MAX_CALIB_BATCHES
+    batch_size = getattr(calib_data, "batch_size", None) or 1
+    return max(1, min(MAX_CALIB_BATCHES, -(-sample_size // batch_size)))
 
 
 def _metric_needs_targets(metric) -> bool:
@@ -176,13 +211,13 @@ def _metric_needs_targets(metric) -> bool:
 
 def _first_input(model, data):
     if data is None:
-        raise ValueError("input_sample (or calib_data) is required to build the model")
+        raise NanoValueError("input_sample (or calib_data) is required to build the model")
     return sample_call(model, data, "calib_data")
 
 
 def _with(method: Method, config: QuantConfig) -> Method:
-    return Method(method.accelerator, method.precision, method.channels_last, method.use_ipex,
-                  method.variant, config.options())
+    """``method`` with ``config``'s settings added to its runtime options."""
+    return method.with_options(**dict(config.options()))
 
 
 def _warn_on_drift(built, inputs) -> None:

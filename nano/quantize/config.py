@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
+from nano.errors import NanoTypeError, NanoValueError
+
 KEEP_FP32 = ("none", "first_last", "sensitive")  # sensitive: first/last + norms and softmax
 
 
@@ -31,9 +33,9 @@ class QuantConfig:
 
     def __post_init__(self):
         if self.keep_fp32 not in KEEP_FP32:
-            raise ValueError(f"keep_fp32 must be one of {KEEP_FP32}, got {self.keep_fp32!r}")
+            raise NanoValueError(f"keep_fp32 must be one of {KEEP_FP32}, got {self.keep_fp32!r}")
         if self.calib_samples is not None and self.calib_samples < 1:
-            raise ValueError(f"calib_samples must be at least 1, got {self.calib_samples}")
+            raise NanoValueError(f"calib_samples must be at least 1, got {self.calib_samples}")
 
     def options(self) -> tuple:
         """As hashable Method options (only the non-default fields, sorted)."""
@@ -43,10 +45,13 @@ class QuantConfig:
 
     @staticmethod
     def from_options(options: dict) -> "QuantConfig":
+        from nano.inference.methods import RUNTIME_OPTIONS
+
+        options = {k: v for k, v in options.items() if k not in RUNTIME_OPTIONS}
         known = {f.name for f in fields(QuantConfig)}
         unknown = set(options) - known
         if unknown:
-            raise TypeError(f"unknown quantization option(s) {sorted(unknown)}; valid: "
+            raise NanoTypeError(f"unknown quantization option(s) {sorted(unknown)}; valid: "
                             f"{sorted(known)}")
         return QuantConfig(**options)
 

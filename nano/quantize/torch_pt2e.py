@@ -131,7 +131,10 @@ def build(method: Method, inputs) -> CompiledInt8Model:
         except Exception as e:  # torchao's pattern matcher fails on some graphs (BERT's GELU)
             raise RuntimeError(f"torchao's X86InductorQuantizer could not annotate this graph "
                                f"({type(e).__name__}: {e})") from e
-        for flat in inputs.flat_calib(config.calib_samples):
+        # dynamic INT8 calibrates nothing, but observers must see one forward pass or the
+        # converted graph keeps placeholder scales
+        for flat in (inputs.flat_calib(config.calib_samples) if inputs.calib or not config.dynamic
+                     else [inputs.flat_sample()]):
             prepared(*flat)
         converted = convert_pt2e(prepared)
     return wrap_converted(converted, method, inputs)

@@ -65,6 +65,22 @@ def build(method: Method, inputs) -> "AcceleratedModel":  # noqa: F821
     return backend_module(registry_key(method)).build(method, inputs)
 
 
+def build_without_sample(method: Method, model, thread_num=None) -> "AcceleratedModel":  # noqa: F821
+    """Build ``method`` with no input sample, where the runtime needs none (plain PyTorch,
+    scripted TorchScript, compile); else an error saying input_sample is required."""
+    from nano.errors import NanoValueError
+
+    reason = unavailable_reason(method)
+    if reason:
+        raise MissingDependency(f"{method.name} is unavailable: {reason}")
+    builder = getattr(backend_module(registry_key(method)), "without_sample", None)
+    if builder is None or method.precision == "int8":
+        raise NanoValueError(f"input_sample is required for {method.name}: pass one example "
+                             f"input (a tensor, a tuple of inputs, a dict of keyword inputs or "
+                             f"a DataLoader)")
+    return builder(model, method, thread_num)
+
+
 def module_available(name: str, install: str) -> Optional[str]:
     """None if ``name`` imports, else the "missing dependency" reason."""
     try:

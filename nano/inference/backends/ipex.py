@@ -12,10 +12,10 @@ from typing import Optional
 
 import torch
 
-from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
+from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
+                                                  prepare_module, save_state_dict)
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
-from nano.inference.prepare import private_eval_copy
 
 INSTALL_HINT = "pip install intel-extension-for-pytorch (needs the matching torch release)"
 _reason_cache: dict = {}
@@ -59,15 +59,13 @@ class IpexModel(TorchModuleModel):
     needs_model_to_load = True
 
     def save_artifacts(self, directory: str) -> dict:
-        torch.save(self._source_state, os.path.join(directory, "state_dict.pt"))
+        save_state_dict(self, self._source_state, directory)
         return {}
 
     @classmethod
     def load_artifacts(cls, directory, meta, model):
         method, signature, output, threads = restore_common(meta)
-        module = private_eval_copy(model)
-        module.load_state_dict(torch.load(os.path.join(directory, "state_dict.pt")))
-        return _optimize(module, method, signature, output, threads)
+        return _optimize(load_state_dict(model, directory), method, signature, output, threads)
 
 
 def _optimize(module, method, signature, output, threads) -> IpexModel:

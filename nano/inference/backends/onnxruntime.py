@@ -78,17 +78,47 @@ def _export(inputs, path: str) -> None:
             raise RuntimeError(f"ONNX export failed: {errors[0]} (legacy exporter: {errors[1]})")
 
 
-def session_options(threads: Optional[int]):
-    """ORT options for latency: one inter-op thread, the given intra-op threads, full graph opts."""
+# SessionOptions attributes a user's options are saved with (enums by name)
+_SESSION_FIELDS = ("intra_op_num_threads", "inter_op_num_threads", "execution_mode",
+                   "graph_optimization_level", "enable_cpu_mem_arena", "enable_mem_pattern",
+                   "enable_mem_reuse", "execution_order", "use_deterministic_compute",
+                   "log_severity_level")
+
+
+def session_options_dict(options) -> dict:
+    """A user's ``onnxruntime.SessionOptions`` as plain data (saved with the model)."""
+    import onnxruntime as ort
+
+    if not isinstance(options, ort.SessionOptions):
+        raise TypeError(f"onnxruntime_session_options must be an onnxruntime.SessionOptions, got "
+                        f"{type(options).__name__}")
+    out = {}
+    for name in _SESSION_FIELDS:
+        value = getattr(options, name, None)
+        if value is not None:
+            out[name] = value.name if hasattr(value, "name") else value
+    return out
+
+
+def session_options(threads: Optional[int], user: tuple = ()):
+    """ORT options for latency: one inter-op thread, the given intra-op threads, full graph
+    opts; a user's ``onnxruntime_session_options`` (as ``session_options_dict``) replaces
+    them, with ``threads`` still applied when given."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    for name, value in dict(user).items():
+        enum = {"execution_mode": ort.ExecutionMode,
+                "graph_optimization_level": ort.GraphOptimizationLevel,
+                "execution_order": getattr(ort, "ExecutionOrder", None)}.get(name)
+        setattr(opts, name, getattr(enum, value) if enum is not None and isinstance(value, str)
+                else value)
     if threads:
         opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
     return opts
 
 
@@ -102,7 +132,8 @@ class OnnxRuntimeModel(AcceleratedModel):
         import onnxruntime as ort
 
         self.onnx_bytes = onnx_bytes
-        self.session = ort.InferenceSession(onnx_bytes, session_options(thread_num),
+        self.session = ort.InferenceSession(onnx_bytes, session_options(
+            thread_num, method.option_dict.get("session_options", ())),
                                             providers=["CPUExecutionProvider"])
         self._input_names = [i.name for i in self.session.get_inputs()]
 

@@ -13,10 +13,12 @@ from typing import Optional
 
 import torch
 
+from nano.errors import NanoTypeError, NanoValueError
 from nano.inference.backends import module_available
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
+from nano.inference.structure import unflatten_output
 
 INSTALL_HINT = "pip install openvino"
 # INT8 models leave the precision of their non-quantized ops to OpenVINO (bf16 where the CPU
@@ -36,13 +38,15 @@ def core():
     return _core
 
 
-def compile_config(precision: str, threads: Optional[int]) -> dict:
-    """The compile_model properties Nano uses: pinned precision, latency, the thread budget."""
+def compile_config(precision: str, threads: Optional[int], user: tuple = ()) -> dict:
+    """The compile_model properties Nano uses: pinned precision, latency, the thread budget,
+    then the user's ``openvino_config`` on top."""
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
     if _HINTS[precision]:
         config["INFERENCE_PRECISION_HINT"] = _HINTS[precision]
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
+    config.update({str(k): str(v) for k, v in dict(user).items()})
     return config
 
 
@@ -122,7 +126,8 @@ class OpenVINOModel(AcceleratedModel):
         super().__init__(method, signature, output, thread_num)
         self.ov_model = ov_model
         self.static_shapes = static_shapes
-        config = compile_config(method.precision, thread_num)
+        config = compile_config(method.precision, thread_num,
+                                method.option_dict.get("openvino_config", ()))
         self.compiled = core().compile_model(ov_model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self._static_key, self._static_request = None, None
@@ -155,6 +160,34 @@ class OpenVINOModel(AcceleratedModel):
         request.infer()
         return [torch.from_numpy(request.get_output_tensor(i).data.copy())
                 for i in range(self._n_outputs)]
+
+    def async_predict(self, input_data, num_requests: int = 0) -> list:
+        """Run every input of ``input_data`` (a list of calls: tensors, tuples of inputs or
+        dicts of keyword inputs) through OpenVINO's asynchronous queue of ``num_requests``
+        infer requests (0: OpenVINO's optimal number); outputs in input order."""
+        import openvino as ov
+
+        from nano.inference.structure import normalize_sample
+
+        if not isinstance(input_data, (list, tuple)):
+            raise NanoTypeError("async_predict takes a list of inputs, one per call")
+        if num_requests < 0:
+            raise NanoValueError(f"num_requests must be >= 0, got {num_requests}")
+        flats = [self.signature.flatten(*normalize_sample(item)) for item in input_data]
+        results: list = [None] * len(flats)
+        queue = ov.AsyncInferQueue(self.compiled, num_requests)
+
+        def done(request, index):
+            results[index] = [torch.from_numpy(request.get_output_tensor(i).data.copy())
+                              for i in range(self._n_outputs)]
+
+        queue.set_callback(done)
+        for index, flat in enumerate(flats):
+            arrays = [t.detach().contiguous().numpy().astype(dtype, copy=False)
+                      for t, dtype in zip(flat, self._input_types)]
+            queue.start_async(arrays, userdata=index)
+        queue.wait_all()
+        return [self.finish(unflatten_output(self.output, r)) for r in results]
 
     def save_artifacts(self, directory: str) -> dict:
         import openvino as ov

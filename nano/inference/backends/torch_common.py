@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Optional
 
 import torch
 
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, torch_threads
+from nano.inference.prepare import private_eval_copy
 from nano.inference.structure import flatten_output, unflatten_output
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,9 +42,11 @@ def low_precision_tracing(method: Method):
 
 
 def to_channels_last(value: Any) -> Any:
-    """4-D tensors (also inside tuples, lists and dicts) converted to channels_last."""
+    """4-D tensors (also inside tuples, lists and dicts) converted to channels_last, 5-D ones
+    (Conv3d inputs) to channels_last_3d; other ranks stay as they are."""
     if isinstance(value, torch.Tensor):
-        return value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(value.dim())
+        return value.contiguous(memory_format=fmt) if fmt is not None else value
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
         return type(value)(to_channels_last(v) for v in value)
     if isinstance(value, dict) and type(value) is dict:
@@ -51,16 +55,55 @@ def to_channels_last(value: Any) -> Any:
 
 
 def prepare_module(model: torch.nn.Module, method: Method) -> torch.nn.Module:
-    """Apply the method's memory format (to a copy: the prepared module is shared)."""
+    """Apply the method's memory format (to a copy: the prepared module is shared): 4-D
+    weights channels_last, 5-D (Conv3d) weights channels_last_3d."""
     if method.channels_last:
         import copy
 
-        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in list(model.parameters()) + list(model.buffers()):
+                converted = to_channels_last(p.data)
+                if converted is not p.data:
+                    p.data = converted
     return model
+
+
+STATE_DICT_FILE = "state_dict.pt"
+
+
+def save_state_dict(model: AcceleratedModel, state: dict, directory: str) -> None:
+    """Write a state dict, in bf16 when the model is being saved with compression="bf16"."""
+    if model.compression == "bf16":
+        state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                 for k, v in state.items()}
+    torch.save(state, os.path.join(directory, STATE_DICT_FILE))
+
+
+def load_state_dict(model: torch.nn.Module, directory: str) -> torch.nn.Module:
+    """A private eval copy of ``model`` with the saved weights (cast back to its dtypes)."""
+    module = private_eval_copy(model)
+    module.load_state_dict(torch.load(os.path.join(directory, STATE_DICT_FILE),
+                                      map_location="cpu"))
+    return module
+
+
+def _back_to_float32(value: Any) -> Any:
+    """bf16/fp16 floating outputs as float32 (for models built without a sample, whose
+    original output dtypes were never recorded)."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_back_to_float32(v) for v in value)
+    if isinstance(value, dict) and type(value) is dict:
+        return {k: _back_to_float32(v) for k, v in value.items()}
+    return value
 
 
 class TorchModuleModel(AcceleratedModel):
     """An AcceleratedModel that runs a torch module in-process (eager, compiled, IPEX)."""
+
+    state_dict_saved = True
 
     def __init__(self, module: torch.nn.Module, method: Method, signature, output,
                  thread_num: Optional[int]):
@@ -73,5 +116,8 @@ class TorchModuleModel(AcceleratedModel):
         with torch_threads(self.thread_num), torch.no_grad(), autocast(self.method), \
                 low_precision_tracing(self.method):
             out = self.module(*args, **kwargs)
+        if self.output is None:  # built without a sample
+            return self.finish(_back_to_float32(out))
         # same structure, floating outputs back in the original's dtypes and memory format
-        return unflatten_output(self.output, [t.contiguous() for t in flatten_output(out)])
+        return self.finish(unflatten_output(self.output,
+                                            [t.contiguous() for t in flatten_output(out)]))

@@ -7,15 +7,14 @@ compiles (seconds); ``build`` makes that call so latency excludes it.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 
-from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
+from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
+                                                  prepare_module, save_state_dict)
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
-from nano.inference.prepare import private_eval_copy
 
 INSTALL_HINT = "pip install torch"
 
@@ -34,17 +33,15 @@ class CompiledModel(TorchModuleModel):
             return super().forward(*args, **kwargs)
 
     def save_artifacts(self, directory: str) -> dict:
-        original = getattr(self.module, "_orig_mod", self.module)
-        torch.save(original.state_dict(), os.path.join(directory, "state_dict.pt"))
+        save_state_dict(self, getattr(self.module, "_orig_mod", self.module).state_dict(),
+                        directory)
         return {}
 
     @classmethod
     def load_artifacts(cls, directory, meta, model):
         method, signature, output, threads = restore_common(meta)
-        module = private_eval_copy(model)
-        module.load_state_dict(torch.load(os.path.join(directory, "state_dict.pt"),
-                                          map_location="cpu"))
-        return _compile(prepare_module(module, method), method, signature, output, threads)
+        return _compile(prepare_module(load_state_dict(model, directory), method), method,
+                        signature, output, threads)
 
 
 def inductor_config():
@@ -68,10 +65,19 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
+def without_sample(model, method: Method, thread_num: Optional[int] = None) -> CompiledModel:
+    """Compile lazily: the first call compiles (no sample to do it now)."""
+    from nano.inference.prepare import private_eval_copy
+
+    return _compile(prepare_module(private_eval_copy(model), method), method, None, None,
+                    thread_num)
+
+
 def build(method: Method, inputs) -> CompiledModel:
     model = _compile(prepare_module(inputs.model, method), method, inputs.signature,
                      inputs.output, inputs.thread_num)
-    model(*inputs.args, **inputs.kwargs)  # compile now, not during the first user call
+    if inputs.signature is not None:
+        model(*inputs.args, **inputs.kwargs)  # compile now, not during the first user call
     return model
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 
-from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
+from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
+                                                  prepare_module, save_state_dict)
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
 from nano.inference.prepare import private_eval_copy
@@ -22,22 +22,23 @@ class EagerModel(TorchModuleModel):
     needs_model_to_load = True
 
     def save_artifacts(self, directory: str) -> dict:
-        torch.save(self.module.state_dict(), os.path.join(directory, "state_dict.pt"))
+        save_state_dict(self, self.module.state_dict(), directory)
         return {}
 
     @classmethod
     def load_artifacts(cls, directory, meta, model):
         method, signature, output, threads = restore_common(meta)
-        return build_from(model, method, signature, output, threads,
-                          os.path.join(directory, "state_dict.pt"))
+        return cls(prepare_module(load_state_dict(model, directory), method), method, signature,
+                   output, threads)
 
 
-def build_from(model, method, signature, output, threads, state_dict: Optional[str] = None):
-    """An EagerModel around a private copy of ``model`` (with weights from ``state_dict``)."""
-    module = private_eval_copy(model)
-    if state_dict:
-        module.load_state_dict(torch.load(state_dict, map_location="cpu"))
-    return EagerModel(prepare_module(module, method), method, signature, output, threads)
+def without_sample(model: torch.nn.Module, method: Method,
+                   thread_num: Optional[int] = None) -> EagerModel:
+    """An EagerModel built with no input sample (BigDL's ``trace(model)`` and
+    ``quantize(model, precision="bf16")``, and save() of a plain module): it calls the
+    module as it is, handing bf16 outputs back as float32."""
+    return EagerModel(prepare_module(private_eval_copy(model), method), method, None, None,
+                      thread_num)
 
 
 def unavailable_reason(method: Method) -> Optional[str]:

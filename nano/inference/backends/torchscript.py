@@ -8,7 +8,9 @@ from typing import Optional
 
 import torch
 
-from nano.inference.backends.torch_common import (autocast, low_precision_tracing, prepare_module,
+from nano.errors import NanoValueError
+from nano.inference.backends.torch_common import (_back_to_float32, autocast,
+                                                  low_precision_tracing, prepare_module,
                                                   to_channels_last)
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
@@ -26,6 +28,15 @@ class TorchScriptModel(AcceleratedModel):
         super().__init__(method, signature, output, thread_num)
         self.module = module
         self.scripted = scripted
+
+    def forward(self, *args, **kwargs):
+        if self.signature is not None:
+            return super().forward(*args, **kwargs)
+        # scripted without a sample: the script takes the original call as it is
+        if self.method.channels_last:
+            args, kwargs = to_channels_last(args), to_channels_last(kwargs)
+        with torch_threads(self.thread_num), torch.no_grad(), autocast(self.method):
+            return self.finish(_back_to_float32(self.module(*args, **kwargs)))
 
     def run(self, inputs):
         if self.method.channels_last:
@@ -73,6 +84,26 @@ def _script(module):
 
 
 JIT_METHODS = (None, "trace", "script")
+
+
+def without_sample(model: torch.nn.Module, method: Method,
+                   thread_num: Optional[int] = None) -> TorchScriptModel:
+    """``torch.jit.script`` the model: scripting needs no input sample (BigDL's
+    ``trace(model, accelerator="jit")``). It compiles the Python code itself, so no
+    fresh-values check is needed: nothing was recorded from one input."""
+    from nano.inference.prepare import private_eval_copy
+
+    if method.option_dict.get("jit_method") == "trace":
+        raise NanoValueError("jit_method='trace' needs input_sample; without one Nano scripts")
+    try:
+        scripted = _script(prepare_module(private_eval_copy(model), method))
+    except Exception as e:
+        from nano.inference.errors import summarize_error
+
+        raise NanoValueError(f"without input_sample the model must be scriptable, and "
+                         f"torch.jit.script failed ({summarize_error(e)}); pass input_sample "
+                         f"to trace it instead") from e
+    return TorchScriptModel(scripted, method, None, None, thread_num, scripted=True)
 
 
 def build(method: Method, inputs) -> TorchScriptModel:
