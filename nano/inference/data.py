@@ -123,9 +123,6 @@ def split_batch(batch, params: ForwardParams, name: str = "data") -> tuple[tuple
         return (batch[:-1], {}), batch[-1]  # (inputs..., target)
     if params.fits(n):
         return (batch, {}), None
-    if n > params.positional and not params.var_positional and params.positional:
-        rest = batch[params.positional:]
-        return (batch[:params.positional], {}), rest[0] if len(rest) == 1 else rest
     raise DataMismatch(f"{name} does not fit the model's inputs: forward() takes "
                        f"{params.describe()}, {name}'s batches hold {n} "
                        f"({describe_values(batch)})")

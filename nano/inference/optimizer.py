@@ -7,15 +7,17 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Callable, Optional, Sequence, Union
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from nano.errors import NanoTypeError, NanoValueError
 from nano.inference import backends, compat, report
-from nano.inference.data import ForwardParams, as_batches, check_fits, split_batch
+from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
+                                 split_batch)
 from nano.inference.isolation import Zygote
-from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric
+from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric, metric_style
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
 from nano.inference.model import AcceleratedModel, load_model
@@ -47,6 +49,27 @@ def _original_of(model, function: str) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise NanoTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+class ResultView(Mapping):
+    """One row of ``optimized_model_dict``: read-only, its model built on first access."""
+
+    def __init__(self, optimizer: "InferenceOptimizer", row: CandidateResult):
+        self._optimizer, self._row = optimizer, row
+        latency = row.latency.median * 1e3 if row.latency else None
+        self._data = {"status": row.status, "latency": latency, "accuracy": row.accuracy,
+                      "output_error": row.output_error, "model": None}
+
+    def __getitem__(self, key):
+        if key == "model":
+            return self._optimizer.get_model(self._row.name) if self._row.usable else None
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
 
 
 class InferenceOptimizer:
@@ -232,7 +255,9 @@ class InferenceOptimizer:
                  timeout_per_method: float = 300, dynamic_axes: Union[bool, dict] = True,
                  latency_budget: float = 10.0, memory_limit: Optional[int] = None,
                  early_stop_factor: Optional[float] = 3.0, final_round: bool = True,
-                 **unknown) -> None:
+                 input_sample=None, search_mode: str = "default",
+                 use_ipex: Optional[bool] = None, output_filename: Optional[str] = None,
+                 **bigdl_options) -> None:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
         ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
@@ -250,27 +275,46 @@ class InferenceOptimizer:
         measures everything). With ``final_round`` the fastest candidates of
         each precision (up to 4, within 1.5x of the best) are then timed again
         side by side in one process, and the picks order them by that timing.
+
+        BigDL-Nano's forms: ``input_sample`` (the call to time and trace with,
+        instead of training_data's first batch), ``use_ipex`` (True: only IPEX
+        methods, False: none), ``search_mode`` ("default" and "all" both try
+        every method: Nano's list is already the curated one; "grid" tries the
+        methods matching the accelerator/precision/use_ipex given, which it
+        requires), ``output_filename`` (the summary is also written there).
         """
-        if unknown:
-            raise NanoTypeError(f"optimize() got unknown option(s) {', '.join(sorted(unknown))}")
+        compat.check_options("optimize", bigdl_options)
+        if search_mode not in ("default", "all", "grid"):
+            raise NanoValueError(f"search_mode must be 'default', 'all' or 'grid', got "
+                                 f"{search_mode!r}")
+        if search_mode == "grid" and accelerator is None and precision is None \
+                and use_ipex is None:
+            raise NanoValueError("search_mode='grid' searches the methods matching accelerator=, "
+                                 "precision= or use_ipex=; give at least one")
         if direction not in ("max", "min"):
             raise NanoValueError(f"direction must be 'max' or 'min', got {direction!r}")
         if metric is not None and not callable(metric):
-            raise NanoTypeError("metric must be callable: metric(pred, target) or metric(model, data)")
-        if metric is not None and validation_data is None:
-            raise NanoValueError("a metric needs validation_data to be evaluated on")
+            raise NanoTypeError("metric must be callable: metric(pred, target) or "
+                                "metric(model, data)")
+        if metric is not None and validation_data is None and metric_style(metric) == "pred":
+            raise NanoValueError("a metric(pred, target) needs validation_data to be evaluated "
+                                 "on")
         if latency_sample_num < 1 or timeout_per_method <= 0:
             raise NanoValueError("latency_sample_num must be >= 1 and timeout_per_method > 0")
         methods = select_methods(includes, excludes,
                                  False if accelerator is None else accelerator, precision)
+        if use_ipex is not None:
+            methods = [m for m in methods if m.use_ipex == bool(use_ipex) or m.name == "original"]
         from nano.launcher.topology import read_topology
 
         threads = thread_num or read_topology().thread_budget
         params = ForwardParams.of(model)
         train = as_batches(training_data, "training_data", limit=CALIB_BATCHES)
         calib = [split_batch(b, params, "training_data")[0] for b in train]
-        sample = calib[0]
-        check_fits(private_eval_copy(model), sample, "training_data")
+        sample = calib[0] if input_sample is None else sample_call(model, input_sample)
+        check_fits(private_eval_copy(model), calib[0], "training_data")
+        if input_sample is not None:
+            check_fits(private_eval_copy(model), sample, "input_sample")
         if validation_data is not None:
             held_out = [split_batch(b, params, "validation_data")
                         for b in as_batches(validation_data, "validation_data")]
@@ -317,6 +361,17 @@ class InferenceOptimizer:
         if original is None or not original.usable:
             raise RuntimeError(f"the original model could not be run: "
                                f"{original.detail if original else 'no result'}")
+        if output_filename is not None:
+            with open(output_filename, "w") as f:
+                self.summary(file=f)
+
+    @property
+    def optimized_model_dict(self) -> Mapping:
+        """BigDL-Nano's view of the results, read-only: ``{method: {"status", "latency"
+        (ms), "accuracy", "output_error", "model"}}``; "model" is built (or loaded) the
+        first time it is read."""
+        self._require_search()
+        return MappingProxyType({r.name: ResultView(self, r) for r in self.results})
 
     @property
     def thread_num(self) -> Optional[int]:
