@@ -243,3 +243,39 @@ def test_list_length_following_the_batch_is_refused(accelerator):
     with pytest.raises(TraceError, match="does not compute what the original model does"):
         InferenceOptimizer.trace(models.ListPerRow(), accelerator=accelerator,
                                  input_sample=torch.rand(2, 3))
+
+
+# The same through optimize() and multi-instance serving.
+
+
+def test_optimize_with_nested_inputs_and_a_wrong_trace_row():
+    torch.manual_seed(0)
+    original = models.ListAndDict().eval()
+    make, as_batch = CASES["list_and_nested_dict"][1:]
+    batches = [as_batch(*make(4, 100 + i)) for i in range(4)]
+    opt = InferenceOptimizer()
+    opt.optimize(original, training_data=batches, latency_sample_num=5, final_round=False,
+                 includes=["jit_fp32", "onnxruntime_fp32", "openvino_fp32"])
+    for name in ("jit_fp32", "onnxruntime_fp32", "openvino_fp32"):
+        fast = opt.get_model(name)
+        for args, kwargs in fresh_calls("list_and_nested_dict"):
+            close(fast(*args, **kwargs), original(*args, **kwargs), 1e-4)
+
+    branch = InferenceOptimizer()
+    branch.optimize(models.DataDependentBranch(), training_data=torch.rand(4, 3),
+                    latency_sample_num=5, final_round=False,
+                    includes=["onnxruntime_fp32", "openvino_fp32"])
+    rows = {r.name: r for r in branch.results}
+    for name in ("onnxruntime_fp32", "openvino_fp32"):
+        assert rows[name].status == "failed"
+        assert "does not compute what the original model does" in rows[name].detail
+
+
+def test_multi_instance_with_nested_inputs():
+    original, fast = build("tuple", "onnxruntime")
+    calls = [(args, kwargs) for args, kwargs in fresh_calls("tuple")] * 2
+    with InferenceOptimizer.to_multi_instance(fast, num_processes=2) as pool:
+        outputs = pool([(args, kwargs) for args, kwargs in calls])
+    assert len(outputs) == len(calls)
+    for out, (args, kwargs) in zip(outputs, calls):
+        close(out, original(*args, **kwargs), 1e-4)
