@@ -34,7 +34,7 @@ def normalize_accelerator(value) -> str:
     key = value.lower() if isinstance(value, str) else value
     if key not in _ACCELERATOR_ALIASES:
         raise NanoValueError(f"unknown accelerator {value!r}; valid: None (plain PyTorch), "
-                         f"{_choices(ACCELERATORS)}")
+                             f"{_choices(ACCELERATORS)}")
     return _ACCELERATOR_ALIASES[key]
 
 
@@ -60,9 +60,10 @@ class Method:
     def __post_init__(self):
         if self.accelerator not in ACCELERATORS:
             raise NanoValueError(f"unknown accelerator {self.accelerator!r}; valid: "
-                             f"{_choices(ACCELERATORS)}")
+                                 f"{_choices(ACCELERATORS)}")
         if self.precision not in PRECISIONS:
-            raise NanoValueError(f"unknown precision {self.precision!r}; valid: {_choices(PRECISIONS)}")
+            raise NanoValueError(f"unknown precision {self.precision!r}; valid: "
+                                 f"{_choices(PRECISIONS)}")
 
     @property
     def name(self) -> str:
@@ -168,7 +169,8 @@ def select_methods(includes: Optional[Iterable[str]] = None,
         chosen.insert(0, METHODS["original"])  # the baseline everything is compared with
     excluded = set(excludes or [])
     if "original" in excluded:
-        raise NanoValueError("'original' cannot be excluded: it is the baseline for speed and accuracy")
+        raise NanoValueError("'original' cannot be excluded: it is the baseline for speed and "
+                             "accuracy")
     chosen = [m for m in chosen if m.name not in excluded]
     if accelerator is not False:
         accs = accelerator if isinstance(accelerator, (list, tuple)) else [accelerator]

@@ -342,7 +342,8 @@ class InferenceOptimizer:
                 best = self._best_median()
                 task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
                                      latency_budget, best if early_stop_factor else None,
-                                     early_stop_factor or 0.0, candidate_dir(self._workdir.name, method))
+                                     early_stop_factor or 0.0,
+                                     candidate_dir(self._workdir.name, method))
                 row = run_candidate(zygote, task, timeout_per_method, memory)
                 if method.name == "original" and row.status == "ok" and metric is not None:
                     row.accuracy = baseline_accuracy
@@ -439,7 +440,7 @@ class InferenceOptimizer:
         self._require_search()
         if accuracy_criterion is not None and not 0 <= accuracy_criterion <= 1:
             raise NanoValueError(f"accuracy_criterion must be between 0 and 1, got "
-                             f"{accuracy_criterion}")
+                                 f"{accuracy_criterion}")
         accs = None if accelerator is None else {
             normalize_accelerator(a) for a in (accelerator if isinstance(accelerator, (list, tuple))
                                                else [accelerator])}

@@ -57,7 +57,7 @@ def output_spec(value: Any) -> dict:
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"t": "const", "value": value}
     raise NanoTypeError(f"unsupported output type {type(value).__name__}: Nano handles tensors "
-                    f"nested in tuples, lists and dicts")
+                        f"nested in tuples, lists and dicts")
 
 
 def flatten_output(value: Any) -> list[torch.Tensor]:
@@ -259,7 +259,7 @@ class InputSignature:
         keywordable = [n for n, k in self.params if k in ("positional", "keyword_only")]
         if len(args) > len(positional) and var_pos is None:
             raise NanoTypeError(f"the model takes {len(positional)} positional input(s) "
-                            f"({', '.join(positional)}) but {len(args)} were given")
+                                f"({', '.join(positional)}) but {len(args)} were given")
         named.update(zip(positional, args))
         if var_pos is not None:
             named[var_pos] = tuple(args[len(positional):])
@@ -273,7 +273,7 @@ class InputSignature:
                 extra[name] = value
             else:
                 raise NanoTypeError(f"unexpected input {name!r}; the model takes "
-                                f"{', '.join(n for n, _ in self.params)}")
+                                    f"{', '.join(n for n, _ in self.params)}")
         if var_kw is not None:
             named[var_kw] = extra
         return named
@@ -283,17 +283,12 @@ class InputSignature:
         else (structure, constants, defaults) is what the model was traced with."""
         named = self._bind(args, kwargs)
         flat: list = []
-        for name, kind in self.params:
-            if name not in self.specs:
-                if name in named and named[name] not in ((), {}):
-                    raise NanoTypeError(f"input {name!r} was not given when the model was traced, "
-                                    f"so it is not an input of the traced model")
-                continue
+        for name, _ in self.params:  # every parameter is bound: defaults were applied
             spec = self.specs[name]
             if name not in named:
                 if has_tensors(spec):
                     raise NanoTypeError(f"missing input(s) {name!r}; the model was traced with "
-                                    f"{', '.join(self.tensor_names)}")
+                                        f"{', '.join(self.tensor_names)}")
                 continue  # its traced (or default) constant value applies
             _match(spec, named[name], name, flat, name in self.defaulted)
         return flat
@@ -303,8 +298,6 @@ class InputSignature:
         it = iter(flat)
         args, kwargs = [], {}
         for name, kind in self.params:
-            if name not in self.specs:
-                continue
             value = _build(self.specs[name], it)
             if kind in ("positional_only", "positional"):
                 args.append(value)
@@ -364,36 +357,36 @@ def _match(spec: dict, value: Any, path: str, flat: list, defaulted: bool) -> No
     if kind == "tensor":
         if not isinstance(value, torch.Tensor):
             raise NanoTypeError(f"input {path!r} must be a tensor (the model was traced with one), "
-                            f"got {type(value).__name__}")
+                                f"got {type(value).__name__}")
         if value.dim() != spec["ndim"]:
             raise NanoValueError(f"input {path!r} was traced with {spec['ndim']} dimension(s), got "
-                             f"shape {tuple(value.shape)}")
+                                 f"shape {tuple(value.shape)}")
         want = str(value.dtype).replace("torch.", "")
         if want != spec["dtype"]:
             raise NanoTypeError(f"input {path!r} was traced as {spec['dtype']}, got {want}; pass "
-                            f"{spec['dtype']} (e.g. .to(torch.{spec['dtype']}))")
+                                f"{spec['dtype']} (e.g. .to(torch.{spec['dtype']}))")
         flat.append(value)
         return
     if kind == "const":
         if not _same_constant(value, spec["value"]):
             was = _shown(spec["value"]) + (" (its default)" if defaulted else "")
             raise NanoValueError(f"input {path!r} was {was} when the model was traced and is fixed "
-                             f"in the traced graph; got {_shown_value(value)}. Trace again "
-                             f"with that value, or pass it as a tensor to make it an input")
+                                 f"in the traced graph; got {_shown_value(value)}. Trace again "
+                                 f"with that value, or pass it as a tensor to make it an input")
         return
     if kind in ("dict",):
         if not isinstance(value, dict) or list(value) != spec["keys"]:
             got = list(value) if isinstance(value, dict) else type(value).__name__
             raise NanoValueError(f"input {path!r} was a dict with keys {spec['keys']} when traced; "
-                             f"got {got}")
+                                 f"got {got}")
         for key, sub in zip(spec["keys"], spec["items"]):
             _match(sub, value[key], f"{path}[{key!r}]", flat, defaulted)
         return
     if not isinstance(value, (tuple, list)) or len(value) != len(spec["items"]):
         got = (f"{len(value)} items" if isinstance(value, (tuple, list))
                else type(value).__name__)
-        raise NanoValueError(f"input {path!r} had {len(spec['items'])} items when traced (the number "
-                         f"is fixed in the traced graph); got {got}")
+        raise NanoValueError(f"input {path!r} had {len(spec['items'])} items when traced (the "
+                             f"number is fixed in the traced graph); got {got}")
     for i, (sub, item) in enumerate(zip(spec["items"], value)):
         _match(sub, item, f"{path}[{i}]", flat, defaulted)
 
@@ -406,8 +399,8 @@ def _build(spec: dict, tensors) -> Any:
         value = spec["value"]
         if isinstance(value, dict):
             if "obj" not in spec:
-                raise NanoTypeError(f"the traced constant {value['repr']} exists only in the process "
-                                f"that traced the model")
+                raise NanoTypeError(f"the traced constant {value['repr']} exists only in the "
+                                    f"process that traced the model")
             return spec["obj"]
         return value
     items = [_build(s, tensors) for s in spec["items"]]
@@ -455,4 +448,4 @@ def normalize_sample(sample) -> tuple[tuple, dict]:
     if isinstance(sample, (tuple, list)):
         return tuple(sample), {}
     raise NanoTypeError(f"input_sample must be a tensor, a tuple of inputs or a dict of keyword "
-                    f"inputs, got {type(sample).__name__}")
+                        f"inputs, got {type(sample).__name__}")

@@ -20,8 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from nano.inference.data import ForwardParams, as_batches, split_batch
-from nano.inference.structure import normalize_sample
-from nano.inference.structure import unflatten_output
+from nano.inference.structure import normalize_sample, unflatten_output
 from nano.launcher.cpulist import format_cpu_list
 from nano.launcher.pinning import child_setup
 from nano.multiprocess import transport

@@ -61,16 +61,17 @@ class Criterion:
             extra = set(criterion) - {"relative", "absolute", "higher_is_better"}
             kinds = [k for k in ("relative", "absolute") if k in criterion]
             if extra or len(kinds) != 1:
-                raise NanoValueError("accuracy_criterion must be a number (relative drop) or a dict "
-                                 "with exactly one of 'relative'/'absolute' and optionally "
-                                 f"'higher_is_better'; got {criterion!r}")
+                raise NanoValueError("accuracy_criterion must be a number (relative drop) or a "
+                                     "dict with exactly one of 'relative'/'absolute' and "
+                                     f"optionally 'higher_is_better'; got {criterion!r}")
             kind, value = kinds[0], criterion[kinds[0]]
             higher = bool(criterion.get("higher_is_better", True))
         else:
-            raise NanoValueError(f"accuracy_criterion must be a number or a dict, got {criterion!r}")
+            raise NanoValueError(f"accuracy_criterion must be a number or a dict, got "
+                                 f"{criterion!r}")
         if not isinstance(value, (int, float)) or value < 0 or (kind == "relative" and value >= 1):
             raise NanoValueError(f"accuracy_criterion {kind} drop must be "
-                             f"{'in [0, 1)' if kind == 'relative' else '>= 0'}, got {value!r}")
+                                 f"{'in [0, 1)' if kind == 'relative' else '>= 0'}, got {value!r}")
         return Criterion(kind, float(value), higher)
 
     def drop(self, baseline: float, value: float) -> float:
@@ -87,22 +88,24 @@ def int8_method(accelerator: str, method: Optional[str], approach: str) -> Metho
     if accelerator in ("pytorch", "compile"):
         if method is not None:
             raise NanoValueError(f"method= selects an ONNX Runtime flavour; PyTorch INT8 has none "
-                             f"(got {method!r})")
+                                 f"(got {method!r})")
         return Method("compile", "int8")
     if accelerator == "jit":
         raise NanoValueError("accelerator='jit' has no INT8 here (TorchScript quantization is "
-                         "deprecated); use accelerator=None (PT2E + torch.compile), "
-                         "'onnxruntime' or 'openvino'")
+                             "deprecated); use accelerator=None (PT2E + torch.compile), "
+                             "'onnxruntime' or 'openvino'")
     if accelerator == "onnxruntime":
         if method not in ORT_VARIANTS:
-            raise NanoValueError(f"method for onnxruntime must be 'qdq', 'qlinear' or 'integer', got "
-                             f"{method!r}")
+            raise NanoValueError(f"method for onnxruntime must be 'qdq', 'qlinear' or "
+                                 f"'integer', got {method!r}")
         variant = "integer" if approach == "dynamic" else ORT_VARIANTS[method]
         if approach == "static" and variant == "integer":
-            raise NanoValueError("method='integer' is dynamic quantization: pass approach='dynamic'")
+            raise NanoValueError("method='integer' is dynamic quantization: pass "
+                                 "approach='dynamic'")
         return Method("onnxruntime", "int8", variant=variant)
     if method is not None:
-        raise NanoValueError(f"method= applies to onnxruntime only, got {method!r} for {accelerator}")
+        raise NanoValueError(f"method= applies to onnxruntime only, got {method!r} for "
+                             f"{accelerator}")
     if approach == "dynamic":
         raise NanoValueError("OpenVINO (NNCF) INT8 is static only: use approach='static'")
     return Method("openvino", "int8")

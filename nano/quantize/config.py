@@ -52,7 +52,7 @@ class QuantConfig:
         unknown = set(options) - known
         if unknown:
             raise NanoTypeError(f"unknown quantization option(s) {sorted(unknown)}; valid: "
-                            f"{sorted(known)}")
+                                f"{sorted(known)}")
         return QuantConfig(**options)
 
     def describe(self) -> str:

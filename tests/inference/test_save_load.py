@@ -119,6 +119,13 @@ def test_missing_directory(tmp_path):
         InferenceOptimizer.load(str(tmp_path / "nope"))
 
 
-def test_save_rejects_plain_modules(tmp_path):
-    with pytest.raises(TypeError, match="needs a model built by Nano"):
-        InferenceOptimizer.save(SmallCNN(), str(tmp_path / "x"))
+def test_save_takes_plain_modules_and_rejects_other_objects(tmp_path):
+    cnn = SmallCNN().eval()
+    InferenceOptimizer.save(cnn, str(tmp_path / "x"))  # saved as an "original" model
+    loaded = InferenceOptimizer.load(str(tmp_path / "x"), model=SmallCNN())
+    assert loaded.method.name == "original"
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(loaded(x), cnn(x))
+    with pytest.raises(TypeError, match="save\\(\\) takes a model returned by Nano or an "
+                                        "nn.Module, got function"):
+        InferenceOptimizer.save(lambda x: x, str(tmp_path / "y"))

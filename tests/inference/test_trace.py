@@ -143,10 +143,11 @@ def test_static_shapes_when_asked(cnn):
 
 @pytest.mark.parametrize("kwargs,error,fragment", [
     (dict(accelerator="onnx runtime"), ValueError, "valid: None (plain PyTorch)"),
-    (dict(accelerater="jit"), TypeError, "unknown option(s) accelerater"),
+    (dict(accelerater="jit"), TypeError, "unknown option 'accelerater'"),
     (dict(accelerator="openvino", use_ipex=True), ValueError, "use_ipex"),
     (dict(accelerator="onnxruntime", channels_last=True), ValueError, "channels_last"),
-    (dict(input_sample=None), ValueError, "input_sample is required"),
+    (dict(input_sample=None, accelerator="openvino"), ValueError,
+     "input_sample is required for openvino_fp32"),
     (dict(dynamic_axes={"nope": [0]}), ValueError, "unknown input"),
 ])
 def test_bad_options_are_clear(cnn, kwargs, error, fragment):

@@ -65,7 +65,8 @@ def build(method: Method, inputs) -> "AcceleratedModel":  # noqa: F821
     return backend_module(registry_key(method)).build(method, inputs)
 
 
-def build_without_sample(method: Method, model, thread_num=None) -> "AcceleratedModel":  # noqa: F821
+def build_without_sample(method: Method, model,
+                         thread_num=None) -> "AcceleratedModel":  # noqa: F821
     """Build ``method`` with no input sample, where the runtime needs none (plain PyTorch,
     scripted TorchScript, compile); else an error saying input_sample is required."""
     from nano.errors import NanoValueError

@@ -132,8 +132,8 @@ class OnnxRuntimeModel(AcceleratedModel):
         import onnxruntime as ort
 
         self.onnx_bytes = onnx_bytes
-        self.session = ort.InferenceSession(onnx_bytes, session_options(
-            thread_num, method.option_dict.get("session_options", ())),
+        options = session_options(thread_num, method.option_dict.get("session_options", ()))
+        self.session = ort.InferenceSession(onnx_bytes, options,
                                             providers=["CPUExecutionProvider"])
         self._input_names = [i.name for i in self.session.get_inputs()]
 

@@ -101,8 +101,8 @@ def without_sample(model: torch.nn.Module, method: Method,
         from nano.inference.errors import summarize_error
 
         raise NanoValueError(f"without input_sample the model must be scriptable, and "
-                         f"torch.jit.script failed ({summarize_error(e)}); pass input_sample "
-                         f"to trace it instead") from e
+                             f"torch.jit.script failed ({summarize_error(e)}); pass input_sample "
+                             f"to trace it instead") from e
     return TorchScriptModel(scripted, method, None, None, thread_num, scripted=True)
 
 
