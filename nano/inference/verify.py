@@ -6,7 +6,8 @@ frozen at their traced values, and the converted model then returns wrong
 numbers for other inputs without a word. So every graph a backend builds is
 called on two inputs unlike the traced sample -- one with another batch size
 (where dim 0 is dynamic) and perturbed values, one with the signs of its
-floating values flipped -- and compared with the original; a mismatch is a
+floating values flipped, padding in its 0/1 masks and its other integer values
+moved along the last dim -- and compared with the original; a mismatch is a
 ``TraceError`` that says what differs and repeats what the tracer warned.
 """
 
@@ -44,9 +45,31 @@ def fresh_calls(inputs, seed: int = 0) -> list[tuple[tuple, dict]]:
             scale = 0.1 * (spread if math.isfinite(spread) and spread > 0 else 1.0)
             a = a + (torch.randn(a.shape, generator=g) * scale).to(t.dtype)
             b = -(t + (torch.randn(t.shape, generator=g) * scale).to(t.dtype))
+        elif t.dim() >= 2 and t.numel() and t.shape[-1] > 1:
+            b = _padded(t) if _is_mask(t) else _shuffled_rows(t, g)
         grown.append(a.contiguous())
         flipped.append(b.contiguous())
     return [inputs.signature.rebuild(grown), inputs.signature.rebuild(flipped)]
+
+
+def _is_mask(t: torch.Tensor) -> bool:
+    return t.dtype == torch.bool or bool(((t == 0) | (t == 1)).all())
+
+
+def _padded(mask: torch.Tensor) -> torch.Tensor:
+    """An attention-style mask with the tail of every other row cleared (the first position
+    kept): models often take another path when a batch has no padding at all."""
+    out = mask.clone()
+    keep = max(1, mask.shape[-1] // 2)
+    out[..., 0] = True if mask.dtype == torch.bool else 1
+    out[::2, ..., keep:] = False if mask.dtype == torch.bool else 0
+    return out
+
+
+def _shuffled_rows(t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Integer values (token ids, indexes) moved around along the last dim: the same
+    values, so still valid, in other places."""
+    return t[..., torch.randperm(t.shape[-1], generator=g)]
 
 
 def difference(got: Any, want: Any, tolerance: float, where: str = "output") -> Optional[str]:

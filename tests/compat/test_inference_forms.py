@@ -246,7 +246,7 @@ def test_bf16_and_dynamic_need_no_calibration_data(model):
     for accelerator in ("onnxruntime", None):
         dynamic = InferenceOptimizer.quantize(model, accelerator=accelerator, approach="dynamic",
                                               input_sample=x(2))
-        assert_close(dynamic(x()), model(x()), tol=0.1)
+        assert_close(dynamic(x()), model(x()), tol=0.2)  # INT8 on an 8-16-3 net
 
 
 def test_quantize_bf16_channels_last_and_dynamic_axes():
