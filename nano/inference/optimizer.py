@@ -179,6 +179,11 @@ class InferenceOptimizer:
 
         compat.check_options("quantize", bigdl_options)
         compat.check_device(device)
+        if not isinstance(use_ipex, bool):
+            raise NanoTypeError(f"use_ipex must be True or False, got a {type(use_ipex).__name__}"
+                                f"; quantize() takes BigDL-Nano's order (model, precision, "
+                                f"accelerator, use_ipex, calib_data, ...): pass calib_data= "
+                                f"by keyword")
         compat.check_tuning_strategy(tuning_strategy)
         if calib_dataloader is not None:
             if calib_data is not None:

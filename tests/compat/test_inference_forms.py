@@ -229,6 +229,12 @@ def test_quantize_with_calib_dataloader_and_eval_func(model):
     assert_close(fast(x()), model(x()), tol=0.1)
 
 
+def test_quantize_positional_data_in_the_wrong_place_is_named(model):
+    with pytest.raises(TypeError, match="use_ipex must be True or False, got a DataLoader; "
+                                        "quantize\\(\\) takes BigDL-Nano's order"):
+        InferenceOptimizer.quantize(model, "int8", "onnxruntime", loader())
+
+
 def test_quantize_tuning_strategy_is_accepted_with_a_note(model):
     with pytest.warns(UserWarning, match="tuning_strategy='bayesian' is accepted"):
         InferenceOptimizer.quantize(model, accelerator="openvino", calib_data=loader(),
