@@ -26,9 +26,11 @@ def as_batches(data: Any, name: str, limit: Optional[int] = None) -> list:
         return []
     if isinstance(data, torch.Tensor):
         return [(data,)]
-    if isinstance(data, (tuple, list)) and data and all(_is_structure(d) for d in data) and not (
-            isinstance(data, list) and all(isinstance(d, (tuple, list, dict)) for d in data)):
-        return [tuple(data)]  # one batch; a list of tuples or dicts is a list of batches
+    if isinstance(data, (tuple, list)) and data and all(_is_structure(d) for d in data):
+        list_of_batches = isinstance(data, list) and all(isinstance(d, (tuple, list, dict))
+                                                         for d in data)
+        if not list_of_batches:
+            return [tuple(data)]  # one batch
     if isinstance(data, dict):
         return [data]
     if not isinstance(data, Iterable):
@@ -154,8 +156,9 @@ def describe_values(value) -> str:
         return "{" + ", ".join(f"{k}: {describe_values(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (tuple, list)):
         inner = ", ".join(describe_values(v) for v in value)
-        return f"({inner})" if isinstance(value, tuple) and len(value) != 1 else f"[{inner}]" \
-            if isinstance(value, list) else inner
+        if isinstance(value, list):
+            return f"[{inner}]"
+        return inner if len(value) == 1 else f"({inner})"
     return repr(value)
 
 

@@ -64,6 +64,11 @@ class OnnxSourceModule(torch.nn.Module):
         return OnnxSourceModule(self.onnx_bytes)
 
 
+def is_onnx_source(model) -> bool:
+    """Whether ``model`` is an ONNX file standing in for torch code (nothing to trace)."""
+    return isinstance(model, OnnxSourceModule)
+
+
 def load_source(spec: str) -> torch.nn.Module:
     """A module from a file path (.pt/.pth TorchScript, .pt2, .onnx) or ``package.module:factory``."""
     if os.path.exists(spec):

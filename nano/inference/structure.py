@@ -208,25 +208,26 @@ class InputSignature:
     def __post_init__(self):
         if not self.tensor_names:
             names, seen = [], set()
-            for name, _ in self.params:
-                if name in self.specs:
-                    spec = self.specs[name]
-                    # **kwargs items are named by their keys: they are the inputs' real names
-                    leaves = ([n for k, s in zip(spec["keys"], spec["items"])
-                               for n in _leaf_names(s, k)]
-                              if spec["t"] == "dict" and self._kind(name) == "var_keyword"
-                              else _leaf_names(spec, name))
-                    for leaf in leaves:
-                        leaf = base = _sanitize(leaf)
-                        i = 1
-                        while leaf in seen:
-                            leaf, i = f"{base}_{i}", i + 1
-                        seen.add(leaf)
-                        names.append(leaf)
+            for _, leaf in self._leaves():
+                leaf = base = _sanitize(leaf)
+                i = 1
+                while leaf in seen:
+                    leaf, i = f"{base}_{i}", i + 1
+                seen.add(leaf)
+                names.append(leaf)
             self.tensor_names = names
 
-    def _kind(self, name: str) -> str:
-        return next(kind for n, kind in self.params if n == name)
+    def _leaves(self):
+        """``(owner, path name)`` of each tensor leaf in flat order; the owner is the forward
+        parameter, or for ``**kwargs`` the key, which is also the leaf's name: those are the
+        inputs' real names."""
+        for name, kind in self.params:
+            spec = self.specs[name]
+            if kind == "var_keyword":
+                for key, sub in zip(spec["keys"], spec["items"]):
+                    yield from ((key, leaf) for leaf in _leaf_names(sub, key))
+            else:
+                yield from ((name, leaf) for leaf in _leaf_names(spec, name))
 
     @staticmethod
     def from_sample(model: torch.nn.Module, args: tuple, kwargs: dict) -> "InputSignature":
@@ -311,32 +312,7 @@ class InputSignature:
 
     def tensor_owners(self) -> list[str]:
         """For each tensor leaf, the forward parameter (or ``**kwargs`` key) it belongs to."""
-        owners = []
-        for name, kind in self.params:
-            spec = self.specs.get(name)
-            if spec is None:
-                continue
-            if kind == "var_keyword":
-                owners += [k for k, s in zip(spec["keys"], spec["items"])
-                           for _ in _leaf_names(s, k)]
-            else:
-                owners += [name] * len(_leaf_names(spec, name))
-        return owners
-
-    def flat_specs(self) -> list[dict]:
-        """The tensor leaves' specs, in ``tensor_names`` order."""
-        leaves: list = []
-
-        def walk(spec):
-            if spec["t"] == "tensor":
-                leaves.append(spec)
-            for s in spec.get("items", ()):
-                walk(s)
-
-        for name, _ in self.params:
-            if name in self.specs:
-                walk(self.specs[name])
-        return leaves
+        return [owner for owner, _ in self._leaves()]
 
     def to_json(self) -> dict:
         return {"params": self.params,

@@ -139,8 +139,7 @@ def tracer_warnings():
             yield found
         finally:
             for w in caught:
-                if "TracerWarning" in type(w.message).__name__ or \
-                        "TracerWarning" in getattr(w.category, "__name__", ""):
+                if w.category.__name__ == "TracerWarning":
                     text = f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}"
                     if text not in found:
                         found.append(text)
@@ -167,7 +166,7 @@ def check_conversion(run: Callable[..., Any], inputs, precision: str, what: str,
             with torch.no_grad():
                 want = inputs.model(*args, **kwargs)
         except Exception as e:  # the original itself refuses these values: nothing to compare
-            eager_errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            eager_errors.append(f"{type(e).__name__}: {_first_line(e)}")
             continue
         try:
             with torch.no_grad():

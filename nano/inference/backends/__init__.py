@@ -57,11 +57,15 @@ def backend_class(method: Method):
     return backend_module(registry_key(method)).MODEL_CLASS
 
 
-def build(method: Method, inputs) -> "AcceleratedModel":  # noqa: F821
-    """Build ``method`` from prepared inputs (see ``nano.inference.prepare``)."""
+def _require_available(method: Method) -> None:
     reason = unavailable_reason(method)
     if reason:
         raise MissingDependency(f"{method.name} is unavailable: {reason}")
+
+
+def build(method: Method, inputs) -> "AcceleratedModel":  # noqa: F821
+    """Build ``method`` from prepared inputs (see ``nano.inference.prepare``)."""
+    _require_available(method)
     return backend_module(registry_key(method)).build(method, inputs)
 
 
@@ -71,9 +75,7 @@ def build_without_sample(method: Method, model,
     scripted TorchScript, compile); else an error saying input_sample is required."""
     from nano.errors import NanoValueError
 
-    reason = unavailable_reason(method)
-    if reason:
-        raise MissingDependency(f"{method.name} is unavailable: {reason}")
+    _require_available(method)
     builder = getattr(backend_module(registry_key(method)), "without_sample", None)
     if builder is None or method.precision == "int8":
         raise NanoValueError(f"input_sample is required for {method.name}: pass one example "

@@ -16,6 +16,7 @@ from nano.inference.backends import module_available
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
+from nano.inference.sources import is_onnx_source
 
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 
@@ -27,23 +28,16 @@ def export_onnx(inputs, path: str) -> None:
 
     with tracer_warnings() as warned:
         _export(inputs, path)
-    if not _is_onnx_source(inputs):
+    if not is_onnx_source(inputs.model):
         with open(path, "rb") as f:
             exported = OnnxRuntimeModel(f.read(), Method("onnxruntime"), inputs.signature,
                                         inputs.output, inputs.thread_num)
         check_conversion(exported, inputs, "fp32", "the ONNX export", warned)
 
 
-def _is_onnx_source(inputs) -> bool:
-    from nano.inference.sources import OnnxSourceModule
-
-    return isinstance(inputs.model, OnnxSourceModule)
-
 
 def _export(inputs, path: str) -> None:
-    from nano.inference.sources import OnnxSourceModule
-
-    if isinstance(inputs.model, OnnxSourceModule):  # it already is ONNX
+    if is_onnx_source(inputs.model):  # it already is ONNX
         with open(path, "wb") as f:
             f.write(inputs.model.onnx_bytes)
         return

@@ -18,6 +18,7 @@ from nano.inference.backends import module_available
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
+from nano.inference.sources import is_onnx_source
 from nano.inference.structure import unflatten_output
 
 INSTALL_HINT = "pip install openvino"
@@ -57,7 +58,7 @@ def convert(inputs, check: bool = True):
 
     from nano.inference.verify import check_conversion, tracer_warnings
 
-    if _is_onnx_source(inputs):  # OpenVINO reads ONNX itself
+    if is_onnx_source(inputs.model):  # OpenVINO reads ONNX itself
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
             with open(path, "wb") as f:
@@ -75,11 +76,6 @@ def convert(inputs, check: bool = True):
         check_conversion(compiled, inputs, "fp32", "the OpenVINO conversion", warned)
     return model
 
-
-def _is_onnx_source(inputs) -> bool:
-    from nano.inference.sources import OnnxSourceModule
-
-    return isinstance(inputs.model, OnnxSourceModule)
 
 
 def _convert_module(inputs):

@@ -88,15 +88,15 @@ def load_state_dict(model: torch.nn.Module, directory: str) -> torch.nn.Module:
     return module
 
 
-def _back_to_float32(value: Any) -> Any:
+def outputs_as_float32(value: Any) -> Any:
     """bf16/fp16 floating outputs as float32 (for models built without a sample, whose
     original output dtypes were never recorded)."""
     if isinstance(value, torch.Tensor):
         return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_back_to_float32(v) for v in value)
+        return type(value)(outputs_as_float32(v) for v in value)
     if isinstance(value, dict) and type(value) is dict:
-        return {k: _back_to_float32(v) for k, v in value.items()}
+        return {k: outputs_as_float32(v) for k, v in value.items()}
     return value
 
 
@@ -117,7 +117,7 @@ class TorchModuleModel(AcceleratedModel):
                 low_precision_tracing(self.method):
             out = self.module(*args, **kwargs)
         if self.output is None:  # built without a sample
-            return self.finish(_back_to_float32(out))
+            return self.finish(outputs_as_float32(out))
         # same structure, floating outputs back in the original's dtypes and memory format
         return self.finish(unflatten_output(self.output,
                                             [t.contiguous() for t in flatten_output(out)]))

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from nano.errors import NanoValueError
-from nano.inference.backends.torch_common import (_back_to_float32, autocast,
+from nano.inference.backends.torch_common import (outputs_as_float32, autocast,
                                                   low_precision_tracing, prepare_module,
                                                   to_channels_last)
 from nano.inference.methods import Method
@@ -36,7 +36,7 @@ class TorchScriptModel(AcceleratedModel):
         if self.method.channels_last:
             args, kwargs = to_channels_last(args), to_channels_last(kwargs)
         with torch_threads(self.thread_num), torch.no_grad(), autocast(self.method):
-            return self.finish(_back_to_float32(self.module(*args, **kwargs)))
+            return self.finish(outputs_as_float32(self.module(*args, **kwargs)))
 
     def run(self, inputs):
         if self.method.channels_last:
