@@ -135,6 +135,7 @@ def test_fresh_values_match_the_original(case, runtime):
 FRESH_PROCESS = r"""
 import json, sys, torch
 from nano import InferenceOptimizer
+from nano.inference.structure import flatten_output
 from tests.inference import models
 errors = {}
 for item in json.load(sys.stdin):
@@ -143,8 +144,7 @@ for item in json.load(sys.stdin):
     worst = 0.0
     for (args, kwargs), want in zip(*torch.load(item["data"])):
         got = fast(*args, **kwargs)
-        flat_g = [got] if isinstance(got, torch.Tensor) else list(got.values()) if isinstance(got, dict) else list(got)
-        flat_w = [want] if isinstance(want, torch.Tensor) else list(want.values()) if isinstance(want, dict) else list(want)
+        flat_g, flat_w = flatten_output(got), flatten_output(want)
         assert len(flat_g) == len(flat_w), (item["dir"], len(flat_g), len(flat_w))
         for g, w in zip(flat_g, flat_w):
             worst = max(worst, (g - w).norm().item() / max(w.norm().item(), 1e-6) if item["int8"]

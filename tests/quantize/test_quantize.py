@@ -153,7 +153,9 @@ def test_bf16_through_quantize(digits_cnn, digits):
      "calib_data does not fit the model.s inputs: input 0 has shape (4, 1, 9, 9)"),
     (dict(calib_data=torch.rand(4, 1, 8, 8).double(), input_sample=torch.rand(1, 1, 8, 8)),
      ValueError, "calib_data does not fit the model.s inputs: input 0 has dtype torch.float64"),
-    (dict(calib_data=torch.rand(4, 3, 8, 8)), DataMismatch, "calib_data does not fit the model.s inputs: given float32 (4, 3, 8, 8); its first layer conv1 (Conv2d) expects 1 channels"),
+    (dict(calib_data=torch.rand(4, 3, 8, 8)), DataMismatch,
+     "calib_data does not fit the model.s inputs: given float32 (4, 3, 8, 8); its first layer "
+     "conv1 (Conv2d) expects 1 channels"),
     (dict(metric=lambda p, t: 1 / 0, accuracy_criterion=0.01), RuntimeError,
      "metric raised ZeroDivisionError"),
     (dict(metric=lambda p, t: "great", accuracy_criterion=0.01), TypeError,
