@@ -14,13 +14,16 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from typing import Any, ClassVar, Optional
 
 import torch
 
-from nano.errors import NanoTypeError, NanoValueError
+from nano.errors import NanoError, NanoTypeError, NanoValueError
 from nano.inference.methods import Method
 from nano.inference.structure import InputSignature, unflatten_output
+from nano.launcher.writable import unwritable_reason
 
 META_FILE = "nano_model.json"
 FORMAT_VERSION = 2  # 2: input signatures describe nested structures
@@ -55,6 +58,7 @@ class AcceleratedModel(torch.nn.Module):
     """
 
     accelerator: ClassVar[str] = ""
+    artifact: ClassVar[str] = ""  # the file load_artifacts reads first (checked before loading)
     needs_model_to_load: ClassVar[bool] = False
     # kinds saved as a state dict can store their weights in bf16 (save(compression="bf16"))
     state_dict_saved: ClassVar[bool] = False
@@ -143,34 +147,81 @@ class AcceleratedModel(torch.nn.Module):
             raise NanoValueError(f"compression='bf16' applies to models saved as state dicts "
                                  f"(plain PyTorch, compile); {self.method.name} is saved as a "
                                  f"{self.accelerator} graph whose weights keep their precision")
-        os.makedirs(directory, exist_ok=True)
-        old_meta = os.path.join(directory, META_FILE)
-        if os.path.exists(old_meta):
-            os.remove(old_meta)  # a crash mid-save must not leave old metadata over new files
-        before = set(os.listdir(directory))
-        self.compression = compression
+        target = os.path.abspath(directory)
+        check_save_path(target)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        # Everything is written into a temporary sibling, then renamed into place: an
+        # interrupted save leaves the old directory (or none) and no half-written one.
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
         try:
-            extra = self.save_artifacts(directory)
-        finally:
-            self.compression = None
-        files = sorted(set(os.listdir(directory)) - before | set(extra.pop("files", [])))
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "accelerator": self.accelerator,
-            "method": self.method.to_json(),
-            "method_name": self.method.name,
-            "thread_num": self.thread_num,
-            "signature": self.signature.to_json() if self.signature is not None else None,
-            "output": self.output,
-            "output_tensors": self.output_tensors,
-            "needs_model": self.needs_model_to_load,
-            "files": {f: _sha256(os.path.join(directory, f)) for f in files},
-            "extra": extra,
-        }
-        tmp = os.path.join(directory, META_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(meta, f, indent=2)
-        os.replace(tmp, os.path.join(directory, META_FILE))
+            self.compression = compression
+            try:
+                extra = self.save_artifacts(staging)
+            finally:
+                self.compression = None
+            files = _relative_files(staging)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "accelerator": self.accelerator,
+                "method": self.method.to_json(),
+                "method_name": self.method.name,
+                "thread_num": self.thread_num,
+                "signature": self.signature.to_json() if self.signature is not None else None,
+                "output": self.output,
+                "output_tensors": self.output_tensors,
+                "needs_model": self.needs_model_to_load,
+                "files": {f: _sha256(os.path.join(staging, f)) for f in files},
+                "extra": extra,
+            }
+            with open(os.path.join(staging, META_FILE), "w") as f:
+                json.dump(meta, f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            _swap_into_place(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def check_save_path(directory: str) -> None:
+    """Refuse to save over a file, over a directory that is not a saved Nano model
+    (replacing it would delete the user's other files), or where nothing can be written."""
+    target = os.path.abspath(directory)
+    if os.path.isfile(target):
+        raise NanoValueError(f"cannot save to {target!r}: it is a file; give a directory path")
+    if os.path.isdir(target) and os.listdir(target) \
+            and not os.path.exists(os.path.join(target, META_FILE)):
+        raise NanoValueError(f"cannot save to {target!r}: it is a non-empty directory that is "
+                             f"not a saved Nano model; give a new or empty directory")
+    reason = unwritable_reason(target)
+    if reason:
+        raise NanoValueError(f"cannot save to {target!r}: {reason}")
+
+
+def _swap_into_place(staging: str, target: str) -> None:
+    """Rename ``staging`` to ``target``, removing what ``target`` held before."""
+    if not os.path.exists(target):
+        os.rename(staging, target)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-",
+                           dir=os.path.dirname(target))
+    os.rmdir(old)
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(old, target)  # put the previous model back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _relative_files(directory: str) -> list[str]:
+    """Every file under ``directory``, as sorted paths relative to it."""
+    found = []
+    for root, _, names in os.walk(directory):
+        found += [os.path.relpath(os.path.join(root, n), directory) for n in names]
+    return sorted(found)
 
 
 def _sha256(path: str) -> str:
@@ -197,7 +248,14 @@ def read_metadata(directory: str) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(f"{path} has format version {meta.get('format_version')!r}; this "
                              f"Nano reads version {FORMAT_VERSION}")
-    for name, digest in meta.get("files", {}).items():
+    listed = meta.get("files") or {}
+    unlisted = [f for f in _relative_files(directory) if f != META_FILE and f not in listed]
+    if not listed or unlisted:
+        what = f"{unlisted[0]} has no checksum" if unlisted else "it records no checksums"
+        raise ModelLoadError(f"{directory!r} cannot be verified: {what} in {META_FILE}; save "
+                             f"the model again (e.g. InferenceOptimizer.save) into a new "
+                             f"directory")
+    for name, digest in listed.items():
         file = os.path.join(directory, name)
         if not os.path.exists(file):
             raise ModelLoadError(f"{directory!r} is incomplete: {name} is missing")
@@ -223,9 +281,32 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
     if model is not None and not isinstance(model, torch.nn.Module):
         raise NanoTypeError(f"model must be the original torch.nn.Module, got "
                             f"{type(model).__name__}")
-    loaded = cls.load_artifacts(directory, meta, model)
+    _check_artifact(directory, meta, cls)
+    try:
+        loaded = cls.load_artifacts(directory, meta, model)
+    except (NanoError, ImportError):
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"{directory!r}: its {cls.accelerator} files (method "
+                             f"{meta['method_name']}) did not load: {type(e).__name__}: "
+                             f"{first}") from e
     loaded.output_tensors = meta.get("output_tensors", True)
     return loaded.attach_original(model)
+
+
+def _check_artifact(directory: str, meta: dict, cls) -> None:
+    """The metadata and the files must describe the same kind of model."""
+    named = meta.get("accelerator")
+    holds = ", ".join(sorted(meta["files"])) or "no files"
+    if named != cls.accelerator:
+        raise ModelLoadError(f"{directory!r}: {META_FILE} names accelerator {named!r} but method "
+                             f"{meta['method_name']!r}, which is {cls.accelerator!r}; the "
+                             f"directory holds {holds}")
+    if cls.artifact and cls.artifact not in meta["files"]:
+        raise ModelLoadError(f"{directory!r}: {META_FILE} names accelerator {named!r} (method "
+                             f"{meta['method_name']}), which loads {cls.artifact}, but the "
+                             f"directory holds {holds}")
 
 
 def restore_common(meta: dict) -> tuple[Method, Optional[InputSignature], Optional[dict],

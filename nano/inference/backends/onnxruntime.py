@@ -120,6 +120,7 @@ class OnnxRuntimeModel(AcceleratedModel):
     """An ONNX Runtime InferenceSession behind the AcceleratedModel interface."""
 
     accelerator = "onnxruntime"
+    artifact = "model.onnx"
 
     def __init__(self, onnx_bytes: bytes, method, signature, output, thread_num):
         super().__init__(method, signature, output, thread_num)

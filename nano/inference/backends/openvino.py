@@ -116,6 +116,7 @@ class OpenVINOModel(AcceleratedModel):
     """
 
     accelerator = "openvino"
+    artifact = "model.xml"
 
     def __init__(self, ov_model, method, signature, output, thread_num,
                  static_shapes: Optional[list] = None):

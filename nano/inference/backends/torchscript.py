@@ -23,6 +23,7 @@ class TorchScriptModel(AcceleratedModel):
     """A frozen TorchScript module taking flat tensors (traced) or the original call (scripted)."""
 
     accelerator = "jit"
+    artifact = "model.pt"
 
     def __init__(self, module, method, signature, output, thread_num, scripted: bool = False):
         super().__init__(method, signature, output, thread_num)

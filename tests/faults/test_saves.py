@@ -1,0 +1,139 @@
+"""Saved models: complete, checksummed, atomic; a damaged or inconsistent directory is refused."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from nano import InferenceOptimizer
+from nano.errors import NanoValueError
+from nano.inference.model import META_FILE, ModelLoadError
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 2)).eval()
+
+
+def _flip_byte(path, offset=-5):
+    data = bytearray(open(path, "rb").read())
+    data[offset] ^= 0x01
+    open(path, "wb").write(bytes(data))
+
+
+def _meta(directory):
+    with open(os.path.join(directory, META_FILE)) as f:
+        return json.load(f)
+
+
+def _write_meta(directory, meta):
+    with open(os.path.join(directory, META_FILE), "w") as f:
+        json.dump(meta, f)
+
+
+def _siblings(directory):
+    parent = os.path.dirname(str(directory))
+    return sorted(n for n in os.listdir(parent) if n != os.path.basename(str(directory)))
+
+
+def test_second_save_into_the_same_directory_replaces_the_first(tmp_path):
+    model, x = _model(), torch.randn(3, 4)
+    target = tmp_path / "d"
+    InferenceOptimizer.save(model, str(target))  # an 'original' model: state_dict.pt
+    jit = InferenceOptimizer.trace(model, accelerator="jit", input_sample=x)
+    InferenceOptimizer.save(jit, str(target))
+    meta = _meta(target)
+    assert sorted(meta["files"]) == ["model.pt"], meta["files"]
+    assert sorted(os.listdir(target)) == ["model.pt", META_FILE]  # the first model's files went
+    assert _siblings(target) == []  # no staging or old directory left next to it
+    loaded = InferenceOptimizer.load(str(target))
+    torch.testing.assert_close(loaded(x), model(x))
+    _flip_byte(target / "model.pt")
+    with pytest.raises(ModelLoadError, match="model.pt does not match its checksum"):
+        InferenceOptimizer.load(str(target))
+
+
+@pytest.mark.slow
+def test_onnxruntime_then_openvino_into_the_same_directory(tmp_path):
+    """The issue's case: after the second save one flipped byte must be caught."""
+    model, x = _model(), torch.randn(3, 4)
+    target = str(tmp_path / "d")
+    InferenceOptimizer.save(InferenceOptimizer.trace(model, accelerator="onnxruntime",
+                                                     input_sample=x), target)
+    InferenceOptimizer.save(InferenceOptimizer.trace(model, accelerator="openvino",
+                                                     input_sample=x), target)
+    assert sorted(_meta(target)["files"]) == ["model.bin", "model.xml"]
+    assert "model.onnx" not in os.listdir(target)
+    _flip_byte(os.path.join(target, "model.bin"), 10)
+    with pytest.raises(ModelLoadError, match="model.bin does not match its checksum"):
+        InferenceOptimizer.load(target)
+
+
+def test_an_interrupted_save_keeps_the_previous_model(tmp_path, monkeypatch):
+    model, x = _model(), torch.randn(3, 4)
+    target = tmp_path / "d"
+    jit = InferenceOptimizer.trace(model, accelerator="jit", input_sample=x)
+    InferenceOptimizer.save(jit, str(target))
+    before = sorted(os.listdir(target))
+
+    def interrupted(self, directory):
+        open(os.path.join(directory, "state_dict.pt"), "wb").write(b"half")
+        raise KeyboardInterrupt
+
+    from nano.inference.backends.torch_eager import EagerModel
+
+    monkeypatch.setattr(EagerModel, "save_artifacts", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        InferenceOptimizer.save(model, str(target))
+    assert sorted(os.listdir(target)) == before
+    assert _siblings(target) == []
+    torch.testing.assert_close(InferenceOptimizer.load(str(target))(x), model(x))
+
+
+@pytest.mark.parametrize("damage", ["no checksums", "unlisted file"])
+def test_load_refuses_files_without_checksums(tmp_path, damage):
+    model, x = _model(), torch.randn(3, 4)
+    target = str(tmp_path / "d")
+    InferenceOptimizer.save(InferenceOptimizer.trace(model, accelerator="jit", input_sample=x),
+                            target)
+    if damage == "no checksums":
+        meta = _meta(target)
+        meta["files"] = {}
+        _write_meta(target, meta)
+    else:
+        open(os.path.join(target, "model.onnx"), "wb").write(b"\0" * 10)
+    with pytest.raises(ModelLoadError, match="cannot be verified"):
+        InferenceOptimizer.load(target)
+
+
+def test_metadata_naming_another_accelerator_is_a_load_error(tmp_path):
+    model, x = _model(), torch.randn(3, 4)
+    target = str(tmp_path / "d")
+    InferenceOptimizer.save(InferenceOptimizer.trace(model, accelerator="jit", input_sample=x),
+                            target)
+    meta = _meta(target)
+    meta["accelerator"] = meta["method"]["accelerator"] = "openvino"
+    meta["method_name"] = "openvino_fp32"
+    _write_meta(target, meta)
+    with pytest.raises(ModelLoadError) as info:
+        InferenceOptimizer.load(target)
+    assert "'openvino'" in str(info.value) and "model.pt" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_save_refuses_to_replace_what_is_not_a_nano_model(tmp_path):
+    model = _model()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(NanoValueError, match="not a saved Nano model"):
+        InferenceOptimizer.save(model, str(mine))
+    assert (mine / "notes.txt").read_text() == "keep me"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(NanoValueError, match="is a file"):
+        InferenceOptimizer.save(model, str(a_file))
+    with pytest.raises(NanoValueError, match="is a file, not a directory"):
+        InferenceOptimizer.save(model, str(a_file / "sub"))
