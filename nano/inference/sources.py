@@ -41,6 +41,32 @@ def _load_script(data: bytes) -> ScriptModuleHolder:
     return ScriptModuleHolder(torch.jit.load(io.BytesIO(data), map_location="cpu"))
 
 
+class ExportedProgramHolder(torch.nn.Module):
+    """An exported program (.pt2) as a module that survives pickling (as its saved bytes):
+    the module torch.export builds holds objects cloudpickle cannot copy."""
+
+    def __init__(self, data: bytes):
+        super().__init__()
+        from nano.inference.backends.torch_common import load_exported_program
+
+        self.data = data
+        self.program = load_exported_program(io.BytesIO(data)).module()
+
+    def forward(self, *args, **kwargs):
+        return self.program(*args, **kwargs)
+
+    def train(self, mode: bool = True):
+        # an exported module refuses train()/eval(); its graph is fixed either way
+        self.training = mode
+        return self
+
+    def __reduce__(self):
+        return (ExportedProgramHolder, (self.data,))
+
+    def __deepcopy__(self, memo):
+        return ExportedProgramHolder(self.data)
+
+
 class OnnxSourceModule(torch.nn.Module):
     """An ONNX model run by ONNX Runtime, standing in for torch code we do not have."""
 
@@ -77,12 +103,16 @@ def load_source(spec: str) -> torch.nn.Module:
             if ext in (".pt", ".pth", ".ts"):
                 return ScriptModuleHolder(torch.jit.load(spec, map_location="cpu").eval())
             if ext == ".pt2":
-                return torch.export.load(spec).module()
+                with open(spec, "rb") as f:
+                    return ExportedProgramHolder(f.read())
             if ext == ".onnx":
                 with open(spec, "rb") as f:
                     return OnnxSourceModule(f.read())
         except Exception as e:
-            raise SourceError(f"cannot read {spec}: {type(e).__name__}: {str(e).splitlines()[0]}")
+            kind = {".pt2": "an exported program (torch.export.save)", ".onnx": "an ONNX model"
+                    }.get(ext, "a TorchScript module (torch.jit.save)")
+            raise SourceError(f"cannot read {spec} as {kind}; is the file damaged? "
+                              f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
         raise SourceError(f"{spec}: unknown model file type {ext!r}; use a TorchScript .pt, an "
                           f"exported program .pt2, an .onnx file, or package.module:factory")
     if ":" not in spec:

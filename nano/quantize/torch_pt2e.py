@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from nano.inference.backends import module_available
+from nano.inference.backends.torch_common import load_exported_program
 from nano.inference.backends.torch_compile import inductor_config
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
@@ -56,6 +57,7 @@ class CompiledInt8Model(AcceleratedModel):
     """A PT2E-quantized graph compiled by inductor into int8 kernels."""
 
     accelerator = "compile"
+    artifact = "model.pt2"
 
     def __init__(self, graph_module, example, dims, method, signature, output, thread_num):
         super().__init__(method, signature, output, thread_num)
@@ -88,7 +90,7 @@ class CompiledInt8Model(AcceleratedModel):
     def load_artifacts(cls, directory, meta, model):
         import torchao.quantization.pt2e  # noqa: F401 - registers the quantize ops
 
-        program = torch.export.load(os.path.join(directory, "model.pt2"))
+        program = load_exported_program(os.path.join(directory, "model.pt2"))
         method, signature, output, threads = restore_common(meta)
         example = list(program.example_inputs[0]) if program.example_inputs else []
         return cls(program.module(), example, meta["extra"]["dims"], method, signature, output,

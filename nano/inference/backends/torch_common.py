@@ -88,6 +88,20 @@ def load_state_dict(model: torch.nn.Module, directory: str) -> torch.nn.Module:
     return module
 
 
+def load_exported_program(path):
+    """``torch.export.load`` without the multi-line log torch writes before re-raising
+    when the file is damaged; the caller's one-line error says it instead."""
+    import logging
+
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return torch.export.load(path)
+    finally:
+        logger.setLevel(level)
+
+
 def outputs_as_float32(value: Any) -> Any:
     """bf16/fp16 floating outputs as float32 (for models built without a sample, whose
     original output dtypes were never recorded)."""
@@ -104,6 +118,7 @@ class TorchModuleModel(AcceleratedModel):
     """An AcceleratedModel that runs a torch module in-process (eager, compiled, IPEX)."""
 
     state_dict_saved = True
+    artifact = STATE_DICT_FILE
 
     def __init__(self, module: torch.nn.Module, method: Method, signature, output,
                  thread_num: Optional[int]):
