@@ -25,3 +25,8 @@ class DataMismatch(NanoValueError):
 
 class TraceError(NanoError, RuntimeError):
     """A traced or converted model could not be shown to compute what the original does."""
+
+
+class SearchFailed(NanoError, RuntimeError):
+    """optimize() ran, but the original model did not, so nothing can be compared with it;
+    ``summary()`` still shows every row and why it failed."""

@@ -8,10 +8,18 @@ spares each task the interpreter start and the payload transfer, and unlike
 multiprocessing's spawn/forkserver it never re-imports the caller's
 ``__main__``, so scripts without an ``if __name__ == "__main__"`` guard work.
 
+Nothing outlives the caller: the zygote runs in its own session (a terminal's
+Ctrl-C reaches only the caller, which then stops it, so no second traceback), is
+killed with the running task's whole process group on ``close()``, and gets
+SIGTERM from the kernel when the caller dies (even by SIGKILL); it then kills the
+task, removes its directory and the caller's ``janitor_dirs``, and exits. A task
+gets SIGKILL when the zygote dies.
+
 Protocol (one JSON line each way, one task at a time): the parent sends
-``{"payload": path}`` once, then ``{"task": path, "result": path, "log": path}`` per
-task (the task file holds the function and its argument); the zygote answers ``{"pid": N}`` when the child starts
-and ``{"pid": N, "status": S}`` when it ends.
+``{"payload": path, "janitor": [dirs]}`` once, then ``{"task": path, "result": path,
+"log": path}`` per task (the task file holds the function and its argument); the
+zygote answers ``{"pid": N}`` when the child starts and ``{"pid": N, "status": S}``
+when it ends.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+from nano.launcher.termination import die_with_parent, kill_group
 
 SHARED: Any = None  # the payload, in the zygote and its children
 
@@ -59,25 +69,37 @@ def _tail(path: str, lines: int = 3) -> str:
 
 
 class Zygote:
-    """A clean child interpreter holding the payload, forking one process per task."""
+    """A clean child interpreter holding the payload, forking one process per task.
 
-    def __init__(self, payload: Any, env: Optional[dict] = None):
+    ``janitor_dirs`` are removed by the zygote if the caller dies without closing it.
+    """
+
+    def __init__(self, payload: Any, env: Optional[dict] = None,
+                 janitor_dirs: Sequence[str] = ()):
         self.dir = tempfile.mkdtemp(prefix="nano-isolation-")
-        payload_path = os.path.join(self.dir, "payload.pkl")
-        _dump(payload, payload_path)
-        child_env = dict(os.environ if env is None else env)
-        child_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        # Unbuffered: _recv selects on the pipe and keeps its own line buffer, since a
-        # buffered reader could hold a second line that select would never report.
-        self.proc = subprocess.Popen([sys.executable, "-m", "nano.inference.isolation"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=child_env, bufsize=0)
+        self.proc: Optional[subprocess.Popen] = None
+        self._busy = False  # a task was sent and its end not yet read
+        self._running: Optional[int] = None  # pid of that task, once the zygote said it
         self._pending = b""
-        self._send({"payload": payload_path})
-        ready = self._recv(timeout=600)
-        if not ready or "ready" not in ready:
-            raise RuntimeError(f"the isolation process failed to start: {ready}")
         self._count = 0
+        try:
+            payload_path = os.path.join(self.dir, "payload.pkl")
+            _dump(payload, payload_path)
+            child_env = dict(os.environ if env is None else env)
+            child_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            child_env["NANO_ISOLATION_PARENT"] = str(os.getpid())
+            # Unbuffered: _recv selects on the pipe and keeps its own line buffer, since a
+            # buffered reader could hold a second line that select would never report.
+            self.proc = subprocess.Popen([sys.executable, "-m", "nano.inference.isolation"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         env=child_env, bufsize=0, start_new_session=True)
+            self._send({"payload": payload_path, "janitor": [self.dir, *janitor_dirs]})
+            ready = self._recv(timeout=600)
+            if not ready or "ready" not in ready:
+                raise RuntimeError(f"the isolation process failed to start: {ready}")
+        except BaseException:
+            self.close()
+            raise
 
     def _send(self, msg: dict) -> None:
         self.proc.stdin.write((json.dumps(msg) + "\n").encode())
@@ -106,10 +128,11 @@ class Zygote:
         self._count += 1
         base = os.path.join(self.dir, f"task{self._count}")
         _dump((func, task), base + ".task")
+        self._busy = True
         self._send({"task": base + ".task", "result": base + ".result",
                     "log": base + ".log"})
         started = time.monotonic()
-        pid = self._recv(timeout=60)["pid"]
+        pid = self._running = self._recv(timeout=60)["pid"]
         killed = None
         while True:
             msg = self._recv(timeout=0.2)
@@ -127,12 +150,8 @@ class Zygote:
                 if rss > memory_limit:
                     killed = "memory"
             if killed:
-                for kill in (os.killpg, os.kill):  # the group, or the child if it has none yet
-                    try:
-                        kill(pid, signal.SIGKILL)
-                        break
-                    except OSError:
-                        pass
+                kill_group(pid)
+        self._busy, self._running = False, None
         seconds = time.monotonic() - started
         if killed == "timeout":
             return Outcome("timeout", detail=f"timeout after {timeout:g} s", seconds=seconds)
@@ -157,15 +176,23 @@ class Zygote:
         return Outcome("ok", result=value, seconds=seconds)
 
     def close(self) -> None:
-        """Stop the zygote and remove its files."""
+        """Kill the running task (with its process group), stop the zygote, remove its files."""
         import shutil
 
-        if self.proc.poll() is None:
+        if self._running is not None:
+            kill_group(self._running)
+        elif self._busy and self.proc is not None:  # a task starting: the zygote kills it
+            self.proc.send_signal(signal.SIGTERM)
+        self._busy, self._running = False, None
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
                 self.proc.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
@@ -178,9 +205,12 @@ class Zygote:
 # The zygote side -----------------------------------------------------------------
 
 
-def _child(msg: dict) -> None:
+def _child(msg: dict, zygote_pid: int) -> None:
     """In the forked child: run the task, write (kind, value) to the result file, exit."""
     os.setpgid(0, 0)  # so the parent can kill the child and anything it started
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)  # not the zygote's handlers
+    die_with_parent(signal.SIGKILL, zygote_pid)
     fd = os.open(msg["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -204,8 +234,26 @@ def _child(msg: dict) -> None:
     os._exit(0)
 
 
+_task_pid: Optional[int] = None  # in the zygote: the task now running
+_janitor: list = []  # in the zygote: directories to remove if the caller dies
+
+
+def _caller_died(_signum, _frame) -> None:
+    """In the zygote, on SIGTERM (sent by the kernel when the caller dies)."""
+    import shutil
+
+    if _task_pid is not None:
+        kill_group(_task_pid, unreaped_leader=True)
+    for d in _janitor:
+        shutil.rmtree(d, ignore_errors=True)
+    os._exit(1)
+
+
 def _zygote_main() -> None:
-    global SHARED
+    global SHARED, _task_pid
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when to stop
+    signal.signal(signal.SIGTERM, _caller_died)
+    die_with_parent(signal.SIGTERM, int(os.environ.get("NANO_ISOLATION_PARENT", "0")) or None)
     import torch  # noqa: F401 - imported once here, inherited by every child
 
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -213,15 +261,18 @@ def _zygote_main() -> None:
     for line in sys.stdin:
         msg = json.loads(line)
         if "payload" in msg:
+            _janitor[:] = msg.get("janitor", [])
             with open(msg["payload"], "rb") as f:
                 SHARED = pickle.load(f)
             proto.write(json.dumps({"ready": True}) + "\n")
             continue
         pid = os.fork()
         if pid == 0:
-            _child(msg)
+            _child(msg, os.getppid())
+        _task_pid = pid
         proto.write(json.dumps({"pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
+        _task_pid = None
         proto.write(json.dumps({"pid": pid, "status": status}) + "\n")
 
 

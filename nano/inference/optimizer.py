@@ -12,11 +12,12 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from nano.errors import NanoTypeError, NanoValueError
+from nano.errors import NanoTypeError, NanoValueError, SearchFailed
 from nano.inference import backends, compat, report
 from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
                                  split_batch)
 from nano.inference.isolation import Zygote
+from nano.launcher.termination import signals_unwind
 from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric, metric_style
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
@@ -233,16 +234,20 @@ class InferenceOptimizer:
 
     @staticmethod
     def to_multi_instance(model, num_processes: int, cores_per_process: Optional[int] = None,
-                          cpu_for_each_process=None):
+                          cpu_for_each_process=None, timeout: Optional[float] = None,
+                          allow_oversubscribe: bool = False):
         """Serve ``model`` (an nn.Module or any Nano model) from ``num_processes`` worker
         processes, each pinned to its own physical cores with matching thread settings.
 
         The result is called with a list of inputs or a DataLoader and returns the outputs
-        in input order; close it (or use ``with``) when done.
+        in input order; close it (or use ``with``) when done. ``timeout`` (seconds per
+        input): a slower input is an error naming it, and the model is closed.
+        ``allow_oversubscribe`` lets more processes than cores share them.
         """
         from nano.multiprocess.pool import MultiInstanceModel
 
-        return MultiInstanceModel(model, num_processes, cores_per_process, cpu_for_each_process)
+        return MultiInstanceModel(model, num_processes, cores_per_process, cpu_for_each_process,
+                                  timeout, allow_oversubscribe)
 
     @staticmethod
     def get_context(model=None, *more):
@@ -304,6 +309,8 @@ class InferenceOptimizer:
         if metric is not None and validation_data is None and metric_style(metric) == "pred":
             raise NanoValueError("a metric(pred, target) needs validation_data to be evaluated "
                                  "on")
+        if output_filename is not None:
+            report.check_output_file(output_filename, None, "output_filename")
         if latency_sample_num < 1 or timeout_per_method <= 0:
             raise NanoValueError("latency_sample_num must be >= 1 and timeout_per_method > 0")
         methods = select_methods(includes, excludes,
@@ -340,33 +347,41 @@ class InferenceOptimizer:
         memory = memory_limit or default_memory_limit()
         from tqdm.auto import tqdm
 
-        with Zygote(data) as zygote, tqdm(total=len(methods), desc="optimize", unit="method",
-                                          disable=None, file=sys.stderr) as bar:
-            for method in methods:
-                bar.set_postfix_str(method.name)
-                best = self._best_median()
-                task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
-                                     latency_budget, best if early_stop_factor else None,
-                                     early_stop_factor or 0.0,
-                                     candidate_dir(self._workdir.name, method))
-                row = run_candidate(zygote, task, timeout_per_method, memory)
-                if method.name == "original" and row.status == "ok" and metric is not None:
-                    row.accuracy = baseline_accuracy
-                self.results.append(row)
-                bar.update(1)
-            rows = finalists(self.results) if final_round else []
-            if rows:
-                bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
-                problem = run_final_round(zygote, rows, threads, dynamic_axes,
-                                          timeout_per_method, memory)
-                if problem:
-                    warnings.warn(f"optimize(): the final side-by-side timing did not finish "
-                                  f"({problem}); picks use each method's own timing")
+        try:
+            with signals_unwind(), Zygote(data, janitor_dirs=[self._workdir.name]) as zygote, \
+                    tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
+                         file=sys.stderr) as bar:
+                for method in methods:
+                    bar.set_postfix_str(method.name)
+                    best = self._best_median()
+                    task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
+                                         latency_budget, best if early_stop_factor else None,
+                                         early_stop_factor or 0.0,
+                                         candidate_dir(self._workdir.name, method))
+                    row = run_candidate(zygote, task, timeout_per_method, memory)
+                    if method.name == "original" and row.status == "ok" and metric is not None:
+                        row.accuracy = baseline_accuracy
+                    self.results.append(row)
+                    bar.update(1)
+                rows = finalists(self.results) if final_round else []
+                if rows:
+                    bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
+                    problem = run_final_round(zygote, rows, threads, dynamic_axes,
+                                              timeout_per_method, memory)
+                    if problem:
+                        warnings.warn(f"optimize(): the final side-by-side timing did not finish "
+                                      f"({problem}); picks use each method's own timing")
+        except BaseException:
+            # interrupted or failed: nothing of this search is kept on disk
+            self.results = []
+            self._workdir.cleanup()
+            raise
         self._total_seconds = time.monotonic() - started
         original = self._result("original")
         if original is None or not original.usable:
-            raise RuntimeError(f"the original model could not be run: "
-                               f"{original.detail if original else 'no result'}")
+            why = f"{original.status}: {original.detail}" if original else "not tried"
+            raise SearchFailed(f"the original model could not be run in the search ({why}); "
+                               f"summary() shows every row")
         if output_filename is not None:
             with open(output_filename, "w") as f:
                 self.summary(file=f)
@@ -416,7 +431,8 @@ class InferenceOptimizer:
         return text
 
     def save_summary(self, path: str) -> None:
-        """Save the table as .txt, .csv, .json, or a .png bar chart (by extension)."""
+        """Save the table as .txt, .csv, .json, or a .png/.svg/.pdf bar chart (by extension;
+        any other extension is refused)."""
         report.save_records(self.records(), path)
 
     def _passes(self, r: CandidateResult, accuracy_criterion: Optional[float]) -> bool:

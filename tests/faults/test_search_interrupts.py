@@ -1,0 +1,145 @@
+"""optimize() and bigdl-nano-bench leave nothing running and no temporary directory behind,
+however they end: Ctrl-C, SIGTERM, SIGHUP, SIGKILL, or an exception."""
+
+import os
+import signal
+import sys
+
+import pytest
+import torch
+
+from tests.faults.helpers import (command, descendants, kill_all, nano_temp_dirs, start,
+                                  wait_for, wait_gone)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _bench_env(tmp_path):
+    env = dict(os.environ, FAULT_MARKER=str(tmp_path / "marker"), PYTHONPATH=ROOT)
+    return env
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
+def test_bench_stopped_while_a_candidate_hangs(tmp_path, sig):
+    before = nano_temp_dirs()
+    proc = start([command("bigdl-nano-bench"), "tests.faults.models_fault:hangs_in_search",
+                  "--input-shape", "1,4", "--accelerator", "pytorch", "--timeout", "600"],
+                 cwd=ROOT, env=_bench_env(tmp_path))
+    seen = set()
+    try:
+        # the check that the model runs has passed (marker), and a candidate hangs in the search:
+        # the bench, its isolation process and the candidate it forked
+        def hanging():
+            seen.update(descendants(proc.pid))
+            return (tmp_path / "marker").exists() and len(descendants(proc.pid)) >= 2
+        wait_for(hanging, 120, "a hanging candidate")
+        seen.update(descendants(proc.pid))
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+        assert wait_gone(seen) == [], f"left running after {sig}"
+        assert nano_temp_dirs() - before == set()
+        if sig == "SIGINT":
+            assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+        elif sig != "SIGKILL":
+            assert proc.returncode == -getattr(signal, sig), (proc.returncode, err[-2000:])
+            assert "Traceback" not in err, err[-2000:]
+    finally:
+        proc.kill()
+        kill_all(seen)
+
+
+def test_optimize_cleans_up_when_the_caller_raises(monkeypatch):
+    """An exception in the caller's process mid-search (here from the progress bar) kills the
+    isolation process and removes the search's directories."""
+    from nano import InferenceOptimizer
+    from nano.inference import search
+
+    before, children_before = nano_temp_dirs(), descendants(os.getpid())
+    real = search.run_candidate
+    started = set()
+
+    def failing(zygote, task, timeout, memory):
+        started.add(zygote.proc.pid)
+        if task.method.name != "original":
+            raise RuntimeError("boom in the caller")
+        return real(zygote, task, timeout, memory)
+
+    monkeypatch.setattr("nano.inference.optimizer.run_candidate", failing)
+    opt = InferenceOptimizer()
+    with pytest.raises(RuntimeError, match="boom in the caller"):
+        opt.optimize(torch.nn.Linear(4, 2), torch.randn(8, 4), accelerator="pytorch")
+    assert started and wait_gone(started) == []
+    assert wait_gone(descendants(os.getpid()) - children_before) == []
+    assert nano_temp_dirs() - before == set()
+
+
+def test_a_model_that_crashes_everywhere_gives_the_table_and_exit_1(tmp_path):
+    out = start([command("bigdl-nano-bench"), "tests.faults.models_fault:crashes_in_search",
+                 "--input-shape", "1,4", "--accelerator", "pytorch,jit", "--precision", "fp32",
+                 "--timeout", "120"], cwd=ROOT, env=_bench_env(tmp_path))
+    stdout, stderr = out.communicate(timeout=300)
+    assert out.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert "original" in stderr and "crashed" in stderr  # the table, row by row
+    assert "the original model could not be run" in stderr.splitlines()[-1]
+
+
+def test_optimize_on_a_model_that_crashes_everywhere_keeps_the_table(tmp_path, monkeypatch):
+    from nano import InferenceOptimizer
+    from nano.errors import SearchFailed
+    from tests.faults.models_fault import CrashesInSearch
+
+    monkeypatch.setenv("FAULT_MARKER", "")  # every isolated call crashes
+    opt = InferenceOptimizer()
+    with pytest.raises(SearchFailed, match="original model could not be run"):
+        opt.optimize(CrashesInSearch(), torch.randn(8, 4), accelerator="pytorch",
+                     precision="fp32")
+    rows = {r["method"]: r["status"] for r in opt.records()}
+    assert rows["original"] == "crashed" and set(rows.values()) <= {"crashed", "unavailable"}
+
+
+def test_bench_times_out_a_model_that_hangs_on_the_first_call(tmp_path):
+    import time
+
+    started = time.monotonic()
+    proc = start([command("bigdl-nano-bench"), "tests.faults.models_fault:hangs_always",
+                  "--input-shape", "1,4", "--timeout", "3"], cwd=ROOT, env=_bench_env(tmp_path))
+    seen = set()
+    try:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1
+        assert err.strip().splitlines()[-1] == ("bigdl-nano-bench: the model did not run on "
+                                                "inputs of shape (1, 4): timeout after 3 s")
+        assert time.monotonic() - started < 60
+    finally:
+        proc.kill()
+        kill_all(seen)
+
+
+def test_isolated_children_die_with_a_killed_caller(tmp_path):
+    """A caller killed with SIGKILL runs no cleanup: the kernel signals its isolation process
+    (PR_SET_PDEATHSIG), which kills the running candidate and removes the directories."""
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "from nano import InferenceOptimizer\n"
+        "from tests.faults.models_fault import HangsInSearch\n"
+        "InferenceOptimizer().optimize(HangsInSearch(), torch.randn(8, 4), "
+        "accelerator='pytorch')\n")
+    before = nano_temp_dirs()
+    env = dict(os.environ, FAULT_MARKER="")
+    proc = start([sys.executable, str(script)], env=env)
+    seen = set()
+    try:
+        def hanging():
+            seen.update(descendants(proc.pid))
+            return len(descendants(proc.pid)) >= 2 and nano_temp_dirs() - before
+        wait_for(hanging, 120, "a hanging candidate")
+        seen.update(descendants(proc.pid))
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert wait_gone(seen) == []
+        wait_for(lambda: not (nano_temp_dirs() - before), 10, "the temporary directories to go")
+    finally:
+        kill_all(seen)
