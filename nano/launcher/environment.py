@@ -112,6 +112,12 @@ def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str 
                + "; SMT siblings are not counted")
     else:
         why = "asked for with -r"
+        usable = len(topology.usable)
+        if threads > usable:
+            plan.warnings.append(
+                f"{threads} threads exceed the {usable} usable CPUs ({topology.thread_budget} "
+                f"physical cores); threads sharing a core are usually slower than "
+                f"-r {topology.thread_budget}")
     plan.set("OMP_NUM_THREADS", str(threads), why)
 
     preload = base.get("LD_PRELOAD", "")

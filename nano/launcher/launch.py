@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from nano.launcher.cpulist import format_cpu_list
 from nano.launcher.environment import apply_plan, plan_environment
 from nano.launcher.pinning import child_setup
+from nano.launcher.termination import kill_group
 from nano.launcher.topology import Topology
 
 
@@ -66,13 +68,21 @@ def _pump(stream, index: int, sink, log) -> None:
     stream.close()
 
 
+# After the instances end, how long their output is still read: a background process an
+# instance left behind can hold the pipe open for ever.
+PIPE_GRACE_SECONDS = 2.0
+
+
 def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
                   log_dir: Optional[str] = None) -> int:
     """Run the instances to completion; forward SIGINT/SIGTERM/SIGHUP; return the worst status.
 
-    Output is prefixed with ``[i]`` on stdout, or written to ``log_dir/instance_i.log``.
-    Returns 0 when every instance succeeded, else the first failing status
-    (128 + signal number for an instance killed by a signal).
+    Each instance leads its own process group, and a signal goes to the whole group,
+    so whatever an instance started gets it too (a second signal kills the groups); once
+    the instances are gone, what is left of their groups is killed. Output is prefixed with ``[i]`` on
+    stdout, or written to ``log_dir/instance_i.log``, and read until the instances end
+    (plus PIPE_GRACE_SECONDS). Returns 0 when every instance succeeded, else the first
+    failing status (128 + signal number for an instance killed by a signal).
     """
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
@@ -94,21 +104,26 @@ def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
             p.kill()
         raise FileNotFoundError(f"cannot run {command[0]!r}: {e.strerror}") from None
 
+    signalled = []
+
     def forward(signum, _frame):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
+        signalled.append(signum)
+        for p in procs:  # a second signal does not ask again
+            kill_group(p.pid, signum if len(signalled) == 1 else signal.SIGKILL)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         statuses = [p.wait() for p in procs]
+        for p in procs:  # what an instance left running must not outlive the launcher
+            kill_group(p.pid, signal.SIGKILL)
+        deadline = time.monotonic() + PIPE_GRACE_SECONDS
         for t in pumps:
-            t.join()
+            t.join(max(deadline - time.monotonic(), 0))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        for log in logs:
-            if log is not None:
+        for t, log in zip(pumps, logs):
+            if log is not None and not t.is_alive():
                 log.close()
     worst = 0
     for spec, status in zip(specs, statuses):

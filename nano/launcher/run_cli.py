@@ -21,6 +21,7 @@ from nano.launcher.launch import instance_specs, run_instances
 from nano.launcher.schedule import SchedulingError, schedule_instances
 from nano.launcher.topology import read_topology
 from nano.launcher.torchrun import NodeJob, run_node
+from nano.launcher.writable import unwritable_reason
 
 
 def _parser() -> OneLineParser:
@@ -83,6 +84,15 @@ def _node_job(args) -> NodeJob:
         raise UsageError(str(e)) from None
 
 
+def _check_log_dir(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--log-dir {path!r} is a file; give a directory (it is created if "
+                         f"missing)")
+    reason = unwritable_reason(os.path.join(path, "instance_0.log"))
+    if reason:
+        raise UsageError(f"--log-dir {path!r}: {reason}")
+
+
 def _main(argv: list[str]) -> int:
     options, command = split_command(argv)
     args = _parser().parse_args(options)
@@ -95,6 +105,8 @@ def _main(argv: list[str]) -> int:
             nodes = parse_cpu_list(args.nodes_list)
         except ValueError:
             raise UsageError(f"--nodes-list takes node ids like 0 or 0,1, got {args.nodes_list!r}")
+    if args.log_dir is not None:
+        _check_log_dir(args.log_dir)
     multi_node = any(getattr(args, k) is not None for k in _MULTI_NODE)
     job = _node_job(args) if multi_node else None
     topology = read_topology()

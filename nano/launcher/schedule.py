@@ -16,17 +16,24 @@ class SchedulingError(ValueError):
     """The requested split cannot be made; the message says what to change."""
 
 
+CLI_OPTION_NAMES = {"noun": "instances", "instances": "--ninstances",
+                    "cores": "--cores-per-instance", "oversubscribe": "--allow-oversubscribe"}
+
+
 def schedule_instances(topology: Topology, ninstances: int,
                        cores_per_instance: Optional[int] = None,
                        nodes: Optional[Iterable[int]] = None,
-                       allow_oversubscribe: bool = False) -> list[list[int]]:
+                       allow_oversubscribe: bool = False,
+                       option_names: Optional[dict] = None) -> list[list[int]]:
     """Return, for each instance, the sorted logical CPU ids it is pinned to.
 
     ``cores_per_instance`` defaults to an even split of the usable physical
     cores. ``nodes`` restricts the cores to those NUMA nodes. More instances
     than cores is refused unless ``allow_oversubscribe``, in which case the
-    instances share cores round-robin, one core each.
+    instances share cores round-robin, one core each. Errors name the options
+    as ``option_names`` says (default: bigdl-nano-run's flags).
     """
+    names = {**CLI_OPTION_NAMES, **(option_names or {})}
     if ninstances < 1:
         raise SchedulingError(f"the number of instances must be at least 1, got {ninstances}")
     if cores_per_instance is not None and cores_per_instance < 1:
@@ -40,17 +47,17 @@ def schedule_instances(topology: Topology, ninstances: int,
         if ninstances > total:
             if not allow_oversubscribe:
                 raise SchedulingError(
-                    f"{ninstances} instances but only {total} usable physical cores; use at most "
-                    f"{total} instances, or pass --allow-oversubscribe to share cores")
+                    f"{ninstances} {names['noun']} but only {total} usable physical cores; use "
+                    f"at most {total}, or pass {names['oversubscribe']} to share cores")
             return [[cores[i % total].id] for i in range(ninstances)]
         cores_per_instance = total // ninstances
     needed = ninstances * cores_per_instance
     if needed > total:
         if not allow_oversubscribe:
             raise SchedulingError(
-                f"{ninstances} instances x {cores_per_instance} cores = {needed} cores, but only "
-                f"{total} usable physical cores; lower --ninstances or --cores-per-instance, "
-                f"or pass --allow-oversubscribe")
+                f"{ninstances} {names['noun']} x {cores_per_instance} cores = {needed} cores, but "
+                f"only {total} usable physical cores; lower {names['instances']} or "
+                f"{names['cores']}, or pass {names['oversubscribe']}")
         return [[cores[(i * cores_per_instance + j) % total].id for j in range(cores_per_instance)]
                 for i in range(ninstances)]
     return _pack_by_socket([c.id for c in cores], [c.socket for c in cores], ninstances,
