@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from nano.launcher.cli_common import OneLineParser, UsageError, positive_int, run_cli
+from nano.launcher.cli_common import (OneLineParser, UsageError, positive_float, positive_int,
+                                      run_cli)
 
 _DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool")
 
@@ -64,9 +65,53 @@ def _parser() -> OneLineParser:
     p.add_argument("--baselines", action="store_true",
                    help="also time a plain ONNX Runtime session and a plain OpenVINO compile")
     p.add_argument("--threads", type=positive_int)
-    p.add_argument("--timeout", type=float, default=300, help="seconds per method (default 300)")
+    p.add_argument("--timeout", type=positive_float, default=300,
+                   help="seconds per method, and for the first check that the model runs "
+                        "(default 300)")
     p.add_argument("--latency-samples", type=positive_int, default=100)
     return p
+
+
+def _check_outputs(args) -> None:
+    """Every output path must be writable before the search starts, not after it."""
+    from nano.errors import NanoValueError
+    from nano.inference.model import check_save_path
+    from nano.inference.report import CHART_EXTENSIONS, check_output_file
+
+    try:
+        if args.save:
+            check_save_path(args.save)
+        if args.plot:
+            check_output_file(args.plot, CHART_EXTENSIONS, "--plot")
+    except NanoValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _run_sample(_task) -> None:
+    """In an isolated child: one call of the model on the sample (the payload)."""
+    import torch
+
+    from nano.inference import isolation
+
+    model, sample = isolation.SHARED
+    with torch.no_grad():
+        model(*sample)
+
+
+def _check_model_runs(model, sample, shapes, timeout: float) -> Optional[str]:
+    """Call the model once in a child process under ``timeout``. Raises UsageError when it
+    raises (the inputs do not fit); returns why when it hangs or crashes, else None."""
+    from nano.inference.isolation import Zygote
+
+    with Zygote((model, sample)) as zygote:
+        outcome = zygote.run(_run_sample, None, timeout)
+    shown = ", ".join(map(str, shapes))
+    if outcome.status == "failed":
+        raise UsageError(f"the model does not run on inputs of shape {shown}: "
+                         f"{outcome.detail.splitlines()[0]}")
+    if outcome.status != "ok":
+        return f"the model did not run on inputs of shape {shown}: {outcome.detail}"
+    return None
 
 
 def _baselines(model, args, threads) -> list[dict]:
@@ -101,6 +146,7 @@ def _main(argv: list[str]) -> int:
                          f"or a single --dtype for all")
     if args.calib < 0:
         raise UsageError("--calib must be 0 or more")
+    _check_outputs(args)
     from nano.inference.methods import normalize_accelerator, normalize_precision
     from nano.inference.sources import SourceError, applicable_accelerators, load_source
 
@@ -121,25 +167,27 @@ def _main(argv: list[str]) -> int:
     if args.calib == 0:
         precisions = [p for p in (precisions or ["fp32", "bf16", "fp16"]) if p != "int8"]
     sample = random_inputs(shapes, dtypes, 0)
-    import torch
-
-    try:
-        with torch.no_grad():
-            model(*sample)
-    except Exception as e:
-        raise UsageError(f"the model does not run on inputs of shape "
-                         f"{', '.join(map(str, shapes))}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    problem = _check_model_runs(model, sample, shapes, args.timeout)
+    if problem:
+        print(f"bigdl-nano-bench: {problem}", file=sys.stderr)
+        return 1
     data = [sample] + [random_inputs(shapes, dtypes, i + 1) for i in range(max(args.calib, 1))]
 
     from nano import InferenceOptimizer
     from nano.inference import report
 
+    from nano.errors import SearchFailed
+
     opt = InferenceOptimizer()
     started = time.time()
-    opt.optimize(model, data, thread_num=args.threads, accelerator=accelerators,
-                 precision=precisions, timeout_per_method=args.timeout,
-                 latency_sample_num=args.latency_samples, latency_budget=5.0)
+    try:
+        opt.optimize(model, data, thread_num=args.threads, accelerator=accelerators,
+                     precision=precisions, timeout_per_method=args.timeout,
+                     latency_sample_num=args.latency_samples, latency_budget=5.0)
+    except SearchFailed as e:
+        print(report.format_table(opt.records()), file=sys.stderr)
+        print(f"\nbigdl-nano-bench: {e}", file=sys.stderr)
+        return 1
     records = opt.records()
     if args.baselines:
         base = records[0]["latency_ms"]  # the original

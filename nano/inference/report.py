@@ -8,6 +8,8 @@ import json
 import os
 from typing import Optional
 
+from nano.launcher.writable import unwritable_reason
+
 from nano.inference.search import CandidateResult
 
 
@@ -125,10 +127,34 @@ def plot(records: list[dict], path: str, title: str = "Nano optimize(): latency 
     plt.close(fig)
 
 
-def save_records(records: list[dict], path: str, metric_name: str = "accuracy") -> None:
-    """Save by extension: .csv, .json, .png (bar chart), anything else as the text table."""
+SUMMARY_EXTENSIONS = (".txt", ".csv", ".json", ".png", ".svg", ".pdf")
+CHART_EXTENSIONS = (".png", ".svg", ".pdf")
+
+
+def check_output_file(path: str, extensions: Optional[tuple], what: str) -> None:
+    """Refuse, before any work, a path that cannot be written or (with ``extensions``)
+    has an unknown extension."""
+    from nano.errors import NanoValueError
+
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".png":
+    if extensions is not None and ext not in extensions:
+        raise NanoValueError(f"{what} {path!r}: unknown extension {ext or '(none)'!r}; use one "
+                             f"of {', '.join(extensions)}")
+    if os.path.isdir(path):
+        raise NanoValueError(f"{what} {path!r} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise NanoValueError(f"{what} {path!r}: directory {parent!r} does not exist")
+    reason = unwritable_reason(path)
+    if reason:
+        raise NanoValueError(f"{what} {path!r}: {reason}")
+
+
+def save_records(records: list[dict], path: str, metric_name: str = "accuracy") -> None:
+    """Save by extension: .txt (the table), .csv, .json, or a .png/.svg/.pdf bar chart."""
+    check_output_file(path, SUMMARY_EXTENSIONS, "summary file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in CHART_EXTENSIONS:
         plot(records, path)
         return
     text = (to_csv(records) if ext == ".csv" else json.dumps(records, indent=2) + "\n"

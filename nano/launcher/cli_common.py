@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import NoReturn, Optional, Sequence
 
+from nano.launcher.termination import signals_unwind
+
 
 class UsageError(Exception):
     """A mistake in the command line; reported as one line with exit status 2."""
@@ -53,10 +55,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def run_cli(main, argv: Optional[Sequence[str]], prog: str) -> int:
     """Run ``main(argv)``; turn UsageError (and ValueError from our checks) into one line + exit 2."""
     try:
-        return main(list(sys.argv[1:] if argv is None else argv))
+        with signals_unwind():  # SIGTERM/SIGHUP clean up (children, temp dirs) like Ctrl-C
+            return main(list(sys.argv[1:] if argv is None else argv))
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
