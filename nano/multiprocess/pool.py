@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import collections
 import os
+import secrets
 import selectors
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Optional, Sequence
 
 import torch
 
+from nano.errors import NanoTypeError, NanoValueError
 from nano.inference.data import ForwardParams, as_batches, split_batch
 from nano.inference.structure import normalize_sample, unflatten_output
 from nano.launcher.cpulist import format_cpu_list
@@ -30,10 +33,20 @@ class WorkerError(RuntimeError):
     """A worker raised on an input, or died; the pool is closed."""
 
 
+class WorkerTimeout(WorkerError, TimeoutError):
+    """An input took longer than the pool's ``timeout``; its worker was killed, the pool
+    is closed."""
+
+
+API_OPTION_NAMES = {"noun": "processes", "instances": "num_processes",
+                    "cores": "cores_per_process", "oversubscribe": "allow_oversubscribe=True"}
+
+
 def cpu_sets(num_processes: int, cores_per_process: Optional[int] = None,
-             cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None) -> list[list[int]]:
+             cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None,
+             allow_oversubscribe: bool = False) -> list[list[int]]:
     """Each worker's CPUs: given explicitly, or from the launcher's scheduler."""
-    from nano.launcher.schedule import schedule_instances
+    from nano.launcher.schedule import SchedulingError, schedule_instances
     from nano.launcher.topology import read_topology
 
     if num_processes < 1:
@@ -49,7 +62,12 @@ def cpu_sets(num_processes: int, cores_per_process: Optional[int] = None,
                 raise ValueError(f"cpu_for_each_process entry {s} is empty or names CPUs this "
                                  f"process may not use ({format_cpu_list(allowed)})")
         return sets
-    return schedule_instances(read_topology(), num_processes, cores_per_process)
+    try:
+        return schedule_instances(read_topology(), num_processes, cores_per_process,
+                                  allow_oversubscribe=allow_oversubscribe,
+                                  option_names=API_OPTION_NAMES)
+    except SchedulingError as e:
+        raise NanoValueError(str(e)) from None
 
 
 def save_for_workers(model, directory: str) -> None:
@@ -68,8 +86,8 @@ def save_for_workers(model, directory: str) -> None:
     elif isinstance(model, torch.nn.Module):
         module = model
     else:
-        raise TypeError(f"to_multi_instance takes an nn.Module or a Nano model, got "
-                        f"{type(model).__name__}")
+        raise NanoTypeError(f"to_multi_instance takes an nn.Module or a Nano model, got "
+                            f"{type(model).__name__}")
     if module is not None:
         with open(os.path.join(directory, "module.pkl"), "wb") as f:
             cloudpickle.dump(module, f)
@@ -99,12 +117,14 @@ def describe_inputs(indexes: list[int]) -> str:
 
 
 class _Worker:
-    def __init__(self, index: int, cpus: list, model_dir: str):
+    def __init__(self, index: int, cpus: list, model_dir: str, block_prefix: str):
         self.index, self.cpus = index, cpus
+        self.block_prefix = block_prefix  # names of the shared-memory blocks it creates
         env = dict(os.environ, OMP_NUM_THREADS=str(len(cpus)),
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nano.multiprocess.worker", model_dir, str(len(cpus))],
+            [sys.executable, "-m", "nano.multiprocess.worker", model_dir, str(len(cpus)),
+             block_prefix],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
             preexec_fn=child_setup(cpus))  # unbuffered: the pool selects on stdout
         # Two requests in flight per worker, so it never idles while the parent handles a
@@ -112,6 +132,7 @@ class _Worker:
         self.inflight: collections.deque = collections.deque()  # lists of input indexes
         self.arenas = [transport.Arena(), transport.Arena()]
         self.sent = 0
+        self.busy_since = 0.0  # when the worker started on the request at inflight[0]
         self.replies = transport.Attachments()  # this worker's output blocks
 
     def describe(self) -> str:
@@ -129,16 +150,36 @@ class MultiInstanceModel:
     positional inputs or a dict of keyword inputs; DataLoader batches drop
     their labels). Returns the outputs in input order. Reusable across calls;
     ``close()`` it, or use it as a context manager.
+
+    With ``timeout`` (seconds per input), an input that takes longer is a
+    ``WorkerTimeout`` naming it; its worker is killed and the pool is closed,
+    like after any worker error: make a new one to go on.
     """
 
     def __init__(self, model, num_processes: int, cores_per_process: Optional[int] = None,
-                 cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None):
-        self.cpu_sets = cpu_sets(num_processes, cores_per_process, cpu_for_each_process)
+                 cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None,
+                 timeout: Optional[float] = None, allow_oversubscribe: bool = False):
+        self._closed = True  # until the workers are up; close() is safe from here on
+        if not isinstance(model, torch.nn.Module):
+            raise NanoTypeError(f"to_multi_instance takes an nn.Module or a Nano model, got "
+                                f"{type(model).__name__}")
+        if timeout is not None and not timeout > 0:
+            raise NanoValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self.timeout = timeout
+        self.cpu_sets = cpu_sets(num_processes, cores_per_process, cpu_for_each_process,
+                                 allow_oversubscribe)
         self._params = ForwardParams.of(model)
         self._dir = tempfile.TemporaryDirectory(prefix="nano-multi-")
-        save_for_workers(model, self._dir.name)
-        self.workers = [_Worker(i, cpus, self._dir.name) for i, cpus in enumerate(self.cpu_sets)]
         self._closed = False
+        self.workers: list = []
+        try:
+            save_for_workers(model, self._dir.name)
+            token = secrets.token_hex(4)
+            for i, cpus in enumerate(self.cpu_sets):
+                self.workers.append(_Worker(i, cpus, self._dir.name, f"nano_{token}_w{i}_"))
+        except BaseException:
+            self.close()
+            raise
         for w in self.workers:
             try:
                 ready = transport.receive(w.proc.stdout)
@@ -167,24 +208,33 @@ class MultiInstanceModel:
             raise RuntimeError("this multi-instance model is closed")
         calls = self._items(inputs)
         results: list = [None] * len(calls)
-        pending = iter(chunks(len(calls), len(self.workers)))
+        # with a timeout, one input per request, so a late reply names its input
+        pending = iter(chunks(len(calls), len(self.workers)) if self.timeout is None
+                       else [[i] for i in range(len(calls))])
         selector = selectors.DefaultSelector()
         for w in self.workers:
             selector.register(w.proc.stdout, selectors.EVENT_READ, w)
         try:
+            started = time.monotonic()
+            for w in self.workers:
+                w.busy_since = started
             for _ in range(2):
                 for w in self.workers:
                     self._dispatch(w, pending, calls)
             remaining = len(calls)
             while remaining:
-                for key, _ in selector.select():
+                events = selector.select(self._wait_time())
+                if not events:
+                    self._check_deadlines()
+                for key, _ in events:
                     w = key.data
-                    indexes = w.inflight[0]
                     try:
                         reply = transport.receive(w.proc.stdout)
                     except EOFError:
-                        raise WorkerError(f"{w.describe()} {w.death()} while running "
-                                          f"{describe_inputs(indexes)}") from None
+                        doing = (f"while running {describe_inputs(w.inflight[0])}"
+                                 if w.inflight else "with nothing left to run")
+                        raise WorkerError(f"{w.describe()} {w.death()} {doing}") from None
+                    indexes = w.inflight[0]
                     if "error" in reply:
                         failed = indexes if reply["position"] is None else \
                             [indexes[reply["position"]]]
@@ -196,6 +246,7 @@ class MultiInstanceModel:
                     for index, spec, flat in zip(indexes, reply["specs"], flats):
                         results[index] = unflatten_output(spec, flat, cast=False)
                     w.inflight.popleft()
+                    w.busy_since = time.monotonic()
                     remaining -= len(indexes)
                     self._dispatch(w, pending, calls)
         except BaseException:
@@ -204,6 +255,22 @@ class MultiInstanceModel:
         finally:
             selector.close()
         return results
+
+    def _wait_time(self) -> Optional[float]:
+        """Seconds until the earliest deadline of a request in flight (None: no timeout)."""
+        if self.timeout is None:
+            return None
+        busy = [w.busy_since for w in self.workers if w.inflight]
+        return max(min(busy) + self.timeout - time.monotonic(), 0.0) if busy else None
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in self.workers:
+            if w.inflight and now - w.busy_since > self.timeout:
+                w.proc.kill()
+                raise WorkerTimeout(f"{describe_inputs(w.inflight[0])} took over "
+                                    f"{self.timeout:g} s in {w.describe()}; the worker was "
+                                    f"killed and this multi-instance model closed")
 
     def _dispatch(self, worker: _Worker, pending, calls) -> None:
         indexes = next(pending, None)
@@ -219,24 +286,29 @@ class MultiInstanceModel:
                               f"{describe_inputs(indexes)}") from None
 
     def close(self) -> None:
-        """Stop every worker (they exit when their pipe closes) and remove the saved model."""
+        """Stop every worker (they exit when their pipe closes; one still busy is killed),
+        free the shared memory and remove the saved model."""
         if self._closed:
             return
         self._closed = True
-        for w in getattr(self, "workers", []):
+        for w in self.workers:
+            if w.inflight:  # interrupted mid-call: do not wait for its answer
+                w.proc.kill()
             try:
                 w.proc.stdin.close()
             except OSError:
                 pass
-        for w in getattr(self, "workers", []):
+        for w in self.workers:
             try:
                 w.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 w.proc.kill()
                 w.proc.wait()
+            w.proc.stdout.close()
             w.replies.close()
             for arena in w.arenas:
                 arena.close()
+            transport.unlink_blocks(w.block_prefix)  # left by a worker that was killed
         self._dir.cleanup()
 
     def __enter__(self):

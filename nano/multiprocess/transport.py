@@ -8,6 +8,7 @@ dtypes, the nesting of the inputs) travels as a small pickle on the pipe.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from multiprocessing import resource_tracker, shared_memory
@@ -41,10 +42,17 @@ def _replace_tensors(value: Any, found: list) -> Any:
 
 class Arena:
     """A reusable shared-memory block owned by this process: refilled each call, grown when
-    too small. Reusing it avoids mapping (and page-faulting) a fresh block per call."""
+    too small. Reusing it avoids mapping (and page-faulting) a fresh block per call.
 
-    def __init__(self):
+    With a ``prefix``, blocks are named ``prefix`` + a number and are not registered
+    with this process's resource tracker: whoever started this process removes them
+    by that prefix (``unlink_blocks``) if it dies without closing its arenas.
+    """
+
+    def __init__(self, prefix: Optional[str] = None):
         self.block: Optional[shared_memory.SharedMemory] = None
+        self.prefix = prefix
+        self._made = 0
 
     def write(self, value: Any) -> tuple[Optional[str], Any]:
         """Copy ``value``'s tensors in; return (block name or None, skeleton)."""
@@ -57,13 +65,46 @@ class Arena:
         offset = _layout(refs, tensors)
         if self.block is None or self.block.size < offset:
             self.close()
-            self.block = shared_memory.SharedMemory(create=True, size=max(offset * 2, 1 << 16))
+            self.block = self._create(max(offset * 2, 1 << 16))
         _copy_in(self.block, refs, tensors)
         return self.block.name, skeleton
 
+    def _create(self, size: int) -> shared_memory.SharedMemory:
+        if self.prefix is None:
+            return shared_memory.SharedMemory(create=True, size=size)
+        self._made += 1
+        block = shared_memory.SharedMemory(name=f"{self.prefix}{self._made}", create=True,
+                                           size=size)
+        _untrack(block)
+        return block
+
     def close(self) -> None:
-        release(self.block, unlink=True)
+        if self.prefix is None:
+            release(self.block, unlink=True)
+        elif self.block is not None:  # untracked: unlink() would upset the resource tracker
+            release(self.block, unlink=False)
+            _unlink_file(self.block.name)
         self.block = None
+
+
+SHM_DIR = "/dev/shm"  # where POSIX shared memory lives on Linux
+
+
+def _unlink_file(name: str) -> None:
+    try:
+        os.unlink(os.path.join(SHM_DIR, name.lstrip("/")))
+    except OSError:
+        pass
+
+
+def unlink_blocks(prefix: str) -> None:
+    """Remove every block whose name starts with ``prefix`` (a dead process's arenas)."""
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        _unlink_file(name)
 
 
 class Attachments:

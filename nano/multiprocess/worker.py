@@ -1,7 +1,8 @@
 """One inference instance: load the model, then serve calls from the parent until stdin closes.
 
-Run as ``python -m nano.multiprocess.worker MODEL_DIR THREADS`` with its affinity
-mask already set by the parent. Messages are length-prefixed pickles on
+Run as ``python -m nano.multiprocess.worker MODEL_DIR THREADS BLOCK_PREFIX`` with its
+affinity mask already set by the parent; its reply blocks are named BLOCK_PREFIX + n,
+so the parent can remove them if this process is killed. Messages are length-prefixed pickles on
 stdin/stdout; tensors travel in shared memory (see ``transport``).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import traceback
 
@@ -57,11 +59,12 @@ def handle(model, request, inputs, outputs) -> dict:
     return {"specs": specs, "skeleton": skeleton, "shm": name}
 
 
-def serve(model, stdin, stdout) -> None:
+def serve(model, stdin, stdout, block_prefix: str) -> None:
     """Answer requests until the parent closes the pipe."""
     from nano.multiprocess import transport
 
-    inputs, outputs = transport.Attachments(), [transport.Arena(), transport.Arena()]
+    inputs = transport.Attachments()
+    outputs = [transport.Arena(f"{block_prefix}{i}_") for i in range(2)]
     count = 0
     try:
         while True:
@@ -85,7 +88,9 @@ def serve(model, stdin, stdout) -> None:
 def main() -> int:
     from nano.multiprocess import transport
 
-    model_dir, threads = sys.argv[1], int(sys.argv[2])
+    model_dir, threads, block_prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    # SIGTERM (the parent died, or closes the pool) unwinds, so serve() frees its blocks
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # prints from the model must not corrupt the protocol
     try:
@@ -95,7 +100,7 @@ def main() -> int:
         return 1
     transport.send(stdout, {"ready": True, "pid": os.getpid(),
                             "cpus": sorted(os.sched_getaffinity(0))})
-    serve(model, stdin, stdout)
+    serve(model, stdin, stdout, block_prefix)
     return 0
 
 
