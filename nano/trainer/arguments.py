@@ -56,6 +56,22 @@ def module_states(args: tuple, kwargs: dict) -> list[dict]:
             for m in find_modules(args, kwargs)]
 
 
+def state_outside_modules(args: tuple, kwargs: dict) -> str:
+    """What trainable state among the arguments no ``nn.Module`` owns ("" if none): tensors
+    an optimizer updates, or tensors that require grad. Ranks only keep modules in sync
+    (DDP) and only modules' weights come back to the caller."""
+    owned = {id(p) for m in find_modules(args, kwargs) for p in m.parameters()}
+    for opt in find(torch.optim.Optimizer, args, kwargs):
+        loose = [p for g in opt.param_groups for p in g["params"] if id(p) not in owned]
+        if loose:
+            return (f"{type(opt).__name__} updates {len(loose)} tensor(s) that belong to no "
+                    f"nn.Module among the arguments (shape {tuple(loose[0].shape)})")
+    for t in find(torch.Tensor, args, kwargs):
+        if t.requires_grad and id(t) not in owned:
+            return f"a tensor argument of shape {tuple(t.shape)} requires grad"
+    return ""
+
+
 def load_module_states(args: tuple, kwargs: dict, states: list[dict]) -> None:
     """Copy ``states`` (from :func:`module_states` on a copy of these arguments) into the models."""
     modules = find_modules(args, kwargs)
@@ -66,4 +82,5 @@ def load_module_states(args: tuple, kwargs: dict, states: list[dict]) -> None:
         module.load_state_dict(state)
 
 
-__all__ = ["DataLoader", "find", "find_modules", "load_module_states", "module_states", "replace"]
+__all__ = ["DataLoader", "find", "find_modules", "load_module_states", "module_states", "replace",
+           "state_outside_modules"]

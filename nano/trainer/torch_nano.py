@@ -17,7 +17,9 @@ from lightning.fabric.strategies import DDPStrategy
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from nano.trainer.arguments import find, find_modules, load_module_states, module_states, replace
+from nano.errors import NanoValueError
+from nano.trainer.arguments import (find, find_modules, load_module_states, module_states, replace,
+                                    state_outside_modules)
 from nano.trainer.auto_lr import attach_lr_scaling
 from nano.trainer.channels_last import use_channels_last
 from nano.trainer.ipex import ipex_optimize
@@ -46,6 +48,13 @@ def _launching(train):
     def wrapper(self, *args, **kwargs):
         if not self._nano_launches:
             return train(self, *args, **kwargs)
+        loose = state_outside_modules(args, kwargs)
+        if loose:
+            raise NanoValueError(
+                f"num_processes={self._nano_options.num_processes}: {loose}; each process "
+                f"would train its own copy, unsynchronized, and the result would not come "
+                f"back. Put trainable tensors in an nn.Module (as nn.Parameter) passed as an "
+                f"argument, or use num_processes=1")
         init_args, init_kwargs = self._nano_args
         job = functools.partial(_run_as_rank, type(self), init_args, init_kwargs, args, kwargs)
         value, states = run_distributed(job, self._nano_options)
