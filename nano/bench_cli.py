@@ -174,9 +174,8 @@ def _main(argv: list[str]) -> int:
     data = [sample] + [random_inputs(shapes, dtypes, i + 1) for i in range(max(args.calib, 1))]
 
     from nano import InferenceOptimizer
-    from nano.inference import report
-
     from nano.errors import SearchFailed
+    from nano.inference import report
 
     opt = InferenceOptimizer()
     started = time.time()

@@ -29,4 +29,4 @@ class TraceError(NanoError, RuntimeError):
 
 class SearchFailed(NanoError, RuntimeError):
     """optimize() ran, but the original model did not, so nothing can be compared with it;
-    ``summary()`` still shows every row and why it failed."""
+    ``summary()`` still shows every row and how it ended."""

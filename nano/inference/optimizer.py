@@ -380,8 +380,7 @@ class InferenceOptimizer:
         original = self._result("original")
         if original is None or not original.usable:
             why = f"{original.status}: {original.detail}" if original else "not tried"
-            raise SearchFailed(f"the original model could not be run in the search ({why}); "
-                               f"summary() shows every row")
+            raise SearchFailed(f"the original model could not be run in the search ({why})")
         if output_filename is not None:
             with open(output_filename, "w") as f:
                 self.summary(file=f)

@@ -71,15 +71,16 @@ def cpu_sets(num_processes: int, cores_per_process: Optional[int] = None,
 
 
 def save_for_workers(model, directory: str) -> None:
-    """Write what ``worker.load`` reads: the Nano artifact, plus the module for state-dict
-    kinds (or just the pickled module for a plain torch model)."""
+    """Write what ``worker.load`` reads: the Nano model in ``directory/model``, plus the
+    pickled module (``directory/module.pkl``) for state-dict kinds and plain torch models.
+    The module stays out of the Nano directory, whose files are all checksummed."""
     import cloudpickle
 
     from nano.inference.model import AcceleratedModel
 
     module = None
     if isinstance(model, AcceleratedModel):
-        model.save(directory)
+        model.save(os.path.join(directory, "model"))
         if model.needs_model_to_load:
             module = getattr(model, "module", None)
             module = getattr(module, "_orig_mod", module)

@@ -16,7 +16,8 @@ import traceback
 
 
 def load(model_dir: str, threads: int):
-    """The model saved by the pool: a Nano model directory, or a pickled torch module."""
+    """The model saved by the pool (``save_for_workers``): a Nano model directory with,
+    for state-dict kinds, the pickled module beside it; or just a pickled torch module."""
     import torch
 
     torch.set_num_threads(threads)
@@ -25,10 +26,10 @@ def load(model_dir: str, threads: int):
     if os.path.exists(module_file):
         with open(module_file, "rb") as f:
             module = pickle.load(f)
-    if os.path.exists(os.path.join(model_dir, "nano_model.json")):
+    if os.path.isdir(os.path.join(model_dir, "model")):
         from nano.inference.model import load_model
 
-        return load_model(model_dir, module, thread_num=threads)
+        return load_model(os.path.join(model_dir, "model"), module, thread_num=threads)
     return module.eval()
 
 

@@ -60,6 +60,18 @@ def test_runtime_kinds_equal_serial(cnn, accelerator):
     assert all(torch.allclose(o, e, atol=1e-5) for o, e in zip(outs, expected))
 
 
+def test_state_dict_kinds_equal_serial(cnn):
+    """bf16 eager is saved as a state dict: workers rebuild it from the module sent beside it."""
+    model = InferenceOptimizer.quantize(cnn, precision="bf16", input_sample=torch.rand(2, 1, 8, 8))
+    assert model.needs_model_to_load
+    xs = [torch.rand(2, 1, 8, 8) for _ in range(3)]
+    with InferenceOptimizer.to_multi_instance(model, 2, allow_oversubscribe=True) as pool:
+        outs = pool(xs)
+    assert len(outs) == len(xs)
+    for out, x in zip(outs, xs):
+        torch.testing.assert_close(out, model(x))
+
+
 @NEEDS_TWO
 def test_dict_and_tuple_outputs():
     torch.manual_seed(0)
