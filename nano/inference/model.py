@@ -178,6 +178,7 @@ class AcceleratedModel(torch.nn.Module):
                 json.dump(meta, f, indent=2)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from others
             _swap_into_place(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -214,6 +215,12 @@ def _swap_into_place(staging: str, target: str) -> None:
         os.rename(old, target)  # put the previous model back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _relative_files(directory: str) -> list[str]:

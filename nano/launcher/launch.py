@@ -79,9 +79,9 @@ def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
 
     Each instance leads its own process group, and a signal goes to the whole group,
     so whatever an instance started gets it too (a second signal kills the groups); once
-    the instances are gone, what is left of their groups is killed. Output is prefixed with ``[i]`` on
-    stdout, or written to ``log_dir/instance_i.log``, and read until the instances end
-    (plus PIPE_GRACE_SECONDS). Returns 0 when every instance succeeded, else the first
+    the instances are gone, what is left of their groups is killed. Output is prefixed
+    with ``[i]`` on stdout, or written to ``log_dir/instance_i.log``, and read until the
+    instances end (plus PIPE_GRACE_SECONDS). Returns 0 when every instance succeeded, else the first
     failing status (128 + signal number for an instance killed by a signal).
     """
     if log_dir:

@@ -84,11 +84,8 @@ def save_for_workers(model, directory: str) -> None:
         if model.needs_model_to_load:
             module = getattr(model, "module", None)
             module = getattr(module, "_orig_mod", module)
-    elif isinstance(model, torch.nn.Module):
-        module = model
     else:
-        raise NanoTypeError(f"to_multi_instance takes an nn.Module or a Nano model, got "
-                            f"{type(model).__name__}")
+        module = model
     if module is not None:
         with open(os.path.join(directory, "module.pkl"), "wb") as f:
             cloudpickle.dump(module, f)
@@ -225,7 +222,7 @@ class MultiInstanceModel:
             remaining = len(calls)
             while remaining:
                 events = selector.select(self._wait_time())
-                if not events:
+                if self.timeout is not None:
                     self._check_deadlines()
                 for key, _ in events:
                     w = key.data

@@ -62,9 +62,11 @@ def kill_all(pids) -> None:
             pass
 
 
-def start(args, cwd=None, env=None) -> subprocess.Popen:
+def start(args, cwd=None, env=None, own_group: bool = False) -> subprocess.Popen:
+    """Start a command; ``own_group``: in a new session, as a shell starts a job, so that
+    ``os.killpg(proc.pid, SIGINT)`` is what Ctrl-C in a terminal does."""
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, env=env)
+                            cwd=cwd, env=env, start_new_session=own_group)
 
 
 def wait_for(predicate, seconds: float, what: str) -> None:

@@ -19,12 +19,12 @@ def _bench_env(tmp_path):
     return env
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
+@pytest.mark.parametrize("sig", ["Ctrl-C", "SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_bench_stopped_while_a_candidate_hangs(tmp_path, sig):
     before = nano_temp_dirs()
     proc = start([command("bigdl-nano-bench"), "tests.faults.models_fault:hangs_in_search",
                   "--input-shape", "1,4", "--accelerator", "pytorch", "--timeout", "600"],
-                 cwd=ROOT, env=_bench_env(tmp_path))
+                 cwd=ROOT, env=_bench_env(tmp_path), own_group=True)
     seen = set()
     try:
         # the check that the model runs has passed (marker), and a candidate hangs in the search:
@@ -34,11 +34,14 @@ def test_bench_stopped_while_a_candidate_hangs(tmp_path, sig):
             return (tmp_path / "marker").exists() and len(descendants(proc.pid)) >= 2
         wait_for(hanging, 120, "a hanging candidate")
         seen.update(descendants(proc.pid))
-        proc.send_signal(getattr(signal, sig))
+        if sig == "Ctrl-C":  # the terminal signals the whole foreground job
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=60)
         assert wait_gone(seen) == [], f"left running after {sig}"
         assert nano_temp_dirs() - before == set()
-        if sig == "SIGINT":
+        if sig in ("Ctrl-C", "SIGINT"):
             assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
         elif sig != "SIGKILL":
             assert proc.returncode == -getattr(signal, sig), (proc.returncode, err[-2000:])
