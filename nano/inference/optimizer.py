@@ -16,6 +16,7 @@ from nano.errors import NanoTypeError, NanoValueError, SearchFailed
 from nano.inference import backends, compat, report
 from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
                                  split_batch)
+from nano.inference.criterion import Criterion, output_error_limit
 from nano.inference.isolation import Zygote
 from nano.launcher.termination import signals_unwind
 from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric, metric_style
@@ -434,17 +435,14 @@ class InferenceOptimizer:
         any other extension is refused)."""
         report.save_records(self.records(), path)
 
-    def _passes(self, r: CandidateResult, accuracy_criterion: Optional[float]) -> bool:
+    def _passes(self, r: CandidateResult, accuracy_criterion) -> bool:
         if r.name == "original":
             return True
         if self._metric is not None:
-            if accuracy_criterion is None:
-                return True
-            base = self._result("original").accuracy
-            drop = (base - r.accuracy) if self._direction == "max" else (r.accuracy - base)
-            return drop <= accuracy_criterion * max(abs(base), 1e-12)
-        limit = (OUTPUT_TOLERANCE[r.method.precision] if accuracy_criterion is None
-                 else accuracy_criterion)
+            criterion = Criterion.parse(accuracy_criterion, self._direction == "max")
+            return r.accuracy is not None and criterion.passes(
+                self._result("original").accuracy, r.accuracy)
+        limit = output_error_limit(accuracy_criterion, OUTPUT_TOLERANCE[r.method.precision])
         return r.output_error is None or r.output_error <= limit
 
     def get_best_model(self, accelerator=None, precision=None,
@@ -453,14 +451,16 @@ class InferenceOptimizer:
 
         ``accelerator``/``precision``: a name or tuple of names ("pytorch" is
         plain PyTorch; None means any). ``accuracy_criterion``: with a metric,
-        the largest relative accuracy drop against the original (0.01 = 1%);
-        without one, the largest relative output error (default: per precision,
-        fp32 1e-3, bf16/fp16 5e-2, int8 1e-1).
+        the largest accuracy drop against the original, as in quantize(): a
+        relative drop (0.01 = 1%, the default) or {"absolute": x}; without one,
+        the largest relative output error (default: per precision, fp32 1e-3,
+        bf16/fp16 5e-2, int8 1e-1).
         """
         self._require_search()
-        if accuracy_criterion is not None and not 0 <= accuracy_criterion <= 1:
-            raise NanoValueError(f"accuracy_criterion must be between 0 and 1, got "
-                                 f"{accuracy_criterion}")
+        if self._metric is not None:
+            Criterion.parse(accuracy_criterion)  # a mistake is an error even if nothing ran
+        else:
+            output_error_limit(accuracy_criterion, 0.0)
         accs = None if accelerator is None else {
             normalize_accelerator(a) for a in (accelerator if isinstance(accelerator, (list, tuple))
                                                else [accelerator])}

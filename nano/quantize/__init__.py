@@ -6,7 +6,8 @@
 - ``api``: the accuracy-aware search over ``config.QuantConfig`` trials
 """
 
-from nano.quantize.api import AccuracyCriterionError, Criterion
+from nano.inference.criterion import Criterion
+from nano.quantize.api import AccuracyCriterionError
 from nano.quantize.config import QuantConfig
 
 __all__ = ["AccuracyCriterionError", "Criterion", "QuantConfig"]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 
 from nano.errors import NanoTypeError, NanoValueError
 from nano.inference import backends
+from nano.inference.criterion import Criterion
 from nano.inference.data import ForwardParams, as_batches, sample_call, split_batch
 from nano.inference.measure import (OUTPUT_TOLERANCE, evaluate_metric, measure_latency,
                                     metric_style, output_error)
@@ -41,46 +41,6 @@ class AccuracyCriterionError(RuntimeError):
         self.best_model = best_model
         self.best_drop = best_drop
         self.trials = list(trials)
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """How much accuracy may drop: ``kind`` "relative" (0.01 = 1% of the original) or
-    "absolute" (0.01 = one point of a 0-1 metric); ``higher_is_better`` sets the direction."""
-
-    kind: str
-    value: float
-    higher_is_better: bool = True
-
-    @staticmethod
-    def parse(criterion) -> "Criterion":
-        """From a float (relative) or a dict {"relative"|"absolute": x, "higher_is_better": b}."""
-        if isinstance(criterion, (int, float)) and not isinstance(criterion, bool):
-            kind, value, higher = "relative", float(criterion), True
-        elif isinstance(criterion, dict):
-            extra = set(criterion) - {"relative", "absolute", "higher_is_better"}
-            kinds = [k for k in ("relative", "absolute") if k in criterion]
-            if extra or len(kinds) != 1:
-                raise NanoValueError("accuracy_criterion must be a number (relative drop) or a "
-                                     "dict with exactly one of 'relative'/'absolute' and "
-                                     f"optionally 'higher_is_better'; got {criterion!r}")
-            kind, value = kinds[0], criterion[kinds[0]]
-            higher = bool(criterion.get("higher_is_better", True))
-        else:
-            raise NanoValueError(f"accuracy_criterion must be a number or a dict, got "
-                                 f"{criterion!r}")
-        if not isinstance(value, (int, float)) or value < 0 or (kind == "relative" and value >= 1):
-            raise NanoValueError(f"accuracy_criterion {kind} drop must be "
-                                 f"{'in [0, 1)' if kind == 'relative' else '>= 0'}, got {value!r}")
-        return Criterion(kind, float(value), higher)
-
-    def drop(self, baseline: float, value: float) -> float:
-        """The drop in this criterion's units (negative: the candidate is better)."""
-        raw = (baseline - value) if self.higher_is_better else (value - baseline)
-        return raw / max(abs(baseline), 1e-12) if self.kind == "relative" else raw
-
-    def passes(self, baseline: float, value: float) -> bool:
-        return self.drop(baseline, value) <= self.value + 1e-12
 
 
 def int8_method(accelerator: str, method: Optional[str], approach: str) -> Method:
@@ -148,12 +108,10 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
     if sample_size is not None and sample_size < 1:
         raise NanoValueError(f"sample_size must be at least 1, got {sample_size}")
     criterion = None
-    if accuracy_criterion is not None:
+    if accuracy_criterion is not None and metric is None:
+        raise NanoValueError("accuracy_criterion needs a metric to measure accuracy with")
+    if metric is not None:
         criterion = Criterion.parse(accuracy_criterion)
-        if metric is None:
-            raise NanoValueError("accuracy_criterion needs a metric to measure accuracy with")
-    elif metric is not None:
-        criterion = Criterion("relative", 0.01)
     options = runtime_options(acc, **(runtime or {}))
 
     if precision in ("bf16", "fp16", "fp32"):

@@ -74,6 +74,33 @@ def test_get_best_model_filters(searched, digits):
         opt.get_best_model(accelerator="openvio")
 
 
+_SCORES = {"original": 0.90, "jit_fp32": 0.895}  # jit_fp32: 0.56% lower; the rest: 0.5
+
+
+def _score_by_method(model, data):
+    """A metric(model, data) that scores each method as _SCORES says."""
+    name = getattr(getattr(model, "method", None), "name", "original")
+    return _SCORES.get(name, 0.5)
+
+
+def test_with_a_metric_the_default_criterion_is_a_one_percent_drop(digits):
+    (x, _), _ = digits
+    opt = InferenceOptimizer()
+    opt.optimize(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), x[:32],
+                 validation_data=x[:32], metric=_score_by_method,
+                 includes=["original", "jit_fp32", "bf16", "fp32_channels_last"],
+                 latency_sample_num=10, latency_budget=1, final_round=False,
+                 early_stop_factor=None)
+    best, _ = opt.get_best_model()
+    assert best.method.name in ("original", "jit_fp32")
+    with pytest.raises(RuntimeError, match="no method matches"):
+        opt.get_best_model(precision="bf16")  # 44% lower: never picked without being asked
+    low, _ = opt.get_best_model(precision="bf16", accuracy_criterion={"absolute": 0.5})
+    assert low.method.name == "bf16"
+    with pytest.raises(RuntimeError, match="no method matches"):
+        opt.get_best_model(accelerator="jit", accuracy_criterion=0.001)
+
+
 def test_get_model_by_name(searched, digits):
     opt, _, _ = searched
     (_, _), (tx, ty) = digits

@@ -160,7 +160,7 @@ def test_bf16_through_quantize(digits_cnn, digits):
      "metric raised ZeroDivisionError"),
     (dict(metric=lambda p, t: "great", accuracy_criterion=0.01), TypeError,
      "metric must return a number"),
-    (dict(metric=accuracy, accuracy_criterion=1.5), ValueError, "in [0, 1)"),
+    (dict(metric=accuracy, accuracy_criterion=1.5), ValueError, "between 0 and 1"),
     (dict(metric=accuracy, accuracy_criterion={"absolute": -1}), ValueError, ">= 0"),
     (dict(metric=accuracy, accuracy_criterion={"relativ": 0.1}), ValueError, "exactly one of"),
     (dict(accuracy_criterion=0.01), ValueError, "needs a metric"),
