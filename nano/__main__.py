@@ -13,6 +13,8 @@ import sys
 
 from nano.launcher.environment import plan_environment, render_exports
 from nano.launcher.topology import read_topology
+from nano.noise import quiet_third_party
+
 
 def launcher_report() -> None:
     """Print the CPU Nano sees and the environment bigdl-nano-init would set."""
@@ -39,6 +41,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="nano-out", help="where to save the pick and the chart")
     p.add_argument("--report-only", action="store_true", help="only the launcher report")
     args = p.parse_args(argv)
+    with quiet_third_party():
+        return _run(args)
+
+
+def _run(args) -> int:
     launcher_report()
     if args.report_only:
         return 0

@@ -256,6 +256,10 @@ def _zygote_main() -> None:
     die_with_parent(signal.SIGTERM, int(os.environ.get("NANO_ISOLATION_PARENT", "0")) or None)
     import torch  # noqa: F401 - imported once here, inherited by every child
 
+    from nano.noise import quiet_third_party_for_good
+
+    quiet_third_party_for_good()
+
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     for line in sys.stdin:

@@ -7,6 +7,7 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from nano.launcher.termination import signals_unwind
+from nano.noise import quiet_third_party
 
 
 class UsageError(Exception):
@@ -67,9 +68,10 @@ def positive_float(text: str) -> float:
 
 
 def run_cli(main, argv: Optional[Sequence[str]], prog: str) -> int:
-    """Run ``main(argv)``; turn UsageError (and ValueError from our checks) into one line + exit 2."""
+    """Run ``main(argv)``: a UsageError becomes one line and exit status 2, Ctrl-C exit
+    status 130; SIGTERM/SIGHUP unwind (see ``termination``); third-party logs are quiet."""
     try:
-        with signals_unwind():  # SIGTERM/SIGHUP clean up (children, temp dirs) like Ctrl-C
+        with signals_unwind(), quiet_third_party():
             return main(list(sys.argv[1:] if argv is None else argv))
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

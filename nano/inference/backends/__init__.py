@@ -10,6 +10,7 @@ import importlib
 from typing import Optional
 
 from nano.inference.methods import Method
+from nano.noise import quiet_third_party
 
 # registry key -> module; the key is the method's accelerator, or "ipex" for use_ipex methods
 _REGISTRY = {
@@ -87,7 +88,8 @@ def build_without_sample(method: Method, model,
 def module_available(name: str, install: str) -> Optional[str]:
     """None if ``name`` imports, else the "missing dependency" reason."""
     try:
-        importlib.import_module(name)
+        with quiet_third_party():  # the first import of a runtime may log its own troubles
+            importlib.import_module(name)
     except ImportError:
         return f"missing dependency: {install}"
     return None

@@ -93,13 +93,10 @@ def load_exported_program(path):
     when the file is damaged; the caller's one-line error says it instead."""
     import logging
 
-    logger = logging.getLogger("torch.export")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
+    from nano.noise import quiet_third_party
+
+    with quiet_third_party("torch.export", level=logging.CRITICAL):
         return torch.export.load(path)
-    finally:
-        logger.setLevel(level)
 
 
 def outputs_as_float32(value: Any) -> Any:
