@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_import_nano_is_light():
     code = ("import sys, nano; heavy = [m for m in ('torch', 'onnxruntime', 'openvino', "
@@ -15,7 +17,5 @@ def test_public_names_load_on_first_use():
     import nano
 
     assert nano.InferenceOptimizer.__name__ == "InferenceOptimizer"
-    try:
+    with pytest.raises(AttributeError, match="nonexistent"):
         nano.nonexistent
-    except AttributeError as e:
-        assert "nonexistent" in str(e)

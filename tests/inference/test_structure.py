@@ -22,7 +22,8 @@ def test_output_round_trip(value):
     spec = output_spec(value)
     rebuilt = unflatten_output(spec, flatten_output(value))
     assert type(rebuilt) is type(value)
-    assert all(torch.equal(a, b) for a, b in zip(flatten_output(rebuilt), flatten_output(value)))
+    assert all(torch.equal(a, b)
+               for a, b in zip(flatten_output(rebuilt), flatten_output(value), strict=True))
 
 
 def test_output_cast_back_to_original_dtype():

@@ -42,7 +42,7 @@ def test_torch_model_equals_serial_and_workers_are_pinned(cnn):
     xs = [torch.rand(3, 1, 8, 8) for _ in range(6)] + [torch.rand(1, 1, 8, 8)]  # partial last
     with InferenceOptimizer.to_multi_instance(cnn, num_processes=2) as pool:
         outs = pool(xs)
-        assert all(torch.allclose(o, cnn(x), atol=1e-6) for o, x in zip(outs, xs))
+        assert all(torch.allclose(o, cnn(x), atol=1e-6) for o, x in zip(outs, xs, strict=True))
         assert len(pool(xs[:1])) == 1  # reusable
         cpus = [w.affinity for w in pool.workers]
         assert len(cpus[0]) == 1 and not set(cpus[0]) & set(cpus[1])
@@ -57,7 +57,7 @@ def test_runtime_kinds_equal_serial(cnn, accelerator):
         outs = pool(loader)  # labels are dropped, last batch is partial
     expected = [model(x) for x, _ in loader]
     assert [o.shape[0] for o in outs] == [4, 4, 2]
-    assert all(torch.allclose(o, e, atol=1e-5) for o, e in zip(outs, expected))
+    assert all(torch.allclose(o, e, atol=1e-5) for o, e in zip(outs, expected, strict=True))
 
 
 def test_state_dict_kinds_equal_serial(cnn):
@@ -137,7 +137,7 @@ def test_long_lists_travel_in_chunks_and_keep_order_and_error_names():
     xs = [torch.rand(1, 2) for _ in range(41)]
     with InferenceOptimizer.to_multi_instance(model, 2) as pool:
         outs = pool(xs)
-    assert all(torch.allclose(o, model(x), atol=1e-6) for o, x in zip(outs, xs))
+    assert all(torch.allclose(o, model(x), atol=1e-6) for o, x in zip(outs, xs, strict=True))
     xs[23][0, 0] = -1
     with pytest.raises(WorkerError, match="input 23 failed in worker .*cannot take -1"):
         InferenceOptimizer.to_multi_instance(model, 2)(xs)
