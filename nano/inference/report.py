@@ -13,8 +13,7 @@ from nano.launcher.writable import unwritable_reason
 from nano.inference.search import CandidateResult
 
 
-def result_records(results: list, baseline: Optional[CandidateResult],
-                   metric_name: str = "accuracy") -> list[dict]:
+def result_records(results: list, baseline: Optional[CandidateResult]) -> list[dict]:
     """One flat dict per candidate, speed-up and accuracy change against the original."""
     base_latency = baseline.latency.median if baseline and baseline.latency else None
     base_acc = baseline.accuracy if baseline else None
@@ -27,10 +26,9 @@ def result_records(results: list, baseline: Optional[CandidateResult],
             "latency_ms": round(lat.median * 1e3, 4) if lat else None,
             "spread_ms": round(lat.spread * 1e3, 4) if lat else None,
             "speedup": round(base_latency / lat.median, 3) if lat and base_latency else None,
-            metric_name: r.accuracy,
-            f"{metric_name}_change": (round(r.accuracy - base_acc, 6)
-                                      if r.accuracy is not None and base_acc is not None
-                                      else None),
+            "accuracy": r.accuracy,
+            "accuracy_change": (round(r.accuracy - base_acc, 6)
+                                if r.accuracy is not None and base_acc is not None else None),
             "output_error": r.output_error,
             "build_s": round(r.build_seconds, 2) if r.build_seconds is not None else None,
             "cost_s": round(r.cost_seconds, 2),
@@ -54,11 +52,11 @@ def _fmt(value, spec: str = "") -> str:
     return str(value)
 
 
-def format_table(records: list[dict], metric_name: str = "accuracy") -> str:
+def format_table(records: list[dict]) -> str:
     """A fixed-width text table."""
-    has_metric = any(r.get(metric_name) is not None for r in records)
+    has_metric = any(r.get("accuracy") is not None for r in records)
     header = ["method", "status", "latency ms", "± IQR", "speed-up",
-              metric_name if has_metric else "output err", "build s"]
+              "accuracy" if has_metric else "output err", "build s"]
     final = any("side_by_side_ms" in r for r in records)
     if final:
         header.append("side by side ms")
@@ -70,7 +68,7 @@ def format_table(records: list[dict], metric_name: str = "accuracy") -> str:
     header.append("detail")
     rows = []
     for r in records:
-        quality = (_fmt(r.get(metric_name), ".4f") if has_metric
+        quality = (_fmt(r.get("accuracy"), ".4f") if has_metric
                    else _fmt(r.get("output_error"), ".1e"))
         row = [r["method"], r["status"], _fmt(r["latency_ms"], ".3f"), _fmt(r["spread_ms"], ".3f"),
                (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
@@ -150,7 +148,7 @@ def check_output_file(path: str, extensions: Optional[tuple], what: str) -> None
         raise NanoValueError(f"{what} {path!r}: {reason}")
 
 
-def save_records(records: list[dict], path: str, metric_name: str = "accuracy") -> None:
+def save_records(records: list[dict], path: str) -> None:
     """Save by extension: .txt (the table), .csv, .json, or a .png/.svg/.pdf bar chart."""
     check_output_file(path, SUMMARY_EXTENSIONS, "summary file")
     ext = os.path.splitext(path)[1].lower()
@@ -158,6 +156,6 @@ def save_records(records: list[dict], path: str, metric_name: str = "accuracy") 
         plot(records, path)
         return
     text = (to_csv(records) if ext == ".csv" else json.dumps(records, indent=2) + "\n"
-            if ext == ".json" else format_table(records, metric_name) + "\n")
+            if ext == ".json" else format_table(records) + "\n")
     with open(path, "w") as f:
         f.write(text)

@@ -18,10 +18,6 @@ class Throughput:
     multi: float
     instances: int
 
-    @property
-    def ratio(self) -> float:
-        return self.multi / self.single
-
 
 def measure_throughput(model, sample: tuple, instances: int, calls: int = 64,
                        threads: int = 0, rounds: int = 5) -> Throughput:

@@ -42,8 +42,6 @@ def without_sample(model: torch.nn.Module, method: Method,
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
-    if method.precision == "int8":
-        return "int8 for plain PyTorch is built by the quantizer (compile_int8 / static_int8)"
     return None
 
 
