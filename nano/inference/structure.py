@@ -411,6 +411,29 @@ class FlatModule(torch.nn.Module):
         return tuple(flatten_output(self.module(*args, **kwargs)))
 
 
+def map_tensors(fn, value: Any) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it, at any depth of tuples, lists,
+    dicts and namedtuples, each rebuilt as the same type."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(map_tensors(fn, v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(fn, v) for v in value)
+    if isinstance(value, dict):
+        return type(value)((k, map_tensors(fn, v)) for k, v in value.items())
+    return value
+
+
+def to_channels_last(value: Any) -> Any:
+    """4-D tensors in ``value`` converted to channels_last, 5-D ones (Conv3d inputs) to
+    channels_last_3d; other ranks, and everything that is not a tensor, stay as they are."""
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+        return t.contiguous(memory_format=fmt) if fmt is not None else t
+    return map_tensors(convert, value)
+
+
 def normalize_sample(sample) -> tuple[tuple, dict]:
     """``input_sample`` as (args, kwargs): a tensor, a tuple/list of args, a dict of kwargs,
     or an explicit ``(args_tuple, kwargs_dict)`` pair."""

@@ -5,17 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _to_channels_last(value):
-    if isinstance(value, torch.Tensor) and value.dim() == 4:
-        return value.contiguous(memory_format=torch.channels_last)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_channels_last(v) for v in value)
-    return value
+from nano.inference.structure import to_channels_last
 
 
 def _convert_inputs(_module, args, kwargs):
-    return _to_channels_last(args), {k: _to_channels_last(v) for k, v in kwargs.items()}
+    return to_channels_last(args), to_channels_last(kwargs)
 
 
 def use_channels_last(module: nn.Module) -> nn.Module:

@@ -68,3 +68,19 @@ def test_model_output_class_is_rebuilt():
     value = FakeModelOutput(last_hidden_state=torch.ones(1, 2), pooler_output=torch.zeros(1))
     rebuilt = unflatten_output(output_spec(value), flatten_output(value))
     assert type(rebuilt) is FakeModelOutput and list(rebuilt) == list(value)
+
+
+def test_channels_last_reaches_tensors_in_every_container():
+    from collections import namedtuple
+
+    from nano.inference.structure import to_channels_last
+
+    Batch = namedtuple("Batch", "image volume")
+    value = {"b": Batch(torch.rand(2, 3, 4, 4), torch.rand(1, 2, 3, 4, 4)),
+             "rest": [torch.rand(2, 3), 1.5]}
+    out = to_channels_last(value)
+    assert type(out["b"]) is Batch
+    assert out["b"].image.is_contiguous(memory_format=torch.channels_last)
+    assert out["b"].volume.is_contiguous(memory_format=torch.channels_last_3d)
+    assert out["rest"][1] == 1.5 and torch.equal(out["rest"][0], value["rest"][0])
+

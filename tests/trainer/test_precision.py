@@ -122,3 +122,23 @@ def test_use_ipex_without_ipex_warns_and_trains():
     with pytest.warns(UserWarning, match="install the IPEX release"):
         Trainer(max_epochs=1, use_ipex=True, **QUIET).fit(module, DataLoader(images(), batch_size=8))
     assert module.net.seen
+
+
+def test_training_channels_last_hook_takes_namedtuple_inputs():
+    from collections import namedtuple
+
+    from nano.trainer.channels_last import use_channels_last
+
+    Batch = namedtuple("Batch", "image")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, batch):
+            assert batch.image.is_contiguous(memory_format=torch.channels_last)
+            return self.conv(batch.image)
+
+    net = use_channels_last(Net())
+    assert net(Batch(torch.rand(2, 3, 8, 8))).shape == (2, 4, 6, 6)

@@ -11,7 +11,7 @@ import torch
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, torch_threads
 from nano.inference.prepare import private_eval_copy
-from nano.inference.structure import flatten_output, unflatten_output
+from nano.inference.structure import flatten_output, to_channels_last, unflatten_output
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,19 +39,6 @@ def low_precision_tracing(method: Method):
         yield
     finally:
         mha.set_fastpath_enabled(previous)
-
-
-def to_channels_last(value: Any) -> Any:
-    """4-D tensors (also inside tuples, lists and dicts) converted to channels_last, 5-D ones
-    (Conv3d inputs) to channels_last_3d; other ranks stay as they are."""
-    if isinstance(value, torch.Tensor):
-        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(value.dim())
-        return value.contiguous(memory_format=fmt) if fmt is not None else value
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(to_channels_last(v) for v in value)
-    if isinstance(value, dict) and type(value) is dict:
-        return {k: to_channels_last(v) for k, v in value.items()}
-    return value
 
 
 def prepare_module(model: torch.nn.Module, method: Method) -> torch.nn.Module:

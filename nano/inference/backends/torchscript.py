@@ -9,12 +9,11 @@ from typing import Optional
 import torch
 
 from nano.errors import NanoValueError
-from nano.inference.backends.torch_common import (outputs_as_float32, autocast,
-                                                  low_precision_tracing, prepare_module,
-                                                  to_channels_last)
+from nano.inference.backends.torch_common import (autocast, low_precision_tracing,
+                                                  outputs_as_float32, prepare_module)
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
-from nano.inference.structure import flatten_output
+from nano.inference.structure import flatten_output, to_channels_last
 
 INSTALL_HINT = "pip install torch"
 
