@@ -10,14 +10,17 @@ import torch
 
 
 def load_ipex():
-    """Return the ``intel_extension_for_pytorch`` module, or None after a warning saying how to get it."""
-    try:
-        return importlib.import_module("intel_extension_for_pytorch")
-    except Exception as e:  # ImportError, or an ABI mismatch with this torch
-        warnings.warn(f"use_ipex=True but intel_extension_for_pytorch cannot be imported ({e}); "
-                      f"install the IPEX release built for torch {torch.__version__.split('+')[0]} "
-                      f"to use it. Training continues without IPEX.", stacklevel=3)
+    """Return the ``intel_extension_for_pytorch`` module, or None after a warning saying how
+    to get it (the same probe as the ``*_ipex`` inference methods)."""
+    from nano.inference.backends.ipex import ipex_unavailable
+
+    reason = ipex_unavailable()
+    if reason:
+        warnings.warn(f"use_ipex=True but IPEX is unavailable ({reason}); install the IPEX "
+                      f"release built for torch {torch.__version__.split('+')[0]} to use it. "
+                      f"Training continues without IPEX.", stacklevel=3)
         return None
+    return importlib.import_module("intel_extension_for_pytorch")
 
 
 def ipex_optimize(module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],

@@ -25,8 +25,21 @@ def _major_minor(version: str) -> tuple:
     return tuple(int(p) for p in version.split("+")[0].split(".")[:2])
 
 
+def _import_ipex() -> None:
+    # IPEX starts an inductor compile worker pool at import; one thread is plenty on the
+    # machines IPEX targets here, and the variable is put back afterwards
+    had = "TORCHINDUCTOR_COMPILE_THREADS" in os.environ
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    try:
+        import intel_extension_for_pytorch  # noqa: F401
+    finally:
+        if not had:
+            os.environ.pop("TORCHINDUCTOR_COMPILE_THREADS", None)
+
+
 def ipex_unavailable() -> Optional[str]:
-    """Why IPEX cannot be used with this torch, or None."""
+    """Why IPEX cannot be used with this torch, or None (then it is imported). The one
+    probe for inference and training."""
     if "reason" in _reason_cache:
         return _reason_cache["reason"]
     reason = None
@@ -44,8 +57,7 @@ def ipex_unavailable() -> Optional[str]:
                       f"{'.'.join(map(str, _major_minor(ipex_version)))}, this is torch "
                       f"{torch.__version__}")
         else:
-            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
-            import intel_extension_for_pytorch  # noqa: F401
+            _import_ipex()
     except Exception as e:  # a mismatched build raises AttributeError and friends
         reason = f"intel_extension_for_pytorch does not import: {type(e).__name__}: {e}"
     _reason_cache["reason"] = reason
