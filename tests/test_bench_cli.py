@@ -11,6 +11,8 @@ import torch
 
 from tests.inference.models import SmallCNN
 
+pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
+
 BENCH = os.path.join(os.path.dirname(sys.executable), "bigdl-nano-bench")
 FAST = ["--accelerator", "jit,onnxruntime", "--precision", "fp32", "--latency-samples", "10"]
 

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
+
 NOISE = ("Failed to load", "_pytree.py", "Loading weights")
 
 

@@ -86,6 +86,7 @@ def assert_close(a, b, tol=1e-4):
 # trace() -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ["onnxruntime", "openvino", "jit"])
 def test_trace_positional_in_bigdl_order(model, accelerator):
     fast = InferenceOptimizer.trace(model, x(2), accelerator)
@@ -116,6 +117,7 @@ def test_trace_without_sample_plain_and_jit(model):
         InferenceOptimizer.trace(model, accelerator="onnxruntime")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ["onnxruntime", "openvino", "jit"])
 def test_output_tensors_false_gives_numpy_also_after_load(model, accelerator, tmp_path):
     fast = InferenceOptimizer.trace(model, x(2), accelerator, output_tensors=False)
@@ -214,6 +216,7 @@ def test_channels_last_on_conv3d(accelerator):
 # quantize() ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quantize_with_calib_dataloader_and_eval_func(model):
     calls = []
 
@@ -235,6 +238,7 @@ def test_quantize_positional_data_in_the_wrong_place_is_named(model):
         InferenceOptimizer.quantize(model, "int8", "onnxruntime", loader())
 
 
+@pytest.mark.slow
 def test_quantize_tuning_strategy_is_accepted_with_a_note(model):
     with pytest.warns(UserWarning, match="tuning_strategy='bayesian' is accepted"):
         InferenceOptimizer.quantize(model, accelerator="openvino", calib_data=loader(),
@@ -243,6 +247,7 @@ def test_quantize_tuning_strategy_is_accepted_with_a_note(model):
         InferenceOptimizer.quantize(model, calib_data=loader(), tuning_strategy="smart")
 
 
+@pytest.mark.slow
 def test_bf16_and_dynamic_need_no_calibration_data(model):
     bf16 = InferenceOptimizer.quantize(model, precision="bf16")  # no data at all
     assert bf16.method.name == "bf16" and bf16(x()).dtype == torch.float32
@@ -268,6 +273,7 @@ def test_quantize_bf16_channels_last_and_dynamic_axes():
         fixed(torch.rand(2, 3, 4, 8, 8))
 
 
+@pytest.mark.slow
 def test_quantize_an_accelerated_model_starts_from_its_original(model, tmp_path):
     ov = InferenceOptimizer.trace(model, x(2), "openvino")
     q = InferenceOptimizer.quantize(ov, accelerator="openvino", calib_data=loader())
@@ -316,6 +322,7 @@ def test_load_takes_bigdls_arguments(model, tmp_path):
         InferenceOptimizer.load(str(tmp_path), device="GPU")
 
 
+@pytest.mark.slow
 def test_original_attributes_and_methods_reachable(model, tmp_path):
     fast = InferenceOptimizer.trace(model, x(2), "onnxruntime")
     assert fast.num_classes == 3 and fast.describe() == "3-way classifier"
@@ -360,6 +367,7 @@ def _masked_batches(form):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["plain", "nested", "dict"])  # (inputs..., target),
 def test_batch_forms_are_matched_to_forward_including_defaults(form):  # ((inputs...), target)
     torch.manual_seed(0)
@@ -387,6 +395,7 @@ def test_data_that_does_not_fit_is_one_clear_error(model):
 # optimize() ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_optimize_search_modes_and_optimized_model_dict(model, tmp_path):
     opt = InferenceOptimizer()
     with pytest.raises(ValueError, match="search_mode='grid' searches the methods matching"):

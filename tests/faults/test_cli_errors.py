@@ -32,6 +32,7 @@ def test_bench_timeout_must_be_positive(value):
                    "bigdl-nano-bench", "--timeout: must be more than 0")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option, path, fragment", [
     ("--save", "/proc/nano-test/best", "cannot save to"),
     ("--save", "{tmp}/a-file/best", "is a file, not a directory"),
@@ -49,6 +50,7 @@ def test_bench_output_paths_are_checked_before_the_search(tmp_path, option, path
     assert "optimize" not in out.stderr
 
 
+@pytest.mark.slow
 def test_bench_corrupt_exported_program_is_one_line(tmp_path):
     class Plus(torch.nn.Module):
         def forward(self, x):
@@ -82,11 +84,13 @@ def test_init_warns_when_threads_exceed_the_cpus():
     assert "exceed" not in quiet.stderr
 
 
+@pytest.mark.slow
 def test_bench_model_that_does_not_fit_the_shape_is_a_usage_error():
     one_line_error(run("bigdl-nano-bench", MODEL, "--input-shape", "1,5"), "bigdl-nano-bench",
                    "does not run on inputs of shape (1, 5)")
 
 
+@pytest.mark.slow
 def test_python_api_summary_extension(tmp_path):
     from nano import InferenceOptimizer
     from nano.errors import NanoValueError

@@ -3,6 +3,8 @@
 import signal
 import time
 
+import pytest
+
 from tests.faults.helpers import command, descendants, kill_all, start, wait_for, wait_gone
 
 
@@ -34,6 +36,7 @@ def test_sigterm_reaches_background_children_and_the_launcher_exits():
         kill_all(seen)
 
 
+@pytest.mark.slow
 def test_a_second_signal_kills_instances_that_ignore_the_first():
     proc = start([command("bigdl-nano-run"), "--ninstances", "2", "--", "sh", "-c",
                   "trap '' TERM; sleep 300 & wait"])

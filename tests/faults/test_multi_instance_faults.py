@@ -14,6 +14,8 @@ from nano import InferenceOptimizer
 from nano.errors import NanoTypeError, NanoValueError
 from tests.faults.helpers import wait_gone
 
+pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -11,6 +11,8 @@ import torch
 from tests.faults.helpers import (command, descendants, kill_all, nano_temp_dirs, start,
                                   wait_for, wait_gone)
 
+pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -123,6 +123,7 @@ def params():
             yield pytest.param(case, runtime, id=f"{case}-{runtime}", marks=pytest.mark.slow)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,runtime", list(params()))
 def test_fresh_values_match_the_original(case, runtime):
     original, fast = build(case, runtime)
@@ -154,6 +155,7 @@ print(json.dumps(errors))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_fresh_values_after_load_in_a_fresh_process(case, tmp_path):
     items, tolerances = [], {}
@@ -238,6 +240,7 @@ def test_a_branch_on_the_mask_traced_without_padding_is_refused(accelerator):
         InferenceOptimizer.trace(models.SkipsFullMask(), sample, accelerator)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ["onnxruntime", "openvino"])
 def test_python_number_output_is_refused(accelerator):
     with pytest.raises(TraceError, match="Python value"):
@@ -255,6 +258,7 @@ def test_list_length_following_the_batch_is_refused(accelerator):
 # The same through optimize() and multi-instance serving.
 
 
+@pytest.mark.slow
 def test_optimize_with_nested_inputs_and_a_wrong_trace_row():
     torch.manual_seed(0)
     original = models.ListAndDict().eval()
@@ -279,6 +283,7 @@ def test_optimize_with_nested_inputs_and_a_wrong_trace_row():
         assert "does not compute what the original model does" in rows[name].detail
 
 
+@pytest.mark.slow
 def test_multi_instance_with_nested_inputs():
     original, fast = build("tuple", "onnxruntime")
     calls = [(args, kwargs) for args, kwargs in fresh_calls("tuple")] * 2

@@ -33,6 +33,7 @@ def zygote():
         yield z
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,status,fragment", [
     ("ok", "ok", ""),
     ("raise", "failed", "ValueError: bad thing"),

@@ -14,6 +14,8 @@ from nano import InferenceOptimizer
 from tests.conftest import accuracy
 from tests.inference.models import Treacherous, Unexportable
 
+pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
+
 FAST = ["original", "fp32_channels_last", "bf16", "jit_fp32", "jit_bf16", "onnxruntime_fp32",
         "openvino_fp32", "openvino_bf16"]
 

@@ -31,6 +31,7 @@ def saved(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_graph_kinds_load_in_a_fresh_process_without_the_class(saved):
     script = textwrap.dedent(f"""
         import sys, torch

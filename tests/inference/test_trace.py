@@ -28,6 +28,7 @@ def cnn():
     return SmallCNN().eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ACCELERATORS)
 def test_cnn_any_batch_size(cnn, accelerator):
     model = InferenceOptimizer.trace(cnn, accelerator=accelerator, input_sample=torch.rand(2, 1, 8, 8))
@@ -36,6 +37,7 @@ def test_cnn_any_batch_size(cnn, accelerator):
         assert close(model(x), cnn(x))
 
 
+@pytest.mark.slow
 def test_openvino_static_copy_for_the_sample_shape_survives_save(cnn, tmp_path):
     model = InferenceOptimizer.trace(cnn, accelerator="openvino", input_sample=torch.rand(2, 1, 8, 8))
     assert model._static_key == ((2, 1, 8, 8),)
@@ -47,6 +49,7 @@ def test_openvino_static_copy_for_the_sample_shape_survives_save(cnn, tmp_path):
         assert close(loaded(x), cnn(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ACCELERATORS)
 def test_encoder_masks_and_dict_output(accelerator):
     torch.manual_seed(0)
@@ -63,6 +66,7 @@ def test_encoder_masks_and_dict_output(accelerator):
     assert close(out, enc(ids3, attention_mask=mask3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ACCELERATORS)
 def test_two_inputs_with_keywords(accelerator):
     torch.manual_seed(0)
@@ -74,6 +78,7 @@ def test_two_inputs_with_keywords(accelerator):
     assert close(model(extra=e, x=x), two(x, e))
 
 
+@pytest.mark.slow
 def test_compile_runs_and_matches(cnn):
     model = InferenceOptimizer.trace(cnn, accelerator="compile", input_sample=torch.rand(2, 1, 8, 8))
     x = torch.rand(3, 1, 8, 8)
@@ -103,6 +108,7 @@ def test_channels_last_is_active_inside_the_call():
     assert model.module.seen[-1] == (torch.float32, True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ["jit", "compile", "openvino"])
 def test_bf16_runtimes_really_compute_in_bf16(cnn, accelerator):
     from nano.inference.methods import Method
@@ -114,6 +120,7 @@ def test_bf16_runtimes_really_compute_in_bf16(cnn, accelerator):
     assert 1e-5 < err < 0.1  # bf16 rounding visible, but close
 
 
+@pytest.mark.slow
 def test_user_model_untouched(cnn):
     model = copy.deepcopy(cnn).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

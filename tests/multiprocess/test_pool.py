@@ -13,6 +13,8 @@ from nano.models import TinyEncoder
 from nano.multiprocess.pool import WorkerError
 from tests.inference.models import SmallCNN, TwoInput
 
+pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
+
 NEEDS_TWO = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 usable CPUs")
 
 

@@ -14,6 +14,8 @@ from nano.errors import DataMismatch
 from nano.quantize import AccuracyCriterionError
 from tests.conftest import accuracy
 
+pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
+
 RUNTIMES = [(None, None), ("onnxruntime", "qdq"), ("onnxruntime", "qlinear"), ("openvino", None)]
 
 

@@ -15,7 +15,7 @@ from nano import Trainer, nano
 from tests.trainer.jobs import (LR, QUIET, LoopNano, RegressionModule, linear, regression_data,
                                 sgd_loop)
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # every test starts processes
 B = 4
 
 

@@ -12,7 +12,7 @@ from nano import nano
 from nano.trainer import WorkerError
 from tests.trainer.jobs import linear, regression_data
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # every test starts processes
 
 
 def raise_on_rank_1(model, optimizer, loader):

@@ -104,6 +104,7 @@ def test_fp32_by_default():
     assert all(s["conv_dtype"] == torch.float32 and not s["input_channels_last"] for s in seen)
 
 
+@pytest.mark.slow
 def test_bf16_and_channels_last_together_in_two_processes():
     module = ProbeModule()
     trainer = Trainer(num_processes=2, precision="bf16", channels_last=True, max_epochs=1, **QUIET)
