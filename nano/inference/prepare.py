@@ -66,6 +66,14 @@ class BuildInputs:
         return dims
 
 
+def export_dynamic_shapes(dims: list[list[int]]) -> tuple:
+    """``torch.export``'s dynamic_shapes for inputs whose varying dims are ``dims`` (one
+    list per input, as ``BuildInputs.dynamic_dims`` gives): torch decides each size."""
+    from torch.export import Dim
+
+    return tuple({d: Dim.AUTO for d in ds} or None for ds in dims)
+
+
 def private_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy in eval mode: Nano never changes the user's module (mode, weights, layout)."""
     return copy.deepcopy(model).eval()

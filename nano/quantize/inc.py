@@ -10,15 +10,17 @@ Nano's own trials are used.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Optional
 
 import torch
 
 from nano.inference.backends import module_available
+from nano.inference.prepare import export_dynamic_shapes
+from nano.noise import quiet_third_party
 
 INSTALL_HINT = "pip install neural-compressor neural-compressor-pt py-cpuinfo"
+NEURAL_COMPRESSOR_LOGGERS = ("neural_compressor", "neural_compressor.common")
 
 
 def unavailable_reason() -> Optional[str]:
@@ -38,14 +40,11 @@ def tolerable_loss(criterion, baseline: float) -> Optional[float]:
 
 def autotune_pt2e(inputs, loss: float, evaluate, max_trials: int):
     """Run Neural Compressor's autotune; return the converted graph module or None."""
-    from torch.export import Dim
     from neural_compressor.torch.export import export
     from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune
 
-    for name in ("neural_compressor", "neural_compressor.common"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     sample = tuple(inputs.export_sample())
-    shapes = tuple({d: Dim.AUTO for d in ds} or None for ds in inputs.dynamic_dims())
+    shapes = export_dynamic_shapes(inputs.dynamic_dims())
     configs = [StaticQuantConfig(act_sym=False), StaticQuantConfig(act_sym=True),
                StaticQuantConfig(w_granularity="per_tensor")][:max_trials]
     calib = inputs.flat_calib()
@@ -57,7 +56,8 @@ def autotune_pt2e(inputs, loss: float, evaluate, max_trials: int):
     def eval_fn(model):
         return evaluate(_FlatCaller(model, inputs))
 
-    with warnings.catch_warnings():
+    # its per-trial INFO/WARNING logs are for its own users; Nano reports the trials itself
+    with warnings.catch_warnings(), quiet_third_party(*NEURAL_COMPRESSOR_LOGGERS):
         warnings.simplefilter("ignore")
         exported = export(inputs.flat_module(), example_inputs=sample, dynamic_shapes=(shapes,))
         return autotune(exported, TuningConfig(config_set=configs, tolerable_loss=loss,

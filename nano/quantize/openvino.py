@@ -8,12 +8,12 @@ layers that cost the most accuracy until the drop is within bounds.
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from nano.inference.backends import module_available
 from nano.inference.backends.openvino import OpenVINOModel, convert, sample_shapes
 from nano.inference.methods import Method
+from nano.noise import quiet_third_party
 from nano.quantize.config import QuantConfig
 
 INSTALL_HINT = "pip install nncf openvino"
@@ -65,20 +65,20 @@ def build(method: Method, inputs, validation: Optional[tuple] = None) -> OpenVIN
     drop_type) switches to NNCF's accuracy-control algorithm."""
     import nncf
 
-    logging.getLogger("nncf").setLevel(logging.ERROR)
     config = QuantConfig.from_options(method.option_dict)
     ov_model = convert(inputs)
     flats = inputs.flat_calib(config.calib_samples)
     dataset = nncf.Dataset([[t.numpy() for t in flat] for flat in flats])
     kwargs = nncf_arguments(config, ov_model, len(flats))
-    if validation is None:
-        quantized = nncf.quantize(ov_model, dataset, **kwargs)
-    else:
-        data, fn, max_drop, drop_type = validation
-        quantized = nncf.quantize_with_accuracy_control(
-            ov_model, dataset, nncf.Dataset(data), validation_fn=fn, max_drop=max_drop,
-            drop_type=nncf.DropType.ABSOLUTE if drop_type == "absolute"
-            else nncf.DropType.RELATIVE, **kwargs)
+    with quiet_third_party("nncf"):  # its progress and INFO lines, for NNCF's own users
+        if validation is None:
+            quantized = nncf.quantize(ov_model, dataset, **kwargs)
+        else:
+            data, fn, max_drop, drop_type = validation
+            quantized = nncf.quantize_with_accuracy_control(
+                ov_model, dataset, nncf.Dataset(data), validation_fn=fn, max_drop=max_drop,
+                drop_type=nncf.DropType.ABSOLUTE if drop_type == "absolute"
+                else nncf.DropType.RELATIVE, **kwargs)
     return OpenVINOModel(quantized, method, inputs.signature, inputs.output, inputs.thread_num,
                          sample_shapes(inputs))
 

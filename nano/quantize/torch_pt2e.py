@@ -19,6 +19,7 @@ from nano.inference.backends.torch_common import load_exported_program
 from nano.inference.backends.torch_compile import inductor_config
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
+from nano.inference.prepare import export_dynamic_shapes
 from nano.quantize.config import QuantConfig
 
 INSTALL_HINT = "pip install torchao"
@@ -75,10 +76,8 @@ class CompiledInt8Model(AcceleratedModel):
             return list(self.compiled(*inputs))
 
     def save_artifacts(self, directory: str) -> dict:
-        from torch.export import Dim
-
         # the converted graph takes one argument per input (not *args like FlatModule)
-        shapes = tuple({d: Dim.AUTO for d in ds} or None for ds in self.dims)
+        shapes = export_dynamic_shapes(self.dims)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.export(self.graph_module, tuple(self.example),
@@ -104,7 +103,6 @@ def unavailable_reason(method: Method) -> Optional[str]:
 
 
 def build(method: Method, inputs) -> CompiledInt8Model:
-    from torch.export import Dim
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from nano.inference.verify import check_conversion, flat_runner
@@ -115,7 +113,7 @@ def build(method: Method, inputs) -> CompiledInt8Model:
     _check(config)
     sample = tuple(inputs.export_sample())
     dims = inputs.dynamic_dims()
-    dynamic_shapes = (tuple({d: Dim.AUTO for d in ds} or None for ds in dims),)
+    dynamic_shapes = (export_dynamic_shapes(dims),)  # FlatModule takes *inputs
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exported = torch.export.export(inputs.flat_module(), sample,

@@ -16,6 +16,7 @@ from nano.inference.backends import module_available
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
+from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.sources import is_onnx_source
 
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
@@ -35,7 +36,6 @@ def export_onnx(inputs, path: str) -> None:
         check_conversion(exported, inputs, "fp32", "the ONNX export", warned)
 
 
-
 def _export(inputs, path: str) -> None:
     if is_onnx_source(inputs.model):  # it already is ONNX
         with open(path, "wb") as f:
@@ -49,9 +49,7 @@ def _export(inputs, path: str) -> None:
     dims = inputs.dynamic_dims()
     if isinstance(inputs.model, ScriptModuleHolder):
         flat = inputs.model.script  # TorchScript exports only through the TorchScript exporter
-    from torch.export import Dim
-
-    dynamic_shapes = (tuple({d: Dim.AUTO for d in ds} or None for ds in dims),)
+    dynamic_shapes = (export_dynamic_shapes(dims),)  # FlatModule takes *inputs
     errors = []
     with torch.no_grad():
         try:
