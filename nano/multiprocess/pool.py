@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from nano.errors import NanoTypeError, NanoValueError
+from nano.errors import NanoError, NanoTypeError, NanoValueError
 from nano.inference.data import ForwardParams, as_batches, split_batch
 from nano.inference.structure import normalize_sample, unflatten_output
 from nano.launcher.cpulist import format_cpu_list
@@ -29,11 +29,12 @@ from nano.launcher.pinning import child_setup
 from nano.multiprocess import transport
 
 
-class WorkerError(RuntimeError):
-    """A worker raised on an input, or died; the pool is closed."""
+class InstanceError(NanoError, RuntimeError):
+    """A worker of a multi-instance model raised on an input, or died; the pool is closed.
+    (Training ranks fail with ``nano.trainer.launch.WorkerError`` instead.)"""
 
 
-class WorkerTimeout(WorkerError, TimeoutError):
+class InstanceTimeout(InstanceError, TimeoutError):
     """An input took longer than the pool's ``timeout``; its worker was killed, the pool
     is closed."""
 
@@ -150,7 +151,7 @@ class MultiInstanceModel:
     ``close()`` it, or use it as a context manager.
 
     With ``timeout`` (seconds per input), an input that takes longer is a
-    ``WorkerTimeout`` naming it; its worker is killed and the pool is closed,
+    ``InstanceTimeout`` naming it; its worker is killed and the pool is closed,
     like after any worker error: make a new one to go on.
     """
 
@@ -183,10 +184,10 @@ class MultiInstanceModel:
                 ready = transport.receive(w.proc.stdout)
             except EOFError:
                 self.close()
-                raise WorkerError(f"{w.describe()} {w.death()} while loading the model") from None
+                raise InstanceError(f"{w.describe()} {w.death()} while loading the model") from None
             if not ready.get("ready"):
                 self.close()
-                raise WorkerError(f"{w.describe()} could not load the model: {ready['error']}")
+                raise InstanceError(f"{w.describe()} could not load the model: {ready['error']}")
             w.pid, w.affinity = ready["pid"], ready["cpus"]
 
     @property
@@ -231,14 +232,14 @@ class MultiInstanceModel:
                     except EOFError:
                         doing = (f"while running {describe_inputs(w.inflight[0])}"
                                  if w.inflight else "with nothing left to run")
-                        raise WorkerError(f"{w.describe()} {w.death()} {doing}") from None
+                        raise InstanceError(f"{w.describe()} {w.death()} {doing}") from None
                     indexes = w.inflight[0]
                     if "error" in reply:
                         failed = indexes if reply["position"] is None else \
                             [indexes[reply["position"]]]
-                        raise WorkerError(f"{describe_inputs(failed)} failed in "
-                                          f"{w.describe()}: {reply['error']}\n"
-                                          f"{reply['traceback']}")
+                        raise InstanceError(f"{describe_inputs(failed)} failed in "
+                                            f"{w.describe()}: {reply['error']}\n"
+                                            f"{reply['traceback']}")
                     flats = transport.unpack(w.replies.get(reply["shm"]), reply["skeleton"],
                                              copy=True)
                     for index, spec, flat in zip(indexes, reply["specs"], flats):
@@ -266,9 +267,9 @@ class MultiInstanceModel:
         for w in self.workers:
             if w.inflight and now - w.busy_since > self.timeout:
                 w.proc.kill()
-                raise WorkerTimeout(f"{describe_inputs(w.inflight[0])} took over "
-                                    f"{self.timeout:g} s in {w.describe()}; the worker was "
-                                    f"killed and this multi-instance model closed")
+                raise InstanceTimeout(f"{describe_inputs(w.inflight[0])} took over "
+                                      f"{self.timeout:g} s in {w.describe()}; the worker was "
+                                      f"killed and this multi-instance model closed")
 
     def _dispatch(self, worker: _Worker, pending, calls) -> None:
         indexes = next(pending, None)
@@ -280,8 +281,8 @@ class MultiInstanceModel:
         try:
             transport.send(worker.proc.stdin, {"skeleton": skeleton, "shm": name})
         except (BrokenPipeError, OSError):
-            raise WorkerError(f"{worker.describe()} {worker.death()} before "
-                              f"{describe_inputs(indexes)}") from None
+            raise InstanceError(f"{worker.describe()} {worker.death()} before "
+                                f"{describe_inputs(indexes)}") from None
 
     def close(self) -> None:
         """Stop every worker (they exit when their pipe closes; one still busy is killed),

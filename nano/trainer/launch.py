@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
+from nano.errors import NanoError
 from nano.launcher.cpulist import format_cpu_list
 from nano.launcher.launch import instance_specs
 from nano.launcher.pinning import child_setup
@@ -35,7 +36,7 @@ from nano.trainer.worker import error_path, save_job, spawn_entry
 _GRACE_SECONDS = 3.0
 
 
-class WorkerError(RuntimeError):
+class WorkerError(NanoError, RuntimeError):
     """A training process failed; the message names the rank and carries its traceback."""
 
     def __init__(self, message: str, rank: int, remote_type: Optional[str] = None):

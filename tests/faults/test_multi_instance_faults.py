@@ -27,7 +27,7 @@ class HangsOnLargeValues(torch.nn.Module):
 
 
 def test_timeout_names_the_hanging_input_and_closes_the_pool():
-    from nano.multiprocess.pool import WorkerTimeout
+    from nano.multiprocess.pool import InstanceTimeout
 
     inputs = [torch.ones(2, 2)] * 3 + [torch.full((2, 2), 1000.0)] + [torch.ones(2, 2)] * 2
     pool = InferenceOptimizer.to_multi_instance(HangsOnLargeValues(), 2, timeout=3)
@@ -35,7 +35,7 @@ def test_timeout_names_the_hanging_input_and_closes_the_pool():
     try:
         torch.testing.assert_close(pool([torch.ones(2, 2)] * 4)[3], torch.full((2, 2), 2.0))
         started = time.monotonic()
-        with pytest.raises(WorkerTimeout, match=r"^input 3 took over 3 s in worker \d"):
+        with pytest.raises(InstanceTimeout, match=r"^input 3 took over 3 s in worker \d"):
             pool(inputs)
         assert time.monotonic() - started < 30
         assert wait_gone(pids) == []

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nano import InferenceOptimizer
 from nano.models import TinyEncoder
-from nano.multiprocess.pool import WorkerError
+from nano.multiprocess.pool import InstanceError
 from tests.inference.models import SmallCNN, TwoInput
 
 pytestmark = pytest.mark.slow  # every test here builds runtimes or starts processes
@@ -107,7 +107,7 @@ def test_worker_that_raises_names_the_input():
     xs = [torch.rand(1, 2) for _ in range(5)]
     xs[3][0, 0] = -1
     pool = InferenceOptimizer.to_multi_instance(Fragile(), 2)
-    with pytest.raises(WorkerError, match="input 3 failed in worker .*ValueError: cannot take -1"):
+    with pytest.raises(InstanceError, match="input 3 failed in worker .*ValueError: cannot take -1"):
         pool(xs)
     _no_orphans(pool)
     with pytest.raises(RuntimeError, match="closed"):
@@ -120,7 +120,7 @@ def test_worker_killed_mid_batch_is_an_error_not_a_hang():
     xs[4][0, 0] = -9
     blocks_before = _shared_blocks()
     pool = InferenceOptimizer.to_multi_instance(Fragile(), 2)
-    with pytest.raises(WorkerError, match="was killed by signal 9 while running input 4"):
+    with pytest.raises(InstanceError, match="was killed by signal 9 while running input 4"):
         pool(xs)
     _no_orphans(pool)
     assert _shared_blocks() <= blocks_before
@@ -141,11 +141,11 @@ def test_long_lists_travel_in_chunks_and_keep_order_and_error_names():
         outs = pool(xs)
     assert all(torch.allclose(o, model(x), atol=1e-6) for o, x in zip(outs, xs, strict=True))
     xs[23][0, 0] = -1
-    with pytest.raises(WorkerError, match="input 23 failed in worker .*cannot take -1"):
+    with pytest.raises(InstanceError, match="input 23 failed in worker .*cannot take -1"):
         InferenceOptimizer.to_multi_instance(model, 2)(xs)
     xs[23][0, 0], xs[2][0, 0] = 0.5, -9
     pool = InferenceOptimizer.to_multi_instance(model, 2)
-    with pytest.raises(WorkerError, match="killed by signal 9 while running one of inputs 0-4"):
+    with pytest.raises(InstanceError, match="killed by signal 9 while running one of inputs 0-4"):
         pool(xs)
     _no_orphans(pool)
 
