@@ -63,6 +63,9 @@ def int8_method(accelerator: str, method: Optional[str], approach: str) -> Metho
             raise NanoValueError("method='integer' is dynamic quantization: pass "
                                  "approach='dynamic'")
         return Method("onnxruntime", "int8", variant=variant)
+    if accelerator != "openvino":  # a runtime without a quantizer is an error, not OpenVINO
+        raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}; INT8 runs with "
+                             f"accelerator None/'compile', 'onnxruntime' or 'openvino'")
     if method is not None:
         raise NanoValueError(f"method= applies to onnxruntime only, got {method!r} for "
                              f"{accelerator}")
