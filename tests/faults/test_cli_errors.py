@@ -1,5 +1,6 @@
 """Command-line mistakes: one line on stderr, exit status 2, before any long work."""
 
+import json
 import os
 import subprocess
 import time
@@ -103,3 +104,29 @@ def test_python_api_summary_extension(tmp_path):
     assert not (tmp_path / "t.xlsx").exists()
     opt.save_summary(str(tmp_path / "t.csv"))
     assert (tmp_path / "t.csv").read_text().startswith("method,")
+
+
+@pytest.mark.slow
+def test_bench_save_twice_into_the_same_directory(tmp_path):
+    """The issue's reproduction: two bench runs with --save d, then one flipped byte."""
+    from nano import InferenceOptimizer
+    from nano.inference.model import META_FILE, ModelLoadError
+
+    target = tmp_path / "d"
+    for accelerator, kept in (("jit", "model.pt"), ("onnxruntime", "model.onnx")):
+        out = run("bigdl-nano-bench", MODEL, "--input-shape", "2,4", "--accelerator",
+                  accelerator, "--precision", "fp32", "--calib", "0", "--latency-samples", "5",
+                  "--save", str(target), timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        meta = json.loads((target / META_FILE).read_text())
+        assert sorted(meta["files"]) == sorted(p.name for p in target.iterdir()
+                                               if p.name != META_FILE)
+        if meta["method_name"] != "original":  # the pick may be plain PyTorch
+            assert kept in meta["files"]
+    assert "model.pt" not in os.listdir(target) or "model.onnx" not in os.listdir(target)
+    name = sorted(meta["files"])[0]
+    data = bytearray((target / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (target / name).write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="does not match its checksum"):
+        InferenceOptimizer.load(str(target), model=torch.nn.Linear(4, 2))
