@@ -32,7 +32,7 @@ EXCLUDE = ["compile_fp32", "compile_bf16", "compile_bf16_channels_last", "compil
 
 def loop_rate(model_dir: str, sample_file: str, cpus: list, seconds: float) -> float:
     """Run in a child: pin to ``cpus``, load the saved model, call it for ``seconds``."""
-    from nano.multiprocess.worker import load
+    from nano.multiprocess.instance_server import load
 
     os.sched_setaffinity(0, cpus)
     model = load(model_dir, len(cpus))

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from nano.launcher.cli_common import UsageError, run_cli, split_command
 from nano.launcher.cpulist import parse_cpu_list
-from nano.launcher.launch import instance_environment
+from nano.launcher.pinned_instances import instance_environment
 from nano.launcher.topology import read_topology
 from nano.launcher.torchrun import ALLOCATOR_VAR, CPU_SETS_VAR, OPENMP_VAR
 

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from nano.launcher.cli_common import (OneLineParser, UsageError, add_environment_flags,
                                       positive_int, run_cli, split_command)
 from nano.launcher.cpulist import format_cpu_list, parse_cpu_list
-from nano.launcher.launch import instance_specs, run_instances
+from nano.launcher.pinned_instances import instance_specs, run_instances
 from nano.launcher.schedule import SchedulingError, schedule_instances
 from nano.launcher.topology import read_topology
 from nano.launcher.torchrun import NodeJob, run_node

@@ -31,7 +31,7 @@ from nano.multiprocess import transport
 
 class InstanceError(NanoError, RuntimeError):
     """A worker of a multi-instance model raised on an input, or died; the pool is closed.
-    (Training ranks fail with ``nano.trainer.launch.WorkerError`` instead.)"""
+    (Training ranks fail with ``nano.trainer.local_ranks.WorkerError`` instead.)"""
 
 
 class InstanceTimeout(InstanceError, TimeoutError):
@@ -122,7 +122,7 @@ class _Worker:
         env = dict(os.environ, OMP_NUM_THREADS=str(len(cpus)),
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nano.multiprocess.worker", model_dir, str(len(cpus)),
+            [sys.executable, "-m", "nano.multiprocess.instance_server", model_dir, str(len(cpus)),
              block_prefix],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
             preexec_fn=child_setup(cpus))  # unbuffered: the pool selects on stdout

@@ -1,12 +1,12 @@
 """Training on CPUs: ``Trainer`` for Lightning, ``TorchNano`` / ``@nano`` for plain PyTorch loops.
 
-All three share :mod:`nano.trainer.options` (validation), :mod:`nano.trainer.launch`
+All three share :mod:`nano.trainer.options` (validation), :mod:`nano.trainer.local_ranks`
 (N pinned local processes), :mod:`nano.trainer.distributed` (torchrun-style
 ranks, incl. multi-node) and :mod:`nano.trainer.auto_lr` (lr scaling).
 """
 
 from nano.trainer.auto_lr import AutoLR
-from nano.trainer.launch import WorkerError
+from nano.trainer.local_ranks import WorkerError
 from nano.trainer.lightning_trainer import Trainer
 from nano.trainer.torch_nano import TorchNano, nano
 

@@ -8,7 +8,7 @@ Three situations, one class:
 
 * ``num_processes=1`` (default): a normal Lightning run in this process.
 * ``num_processes=N > 1``: ``fit``/``validate``/``test`` start N local ranks
-  (see :mod:`nano.trainer.launch`), each re-creates this Trainer and runs the
+  (see :mod:`nano.trainer.local_ranks`), each re-creates this Trainer and runs the
   call; rank 0's return value, ``callback_metrics`` and trained weights come
   back to this process and this model. ``predict`` runs here, on all cores,
   so its outputs keep the data's order.
@@ -27,7 +27,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from nano.trainer.arguments import load_module_states, module_states
 from nano.trainer.callbacks import NanoTrainingCallback
-from nano.trainer.launch import run_distributed
+from nano.trainer.local_ranks import run_distributed
 from nano.trainer.placement import place
 
 

@@ -4,7 +4,7 @@ Subclass :class:`TorchNano`, write ``train(...)`` with ``self.setup(model,
 optimizer, *loaders)`` and ``self.backward(loss)``, and call ``MyNano(...).train(...)``;
 or put ``@nano(...)`` on an existing ``train(model, optimizer, loader, ...)``
 function and call it unchanged. With ``num_processes > 1`` the call runs on
-every rank (see :mod:`nano.trainer.launch`), rank 0's return value comes back,
+every rank (see :mod:`nano.trainer.local_ranks`), rank 0's return value comes back,
 and every model passed in the arguments ends up with the trained weights.
 """
 
@@ -23,7 +23,7 @@ from nano.trainer.arguments import (find, find_modules, load_module_states, modu
 from nano.trainer.auto_lr import attach_lr_scaling
 from nano.trainer.channels_last import use_channels_last
 from nano.trainer.ipex import ipex_optimize
-from nano.trainer.launch import run_distributed
+from nano.trainer.local_ranks import run_distributed
 from nano.trainer.options import training_options
 from nano.trainer.placement import place
 from nano.trainer.precision import CpuBf16Autocast

@@ -24,7 +24,7 @@ RUN = [sys.executable, "-m", "nano.launcher.run_cli"]
 
 
 def port():
-    from nano.trainer.launch import free_port
+    from nano.trainer.local_ranks import free_port
     return free_port()
 
 

@@ -25,12 +25,12 @@ from typing import Any, Callable, Optional
 
 from nano.errors import NanoError
 from nano.launcher.cpulist import format_cpu_list
-from nano.launcher.launch import instance_specs
+from nano.launcher.pinned_instances import instance_specs
 from nano.launcher.pinning import child_setup
 from nano.launcher.topology import read_topology
 from nano.trainer.distributed import rank_environment
 from nano.trainer.options import TrainingOptions
-from nano.trainer.worker import error_path, save_job, spawn_entry
+from nano.trainer.rank_job import error_path, save_job, spawn_entry
 
 # After the first failure the other ranks get this long to exit on their own.
 _GRACE_SECONDS = 3.0

@@ -1,6 +1,6 @@
 """One inference instance: load the model, then serve calls from the parent until stdin closes.
 
-Run as ``python -m nano.multiprocess.worker MODEL_DIR THREADS BLOCK_PREFIX`` with its
+Run as ``python -m nano.multiprocess.instance_server MODEL_DIR THREADS BLOCK_PREFIX`` with its
 affinity mask already set by the parent; its reply blocks are named BLOCK_PREFIX + n,
 so the parent can remove them if this process is killed. Messages are length-prefixed pickles on
 stdin/stdout; tensors travel in shared memory (see ``transport``).
