@@ -52,7 +52,7 @@ def print_medians(medians: dict) -> float:
 
 def workload(name, model, args, threads, rounds, round_seconds, quick, excludes):
     from nano import InferenceOptimizer
-    from nano.inference.optimizer import build_method
+    from nano.optimizer import build_method
     from nano.inference.methods import get_method
 
     print(f"\n== {name} ==", flush=True)

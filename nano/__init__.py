@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "InferenceOptimizer": "nano.inference.optimizer",
+    "InferenceOptimizer": "nano.optimizer",
     "Trainer": "nano.trainer.lightning_trainer",
     "TorchNano": "nano.trainer.torch_nano",
     "nano": "nano.trainer.torch_nano",

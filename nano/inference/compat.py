@@ -107,7 +107,7 @@ def runtime_options(accelerator: str, jit_method=None, jit_strict=None, openvino
         if accelerator != "onnxruntime":
             raise NanoValueError(f"onnxruntime_session_options apply to accelerator="
                                  f"'onnxruntime', not {accelerator!r}")
-        from nano.inference.backends.onnxruntime import session_options_dict
+        from nano.inference.backends.onnxruntime_fp32 import session_options_dict
 
         options["session_options"] = session_options_dict(onnxruntime_session_options)
     return options

@@ -1,13 +1,15 @@
-"""INT8 quantization, one quantizer per runtime, behind ``InferenceOptimizer.quantize``.
+"""The accuracy-aware INT8 search behind ``InferenceOptimizer.quantize``.
 
-- ``torch_pt2e``: PyTorch PT2E + X86InductorQuantizer + torch.compile (``compile_int8``)
-- ``onnxruntime``: ONNX Runtime static QDQ / QOperator and dynamic
-- ``openvino``: NNCF on the OpenVINO model, with NNCF accuracy control
-- ``api``: the accuracy-aware search over ``config.QuantConfig`` trials
+- ``api``: tries ``QuantConfig`` trials on one runtime's quantizer and keeps the
+  fastest within the accuracy criterion
+- ``inc``: Intel Neural Compressor's autotune as the tuner for PyTorch INT8
+
+The quantizers themselves are backends (``nano/inference/backends/*_int8.py``,
+``openvino_nncf.py``), so ``load()`` and the isolated search never import this layer.
 """
 
 from nano.inference.criterion import Criterion
+from nano.inference.quant_config import QuantConfig
 from nano.quantize.api import AccuracyCriterionError
-from nano.quantize.config import QuantConfig
 
 __all__ = ["AccuracyCriterionError", "Criterion", "QuantConfig"]

@@ -23,8 +23,8 @@ from nano.inference.measure import (OUTPUT_TOLERANCE, evaluate_metric, measure_l
                                     metric_style, output_error)
 from nano.inference.methods import Method, normalize_accelerator, normalize_precision
 from nano.inference.prepare import prepare
-from nano.quantize.calibration import calibration_samples
-from nano.quantize.config import QuantConfig, trial_configs
+from nano.inference.calibration import calibration_samples
+from nano.inference.quant_config import QuantConfig, trial_configs
 
 ORT_VARIANTS = {"qdq": "qdq", "qlinear": "qlinear", "integer": "integer", None: "qdq"}
 
@@ -161,7 +161,7 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
 
 def _calib_batches(calib_data, sample_size: Optional[int]) -> int:
     """How many batches hold ``sample_size`` samples (BigDL counted samples, Nano batches)."""
-    from nano.quantize.calibration import MAX_CALIB_BATCHES
+    from nano.inference.calibration import MAX_CALIB_BATCHES
 
     if sample_size is None:
         return MAX_CALIB_BATCHES
@@ -220,7 +220,7 @@ def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targ
         label = config.describe() + (", NNCF accuracy control" if special else "")
         try:
             if special:
-                from nano.quantize.openvino import build as ov_build
+                from nano.inference.backends.openvino_nncf import build as ov_build
 
                 validation = (list(zip(samples, targets)),
                               _nncf_validation(metric, inputs), criterion.value, criterion.kind)
@@ -272,7 +272,7 @@ def _try_neural_compressor(qmethod, inputs, criterion, baseline, metric, samples
         return None
     if graph is None:
         return None
-    from nano.quantize.torch_pt2e import wrap_converted
+    from nano.inference.backends.pt2e_int8 import wrap_converted
 
     model = wrap_converted(graph, _with(qmethod, QuantConfig()), inputs)
     value = evaluate_metric(model, metric, samples, targets, vdata)

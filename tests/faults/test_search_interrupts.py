@@ -69,7 +69,7 @@ def test_optimize_cleans_up_when_the_caller_raises(monkeypatch):
             raise RuntimeError("boom in the caller")
         return real(zygote, task, timeout, memory)
 
-    monkeypatch.setattr("nano.inference.optimizer.run_candidate", failing)
+    monkeypatch.setattr("nano.optimizer.run_candidate", failing)
     opt = InferenceOptimizer()
     with pytest.raises(RuntimeError, match="boom in the caller"):
         opt.optimize(torch.nn.Linear(4, 2), torch.randn(8, 4), accelerator="pytorch")

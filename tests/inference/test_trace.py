@@ -87,7 +87,7 @@ def test_compile_runs_and_matches(cnn):
 
 def test_bf16_is_active_inside_the_call_without_context():
     from nano.inference.methods import Method
-    from nano.inference.optimizer import build_method
+    from nano.optimizer import build_method
 
     spy = DtypeSpy().eval()
     model = build_method(spy, Method("pytorch", "bf16", channels_last=True), torch.rand(2, 3, 3, 4))
@@ -99,7 +99,7 @@ def test_bf16_is_active_inside_the_call_without_context():
 
 def test_channels_last_is_active_inside_the_call():
     from nano.inference.methods import Method
-    from nano.inference.optimizer import build_method
+    from nano.optimizer import build_method
 
     spy = DtypeSpy().eval()
     model = build_method(spy, Method("pytorch", "fp32", channels_last=True), torch.rand(2, 3, 3, 4))
@@ -112,7 +112,7 @@ def test_channels_last_is_active_inside_the_call():
 @pytest.mark.parametrize("accelerator", ["jit", "compile", "openvino"])
 def test_bf16_runtimes_really_compute_in_bf16(cnn, accelerator):
     from nano.inference.methods import Method
-    from nano.inference.optimizer import build_method
+    from nano.optimizer import build_method
 
     x = torch.rand(4, 1, 8, 8)
     model = build_method(cnn, Method(accelerator, "bf16"), x)

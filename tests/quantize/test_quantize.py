@@ -46,7 +46,7 @@ def test_int8_keeps_accuracy_and_outputs(quantized, digits_cnn, digits, key):
 
 
 def test_pt2e_really_quantized(quantized):
-    from nano.quantize.torch_pt2e import count_quantize_nodes
+    from nano.inference.backends.pt2e_int8 import count_quantize_nodes
 
     assert count_quantize_nodes(quantized[(None, None)].graph_module) > 0
 
@@ -184,7 +184,7 @@ def test_bad_input_names_the_argument(digits_cnn, digits, kwargs, error, fragmen
 
 
 def test_quant_config_rejects_unknown_options():
-    from nano.quantize.config import QuantConfig
+    from nano.inference.quant_config import QuantConfig
 
     with pytest.raises(TypeError, match="unknown quantization option"):
         QuantConfig.from_options({"per_chanel": False})

@@ -17,13 +17,13 @@ _REGISTRY = {
     "pytorch": "nano.inference.backends.torch_eager",
     "jit": "nano.inference.backends.torchscript",
     "compile": "nano.inference.backends.torch_compile",
-    "onnxruntime": "nano.inference.backends.onnxruntime",
-    "openvino": "nano.inference.backends.openvino",
+    "onnxruntime": "nano.inference.backends.onnxruntime_fp32",
+    "openvino": "nano.inference.backends.openvino_ir",
     "ipex": "nano.inference.backends.ipex",
     # INT8: the quantizers, one per runtime
-    "compile_int8": "nano.quantize.torch_pt2e",
-    "onnxruntime_int8": "nano.quantize.onnxruntime",
-    "openvino_int8": "nano.quantize.openvino",
+    "compile_int8": "nano.inference.backends.pt2e_int8",
+    "onnxruntime_int8": "nano.inference.backends.onnxruntime_int8",
+    "openvino_int8": "nano.inference.backends.openvino_nncf",
 }
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Optional
 
 from nano.inference.backends import module_available
-from nano.inference.backends.openvino import OpenVINOModel, convert, sample_shapes
+from nano.inference.backends.openvino_ir import OpenVINOModel, convert, sample_shapes
 from nano.inference.methods import Method
 from nano.noise import quiet_third_party
-from nano.quantize.config import QuantConfig
+from nano.inference.quant_config import QuantConfig
 
 INSTALL_HINT = "pip install nncf openvino"
 _COMPUTE_TYPES = ("Convolution", "MatMul", "GroupConvolution")

@@ -14,9 +14,9 @@ import tempfile
 from typing import Optional
 
 from nano.inference.backends import module_available
-from nano.inference.backends.onnxruntime import INSTALL_HINT, OnnxRuntimeModel, export_onnx
+from nano.inference.backends.onnxruntime_fp32 import INSTALL_HINT, OnnxRuntimeModel, export_onnx
 from nano.inference.methods import Method
-from nano.quantize.config import QuantConfig
+from nano.inference.quant_config import QuantConfig
 
 _COMPUTE_OPS = ["Conv", "MatMul", "Gemm"]
 VARIANTS = ("qdq", "qlinear", "integer")

@@ -1,4 +1,4 @@
-"""ONNX Runtime: ``onnxruntime_fp32`` (INT8 variants come from nano.quantize).
+"""ONNX Runtime: ``onnxruntime_fp32`` (the INT8 variants are built by ``onnxruntime_int8``).
 
 The model is exported with the dynamo exporter (falling back to the legacy one)
 into a single ``model.onnx`` that any ONNX Runtime loads without Nano.

@@ -20,7 +20,7 @@ from nano.inference.backends.torch_compile import inductor_config
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.prepare import export_dynamic_shapes
-from nano.quantize.config import QuantConfig
+from nano.inference.quant_config import QuantConfig
 
 INSTALL_HINT = "pip install torchao"
 # X86InductorQuantizer has fixed schemes (u8 affine activations, s8 per-channel weights):

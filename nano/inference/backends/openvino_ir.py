@@ -1,4 +1,4 @@
-"""OpenVINO: ``openvino_fp32``, ``openvino_bf16``, ``openvino_fp16`` (INT8 via nano.quantize).
+"""OpenVINO: ``openvino_fp32``, ``openvino_bf16``, ``openvino_fp16`` (INT8: ``openvino_nncf``).
 
 Converted straight from torch with ``openvino.convert_model`` (ONNX as the
 fallback). The inference precision is always pinned: OpenVINO's CPU default on
@@ -89,7 +89,7 @@ def _convert_module(inputs):
             return ov.convert_model(inputs.flat_module(), example_input=tuple(sample),
                                     input=shapes)
     except Exception as direct_error:
-        from nano.inference.backends.onnxruntime import export_onnx
+        from nano.inference.backends.onnxruntime_fp32 import export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
