@@ -8,7 +8,7 @@ import tempfile
 import time
 import warnings
 from types import MappingProxyType
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union, cast
 
 import torch
 
@@ -37,6 +37,23 @@ def build_method(model: torch.nn.Module, method: Method, input_sample,
 
 
 CALIB_BATCHES = 16  # training_data batches used to calibrate the INT8 candidates
+
+
+def _check_layout_options(acc: str, use_ipex: bool, channels_last: bool) -> None:
+    """use_ipex and channels_last only where a backend builds them (read from the specs)."""
+    fp = [s for s in backends.specs() if s.quantizer is None]
+    if use_ipex and acc not in {s.accelerator for s in fp if s.use_ipex}:
+        names = [_spelled(s.accelerator) for s in fp if s.use_ipex]
+        raise NanoValueError(f"use_ipex works with accelerator {' or '.join(names)}, not "
+                             f"{_spelled(acc)}")
+    if channels_last and acc not in {s.accelerator for s in fp if s.channels_last}:
+        names = list(dict.fromkeys(_spelled(s.accelerator) for s in fp if s.channels_last))
+        raise NanoValueError(f"channels_last applies to accelerator {', '.join(names)}; "
+                             f"{acc} picks its own memory layout")
+
+
+def _spelled(acc: str) -> str:
+    return "None" if acc == "pytorch" else repr(acc)
 
 
 def _original_of(model, function: str) -> torch.nn.Module:
@@ -125,12 +142,7 @@ class InferenceOptimizer:
         input_sample, accelerator = compat.sample_and_accelerator(input_sample, accelerator)
         model = _original_of(model, "trace")
         acc = normalize_accelerator(accelerator)
-        if use_ipex and acc not in ("pytorch", "jit"):
-            raise NanoValueError(f"use_ipex works with accelerator None or 'jit', not "
-                                 f"{accelerator!r}")
-        if channels_last and acc not in ("pytorch", "jit", "compile"):
-            raise NanoValueError(f"channels_last applies to the torch accelerators (None, "
-                                 f"'jit', 'compile'); {acc} picks its own memory layout")
+        _check_layout_options(acc, use_ipex, channels_last)
         method = Method(acc, "fp32", channels_last, use_ipex).with_options(
             **compat.runtime_options(acc, jit_method, jit_strict, openvino_config,
                                      onnxruntime_session_options))
@@ -221,7 +233,7 @@ class InferenceOptimizer:
                 raise NanoTypeError(f"save() takes a model returned by Nano or an nn.Module, got "
                                     f"{type(model).__name__}")
             model = backends.build_without_sample(Method("pytorch"), model, None)
-        model.save(path, compression)
+        cast(AcceleratedModel, model).save(path, compression)
 
     @staticmethod
     def load(path: str, model: Optional[torch.nn.Module] = None, input_sample=None,
@@ -409,8 +421,14 @@ class InferenceOptimizer:
     def _result(self, name: str) -> Optional[CandidateResult]:
         return next((r for r in self.results if r.name == name), None)
 
+    def _original(self) -> CandidateResult:
+        """The baseline row (optimize() raises SearchFailed unless it ran and was timed)."""
+        original = self._result("original")
+        assert original is not None and original.latency is not None
+        return original
+
     def _best_median(self) -> Optional[float]:
-        times = [r.latency.median for r in self.results if r.usable]
+        times = [r.latency.median for r in self.results if r.usable and r.latency is not None]
         return min(times) if times else None
 
     def _require_search(self):
@@ -440,8 +458,9 @@ class InferenceOptimizer:
             return True
         if self._metric is not None:
             criterion = Criterion.parse(accuracy_criterion, self._direction == "max")
-            return r.accuracy is not None and criterion.passes(
-                self._result("original").accuracy, r.accuracy)
+            base = self._original().accuracy
+            return base is not None and r.accuracy is not None and criterion.passes(base,
+                                                                                   r.accuracy)
         limit = output_error_limit(accuracy_criterion, OUTPUT_TOLERANCE[r.method.precision])
         return r.output_error is None or r.output_error <= limit
 
@@ -476,9 +495,11 @@ class InferenceOptimizer:
                 f"no method matches accelerator={accelerator!r}, precision={precision!r}, "
                 f"accuracy_criterion={accuracy_criterion!r}; see summary() for what ran")
         best = ranked(candidates)[0]
-        base = self._result("original").latency.median
-        description = (f"{best.name}: {best.latency.median * 1e3:.3f} ms median, "
-                       f"{base / best.latency.median:.2f}x the original")
+        base_latency, best_latency = self._original().latency, best.latency
+        assert base_latency is not None and best_latency is not None  # usable rows are timed
+        base, best_median = base_latency.median, best_latency.median
+        description = (f"{best.name}: {best_median * 1e3:.3f} ms median, "
+                       f"{base / best_median:.2f}x the original")
         if "side_by_side" in best.extra:
             description += (f" (fastest of the final round, timed side by side: "
                             f"{best.extra['side_by_side'] * 1e3:.3f} ms)")

@@ -86,31 +86,35 @@ def with_kwarg_inputs(input_sample: Any, example_kwarg_inputs: Optional[dict]) -
 def runtime_options(accelerator: str, jit_method=None, jit_strict=None, openvino_config=None,
                     onnxruntime_session_options=None) -> dict:
     """The runtime options of a trace/quantize call as Method options, each checked against
-    the accelerator it belongs to."""
+    the backends that read it (their specs' ``options``)."""
     options: dict = {}
     if jit_method is not None or jit_strict is not None:
-        if accelerator != "jit":
-            raise NanoValueError(f"jit_method/jit_strict apply to accelerator='jit', not "
-                                 f"{accelerator!r}")
+        _check_reader("jit_method/jit_strict", "jit_method", accelerator)
         if jit_method not in (None, "trace", "script"):
             raise NanoValueError(f"jit_method must be 'trace', 'script' or None, got "
                                  f"{jit_method!r}")
         options.update(jit_method=jit_method, jit_strict=jit_strict)
     if openvino_config is not None:
-        if accelerator != "openvino":
-            raise NanoValueError(f"openvino_config applies to accelerator='openvino', not "
-                                 f"{accelerator!r}")
+        _check_reader("openvino_config", "openvino_config", accelerator)
         if not isinstance(openvino_config, dict):
             raise NanoTypeError("openvino_config must be a dict of compile_model properties")
         options["openvino_config"] = openvino_config
     if onnxruntime_session_options is not None:
-        if accelerator != "onnxruntime":
-            raise NanoValueError(f"onnxruntime_session_options apply to accelerator="
-                                 f"'onnxruntime', not {accelerator!r}")
+        _check_reader("onnxruntime_session_options", "session_options", accelerator)
         from nano.inference.backends.onnxruntime_fp32 import session_options_dict
 
         options["session_options"] = session_options_dict(onnxruntime_session_options)
     return options
+
+
+def _check_reader(argument: str, option: str, accelerator: str) -> None:
+    """Refuse an option no backend of ``accelerator`` reads, naming those that do."""
+    from nano.inference.backends import specs
+
+    readers = list(dict.fromkeys(s.accelerator for s in specs() if option in s.options))
+    if accelerator not in readers:
+        raise NanoValueError(f"{argument} applies to accelerator="
+                             f"{' or '.join(repr(r) for r in readers)}, not {accelerator!r}")
 
 
 def eval_func_metric(eval_func):

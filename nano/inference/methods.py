@@ -1,41 +1,49 @@
 """Inference methods: frozen, validated descriptions of how to run a model.
 
 A :class:`Method` is (accelerator, precision, channels_last, use_ipex, options).
-Names follow BigDL-Nano (``jit_bf16``, ``openvino_fp32`` ...); ``METHODS`` is
-the table optimize() searches. Unknown names, accelerators, precisions or
+Names follow BigDL-Nano (``jit_bf16``, ``openvino_fp32`` ...); ``method_table()``
+is what optimize() searches, read from the backends' specs. Unknown names, accelerators, precisions or
 options are errors that list the valid values.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from nano.errors import NanoValueError
 
-ACCELERATORS = ("pytorch", "jit", "compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # spellings users bring from BigDL-Nano and torch
 _PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "32": "fp32", "bf16": "bf16",
                       "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
                       "int8": "int8"}
-_ACCELERATOR_ALIASES = {None: "pytorch", "pytorch": "pytorch", "torch": "pytorch",
-                        "jit": "jit", "torchscript": "jit", "compile": "compile",
-                        "inductor": "compile", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
-                        "onnx": "onnxruntime", "openvino": "openvino", "ov": "openvino"}
 
 
 def _choices(values: Iterable) -> str:
     return ", ".join(repr(v) for v in values)
 
 
+def accelerators() -> tuple[str, ...]:
+    """The registered accelerator names (read from the backend specs)."""
+    from nano.inference.backends import accelerators as registered
+
+    return registered()
+
+
 def normalize_accelerator(value) -> str:
     """Map ``None``/"pytorch"/"jit"/... to a canonical accelerator name, or raise listing them."""
+    from nano.inference.backends import accelerator_aliases
+
+    if value is None:
+        return "pytorch"
+    aliases = accelerator_aliases()
     key = value.lower() if isinstance(value, str) else value
-    if key not in _ACCELERATOR_ALIASES:
+    if key not in aliases:
         raise NanoValueError(f"unknown accelerator {value!r}; valid: None (plain PyTorch), "
-                             f"{_choices(ACCELERATORS)}")
-    return _ACCELERATOR_ALIASES[key]
+                             f"{_choices(accelerators())}")
+    return aliases[key]
 
 
 def normalize_precision(value) -> str:
@@ -58,9 +66,9 @@ class Method:
     options: tuple = field(default_factory=tuple)  # sorted (key, value) pairs, hashable
 
     def __post_init__(self):
-        if self.accelerator not in ACCELERATORS:
+        if self.accelerator not in accelerators():
             raise NanoValueError(f"unknown accelerator {self.accelerator!r}; valid: "
-                                 f"{_choices(ACCELERATORS)}")
+                                 f"{_choices(accelerators())}")
         if self.precision not in PRECISIONS:
             raise NanoValueError(f"unknown precision {self.precision!r}; valid: "
                                  f"{_choices(PRECISIONS)}")
@@ -106,8 +114,11 @@ class Method:
                       self.variant, tuple(sorted(merged.items())))
 
 
-# Options a runtime reads when it builds or loads a model (the rest are INT8 settings).
-RUNTIME_OPTIONS = ("jit_method", "jit_strict", "openvino_config", "session_options")
+def runtime_options() -> tuple[str, ...]:
+    """Options a runtime reads when it builds or loads a model (the rest are INT8 settings)."""
+    from nano.inference.backends import specs
+
+    return tuple(dict.fromkeys(o for s in specs() for o in s.options))
 
 
 def freeze(value):
@@ -119,38 +130,29 @@ def freeze(value):
     return value
 
 
-def _m(acc, prec="fp32", cl=False, ipex=False) -> Method:
-    return Method(acc, prec, cl, ipex)
+@functools.lru_cache(maxsize=None)
+def method_table() -> dict[str, Method]:
+    """Every candidate optimize() knows, by name, in the order it tries them: each backend's
+    ``SPEC.candidates`` (INT8 ones need calibration data)."""
+    from nano.inference.backends import specs
 
-
-# The fp32/bf16 candidates optimize() tries (INT8 ones are added by nano.quantize).
-_CANDIDATES = [
-    _m("pytorch"), _m("pytorch", cl=True), _m("pytorch", ipex=True),
-    _m("pytorch", "bf16"), _m("pytorch", "bf16", cl=True), _m("pytorch", "bf16", ipex=True),
-    _m("jit"), _m("jit", cl=True), _m("jit", "bf16"), _m("jit", "bf16", cl=True),
-    # no jit_*_ipex candidates: the IPEX backend does not trace yet, so they would only
-    # repeat fp32_ipex/bf16_ipex under another name until an IPEX environment tests them
-    _m("compile"), _m("compile", "bf16"), _m("compile", "bf16", cl=True),
-    _m("onnxruntime"),
-    _m("openvino"), _m("openvino", "bf16"), _m("openvino", "fp16"),
-]
-# INT8 candidates, built by nano.quantize; optimize() tries them when it has calibration data.
-INT8_CANDIDATES = [
-    Method("compile", "int8"),
-    Method("onnxruntime", "int8", variant="qdq"),
-    Method("onnxruntime", "int8", variant="qlinear"),
-    Method("onnxruntime", "int8", variant="integer"),
-    Method("openvino", "int8"),
-]
-_CANDIDATES += INT8_CANDIDATES
-METHODS: dict = {m.name: m for m in _CANDIDATES}
+    table: dict[str, Method] = {}
+    for spec in specs():
+        for f in spec.candidates:
+            method = Method(spec.accelerator, f.precision, f.channels_last, spec.use_ipex,
+                            f.variant)
+            if method.name in table:
+                raise AssertionError(f"two backends offer {method.name}")
+            table[method.name] = method
+    return table
 
 
 def get_method(name: str) -> Method:
     """Look a method up by name, or raise listing the valid names."""
-    if name not in METHODS:
-        raise NanoValueError(f"unknown method {name!r}; valid: {_choices(sorted(METHODS))}")
-    return METHODS[name]
+    table = method_table()
+    if name not in table:
+        raise NanoValueError(f"unknown method {name!r}; valid: {_choices(sorted(table))}")
+    return table[name]
 
 
 def select_methods(includes: Optional[Iterable[str]] = None,
@@ -163,9 +165,10 @@ def select_methods(includes: Optional[Iterable[str]] = None,
     for group in (includes or []), (excludes or []):
         for name in group:
             get_method(name)  # raises on typos
-    chosen = [METHODS[n] for n in includes] if includes else list(METHODS.values())
+    table = method_table()
+    chosen = [table[n] for n in includes] if includes else list(table.values())
     if "original" not in [m.name for m in chosen]:
-        chosen.insert(0, METHODS["original"])  # the baseline everything is compared with
+        chosen.insert(0, table["original"])  # the baseline everything is compared with
     excluded = set(excludes or [])
     if "original" in excluded:
         raise NanoValueError("'original' cannot be excluded: it is the baseline for speed and "

@@ -45,15 +45,29 @@ class QuantConfig:
 
     @staticmethod
     def from_options(options: dict) -> "QuantConfig":
-        from nano.inference.methods import RUNTIME_OPTIONS
+        """The INT8 settings among a Method's options; unknown ones are an error."""
+        from nano.inference.methods import runtime_options
 
-        options = {k: v for k, v in options.items() if k not in RUNTIME_OPTIONS}
+        runtime = runtime_options()
+        options = {k: v for k, v in options.items() if k not in runtime}
         known = {f.name for f in fields(QuantConfig)}
         unknown = set(options) - known
         if unknown:
             raise NanoTypeError(f"unknown quantization option(s) {sorted(unknown)}; valid: "
                                 f"{sorted(known)}")
         return QuantConfig(**options)
+
+    @staticmethod
+    def of(method) -> "QuantConfig":
+        """The configuration an INT8 ``method`` carries, refused (ValueError) when its
+        quantizer cannot turn one of the knobs it sets."""
+        from nano.inference.backends import backend_for
+
+        config = QuantConfig.from_options(method.option_dict)
+        refusal = backend_for(method).SPEC.quantizer.refusal(config)
+        if refusal:
+            raise NanoValueError(f"{method.name} does not support {refusal}")
+        return config
 
     def describe(self) -> str:
         parts = ["dynamic" if self.dynamic else "static",

@@ -123,15 +123,15 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
     outcome = zygote.run(evaluate_candidate, task, timeout, memory_limit)
     if outcome.status != "ok":
         detail = outcome.detail
-        if outcome.status == "failed" and task.method.accelerator in ("onnxruntime", "openvino",
-                                                                      "jit"):
+        if outcome.status == "failed" and backends.backend_for(task.method).SPEC.converts:
             detail = f"failed to convert: {detail}"
         return CandidateResult(task.method, outcome.status, detail, cost_seconds=outcome.seconds)
     r = outcome.result
-    row = CandidateResult(task.method, "ok", "", r["latency"], r.get("accuracy"),
+    latency: Latency = r["latency"]
+    row = CandidateResult(task.method, "ok", "", latency, r.get("accuracy"),
                           r.get("output_error"), r["build_seconds"], outcome.seconds,
                           r.get("saved_to"))
-    if row.latency.stopped_early:
+    if latency.stopped_early:
         row.status = "slow"
         row.detail = (f"stopped early: over {task.early_stop_factor:g}x the best median so far "
                       f"after 5 calls")

@@ -139,5 +139,7 @@ def load_source(spec: str) -> torch.nn.Module:
 def applicable_accelerators(model: torch.nn.Module) -> Optional[tuple]:
     """Accelerators that can run this model, or None for all."""
     if isinstance(model, OnnxSourceModule):
-        return ("onnxruntime", "openvino")
+        from nano.inference.backends import specs
+
+        return tuple(dict.fromkeys(s.accelerator for s in specs() if s.reads_onnx))
     return None

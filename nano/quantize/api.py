@@ -26,9 +26,6 @@ from nano.inference.prepare import prepare
 from nano.inference.calibration import calibration_samples
 from nano.inference.quant_config import QuantConfig, trial_configs
 
-ORT_VARIANTS = {"qdq": "qdq", "qlinear": "qlinear", "integer": "integer", None: "qdq"}
-
-
 class AccuracyCriterionError(RuntimeError):
     """No INT8 configuration met the accuracy criterion.
 
@@ -44,34 +41,27 @@ class AccuracyCriterionError(RuntimeError):
 
 
 def int8_method(accelerator: str, method: Optional[str], approach: str) -> Method:
-    """The INT8 Method for an accelerator and the BigDL-style ``method``/``approach``."""
-    if accelerator in ("pytorch", "compile"):
-        if method is not None:
-            raise NanoValueError(f"method= selects an ONNX Runtime flavour; PyTorch INT8 has none "
+    """The INT8 Method for an accelerator and the BigDL-style ``method``/``approach``, read
+    from the quantizer's spec; an accelerator without a quantizer is an error."""
+    builder = backends.quantizer_for(accelerator).SPEC
+    spec = builder.quantizer
+    named = [v for v in (*spec.variants, spec.dynamic_variant) if v]
+    if method is not None and method not in named:
+        if not named:
+            raise NanoValueError(f"method= picks an INT8 flavour; {accelerator} INT8 has none "
                                  f"(got {method!r})")
-        return Method("compile", "int8")
-    if accelerator == "jit":
-        raise NanoValueError("accelerator='jit' has no INT8 here (TorchScript quantization is "
-                             "deprecated); use accelerator=None (PT2E + torch.compile), "
-                             "'onnxruntime' or 'openvino'")
-    if accelerator == "onnxruntime":
-        if method not in ORT_VARIANTS:
-            raise NanoValueError(f"method for onnxruntime must be 'qdq', 'qlinear' or "
-                                 f"'integer', got {method!r}")
-        variant = "integer" if approach == "dynamic" else ORT_VARIANTS[method]
-        if approach == "static" and variant == "integer":
-            raise NanoValueError("method='integer' is dynamic quantization: pass "
-                                 "approach='dynamic'")
-        return Method("onnxruntime", "int8", variant=variant)
-    if accelerator != "openvino":  # a runtime without a quantizer is an error, not OpenVINO
-        raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}; INT8 runs with "
-                             f"accelerator None/'compile', 'onnxruntime' or 'openvino'")
-    if method is not None:
-        raise NanoValueError(f"method= applies to onnxruntime only, got {method!r} for "
-                             f"{accelerator}")
+        raise NanoValueError(f"method for {accelerator} must be "
+                             f"{', '.join(repr(v) for v in named)} or None, got {method!r}")
     if approach == "dynamic":
-        raise NanoValueError("OpenVINO (NNCF) INT8 is static only: use approach='static'")
-    return Method("openvino", "int8")
+        if spec.dynamic_variant is None:
+            raise NanoValueError(f"{accelerator} INT8 is static only: use approach='static'")
+        variant = spec.dynamic_variant
+    elif method is not None and method == spec.dynamic_variant:
+        raise NanoValueError(f"method={method!r} is dynamic quantization: pass "
+                             f"approach='dynamic'")
+    else:
+        variant = method or spec.variants[0]
+    return Method(builder.accelerator, "int8", variant=variant)
 
 
 def _eval_data(model, validation_data, calib_data):
@@ -139,14 +129,17 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
     if not (dynamic and calib_data is None):
         calib = calibration_samples(model, calib_data, input_sample,
                                     limit=_calib_batches(calib_data, sample_size))
-    if dynamic and calib is None and input_sample is None:
+    if input_sample is not None:
+        sample = input_sample
+    elif calib:
+        sample = calib[0]
+    else:
         raise NanoValueError("dynamic INT8 needs input_sample (or calib_data) to export the "
                              "model")
-    sample = input_sample if input_sample is not None else calib[0]
     inputs = prepare(model, sample, thread_num, dynamic_axes, calib)
-    quantizer = backends.backend_module(backends.registry_key(qmethod))
-    configs = [c for c in trial_configs(dynamic) if quantizer.supports(c)]
-    if criterion is None:
+    quantizer = backends.backend_for(qmethod)
+    configs = [c for c in trial_configs(dynamic) if quantizer.SPEC.quantizer.supports(c)]
+    if criterion is None or metric is None:
         built = backends.build(_with(qmethod, configs[0]), inputs)
         _warn_on_drift(built, inputs)
         return built
@@ -155,8 +148,8 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
         raise NanoValueError("the metric needs labels: pass validation_data with (input, "
                              "label) batches, or calib_data with labels")
     baseline = evaluate_metric(inputs.model, metric, samples, targets, vdata)  # a private copy
-    return _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targets, vdata,
-                   max_trials, timeout)
+    return _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, samples,
+                   targets, vdata, max_trials, timeout)
 
 
 def _calib_batches(calib_data, sample_size: Optional[int]) -> int:
@@ -194,8 +187,8 @@ def _warn_on_drift(built, inputs) -> None:
                       f"check accuracy with metric= and accuracy_criterion=", stacklevel=3)
 
 
-def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targets, vdata,
-            max_trials, timeout):
+def _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, samples, targets,
+            vdata, max_trials, timeout):
     """Try at most ``max_trials`` configurations; return the fastest passing model or raise
     AccuracyCriterionError."""
     from tqdm.auto import tqdm
@@ -204,12 +197,12 @@ def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targ
     trials, passing = [], []
     best = (None, float("inf"))
     todo = [(c, None) for c in configs]
-    if qmethod.accelerator == "openvino" and metric_style(metric) == "pred":
-        # NNCF's accuracy control right after the plain default: it reverts only the layers
-        # that cost accuracy, which usually beats the coarser configurations after it.
+    if quantizer.SPEC.quantizer.accuracy_control and metric_style(metric) == "pred":
+        # the runtime's own accuracy control right after the plain default (NNCF's reverts only
+        # the layers that cost accuracy, which usually beats the coarser configurations after it)
         todo.insert(1, (configs[0], "accuracy_control"))
     todo = todo[: max_trials or len(todo)]
-    tuned = _try_neural_compressor(qmethod, inputs, criterion, baseline, metric, samples,
+    tuned = _try_neural_compressor(quantizer, qmethod, inputs, criterion, baseline, metric, samples,
                                    targets, vdata, len(todo))
     if tuned is not None:
         return tuned
@@ -220,11 +213,10 @@ def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targ
         label = config.describe() + (", NNCF accuracy control" if special else "")
         try:
             if special:
-                from nano.inference.backends.openvino_nncf import build as ov_build
-
                 validation = (list(zip(samples, targets)),
                               _nncf_validation(metric, inputs), criterion.value, criterion.kind)
-                model = ov_build(_with(qmethod, config), inputs, validation)
+                model = quantizer.build_with_accuracy_control(_with(qmethod, config), inputs,
+                                                              validation)
             else:
                 model = backends.build(_with(qmethod, config), inputs)
             value = evaluate_metric(model, metric, samples, targets, vdata)
@@ -252,13 +244,13 @@ def _search(qmethod, configs, inputs, criterion, baseline, metric, samples, targ
         best[0], None if best[0] is None else best[1], trials)
 
 
-def _try_neural_compressor(qmethod, inputs, criterion, baseline, metric, samples, targets,
-                           vdata, max_trials):
+def _try_neural_compressor(quantizer, qmethod, inputs, criterion, baseline, metric, samples,
+                           targets, vdata, max_trials):
     """PyTorch INT8 through Neural Compressor's autotune when it is installed and can express
     the criterion; None means use Nano's own trials."""
     from nano.quantize import inc
 
-    if qmethod.accelerator != "compile" or inc.unavailable_reason():
+    if quantizer.SPEC.quantizer.tuner != "neural_compressor" or inc.unavailable_reason():
         return None
     loss = inc.tolerable_loss(criterion, baseline)
     if loss is None:
@@ -272,9 +264,7 @@ def _try_neural_compressor(qmethod, inputs, criterion, baseline, metric, samples
         return None
     if graph is None:
         return None
-    from nano.inference.backends.pt2e_int8 import wrap_converted
-
-    model = wrap_converted(graph, _with(qmethod, QuantConfig()), inputs)
+    model = quantizer.wrap_converted(graph, _with(qmethod, QuantConfig()), inputs)
     value = evaluate_metric(model, metric, samples, targets, vdata)
     return model if criterion.passes(baseline, value) else None
 

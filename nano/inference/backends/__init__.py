@@ -1,61 +1,106 @@
-"""Runtime backends, one module each, found through a registry and imported lazily.
+"""Runtime backends, one module each, found by name and described by their own ``SPEC``.
 
-Adding a runtime is one module here (exposing ``MODEL_CLASS``, ``build``,
-``unavailable_reason`` and ``INSTALL_HINT``) plus one line in ``_REGISTRY``.
+Adding a runtime is one module here (``SPEC``, ``MODEL_CLASS``, ``build``,
+``unavailable_reason``, ``INSTALL_HINT``: see ``spec.Backend``) plus its name in
+``BACKENDS``. The method table, accelerator names, aliases and INT8 routing are
+derived from the specs. Importing a backend module is cheap: each imports its
+runtime only when it builds or loads.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Optional
 
+from nano.errors import NanoValueError
+from nano.inference.backends.spec import BackendSpec
 from nano.inference.methods import Method
 from nano.noise import quiet_third_party
 
-# registry key -> module; the key is the method's accelerator, or "ipex" for use_ipex methods
-_REGISTRY = {
-    "pytorch": "nano.inference.backends.torch_eager",
-    "jit": "nano.inference.backends.torchscript",
-    "compile": "nano.inference.backends.torch_compile",
-    "onnxruntime": "nano.inference.backends.onnxruntime_fp32",
-    "openvino": "nano.inference.backends.openvino_ir",
-    "ipex": "nano.inference.backends.ipex",
-    # INT8: the quantizers, one per runtime
-    "compile_int8": "nano.inference.backends.pt2e_int8",
-    "onnxruntime_int8": "nano.inference.backends.onnxruntime_int8",
-    "openvino_int8": "nano.inference.backends.openvino_nncf",
-}
+if TYPE_CHECKING:
+    from nano.inference.model import AcceleratedModel
+
+# Module names under nano.inference.backends, in the order optimize() tries their candidates.
+BACKENDS = (
+    "torch_eager",
+    "ipex",
+    "torchscript",
+    "torch_compile",
+    "onnxruntime_fp32",
+    "openvino_ir",
+    "pt2e_int8",
+    "onnxruntime_int8",
+    "openvino_nncf",
+)
 
 
 class MissingDependency(ImportError):
     """An optional runtime is not installed; the message says what to install."""
 
 
-def registry_key(method: Method) -> str:
-    """Which backend module builds ``method``."""
-    if method.use_ipex:
-        return "ipex"
-    if method.precision == "int8":
-        return f"{method.accelerator}_int8"
-    return method.accelerator
+@functools.lru_cache(maxsize=None)
+def backend_modules() -> tuple[ModuleType, ...]:
+    """Every registered backend module, imported (each defers its runtime's import)."""
+    return tuple(importlib.import_module(f"{__name__}.{name}") for name in BACKENDS)
 
 
-def backend_module(key: str):
-    """Import a backend module by registry key."""
-    if key not in _REGISTRY:
-        raise ValueError(f"no backend builds {key.replace('_', ' ')}; known: "
-                         f"{', '.join(_REGISTRY)}")
-    return importlib.import_module(_REGISTRY[key])
+def specs() -> list[BackendSpec]:
+    """Every backend's spec, in registry order."""
+    return [module.SPEC for module in backend_modules()]
+
+
+def accelerators() -> tuple[str, ...]:
+    """The accelerator names the backends build, in registry order."""
+    return tuple(dict.fromkeys(s.accelerator for s in specs()))
+
+
+def accelerator_aliases() -> dict[str, str]:
+    """Every spelling users pass as ``accelerator=`` -> its accelerator."""
+    table = {}
+    for s in specs():
+        table[s.accelerator] = s.accelerator
+        table.update({alias: s.accelerator for alias in s.aliases})
+    return table
+
+
+def backend_for(method: Method) -> ModuleType:
+    """The module that builds ``method``, or an error listing what is registered."""
+    for module in backend_modules():
+        if module.SPEC.builds(method):
+            return module
+    what = f"{method.accelerator} {'INT8' if method.precision == 'int8' else 'floating point'}"
+    raise NanoValueError(f"no backend builds {method.name} ({what}"
+                         f"{' with IPEX' if method.use_ipex else ''}); registered: "
+                         f"{', '.join(BACKENDS)}")
+
+
+def quantizer_for(accelerator: str) -> ModuleType:
+    """The INT8 builder for a user's ``accelerator`` (PyTorch's is torch.compile's), or an
+    error listing the accelerators that have one (never a fallback to another runtime)."""
+    quantizers = [m for m in backend_modules() if m.SPEC.quantizer is not None]
+    for module in quantizers:
+        if accelerator == module.SPEC.accelerator or accelerator in module.SPEC.serves:
+            return module
+    names = [n for m in quantizers for n in (*m.SPEC.serves, m.SPEC.accelerator)]
+    raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}; INT8 runs with "
+                         f"accelerator {', '.join(repr(n) for n in names)} "
+                         f"('pytorch' is accelerator=None)")
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
     """Why ``method`` cannot run here ("missing dependency: pip install ..."), or None."""
-    return backend_module(registry_key(method)).unavailable_reason(method)
+    module = backend_for(method)
+    if method.precision not in module.SPEC.precisions:
+        return (f"{method.accelerator} builds {', '.join(module.SPEC.precisions)} here, not "
+                f"{method.precision}")
+    return module.unavailable_reason(method)
 
 
 def backend_class(method: Method):
     """The AcceleratedModel subclass that loads a saved model built by ``method``."""
-    return backend_module(registry_key(method)).MODEL_CLASS
+    return backend_for(method).MODEL_CLASS
 
 
 def _require_available(method: Method) -> None:
@@ -64,21 +109,19 @@ def _require_available(method: Method) -> None:
         raise MissingDependency(f"{method.name} is unavailable: {reason}")
 
 
-def build(method: Method, inputs) -> "AcceleratedModel":  # noqa: F821
+def build(method: Method, inputs) -> AcceleratedModel:
     """Build ``method`` from prepared inputs (see ``nano.inference.prepare``)."""
     _require_available(method)
-    return backend_module(registry_key(method)).build(method, inputs)
+    return backend_for(method).build(method, inputs)
 
 
 def build_without_sample(method: Method, model,
-                         thread_num=None) -> "AcceleratedModel":  # noqa: F821
+                         thread_num=None) -> AcceleratedModel:
     """Build ``method`` with no input sample, where the runtime needs none (plain PyTorch,
     scripted TorchScript, compile); else an error saying input_sample is required."""
-    from nano.errors import NanoValueError
-
     _require_available(method)
-    builder = getattr(backend_module(registry_key(method)), "without_sample", None)
-    if builder is None or method.precision == "int8":
+    builder = getattr(backend_for(method), "without_sample", None)
+    if builder is None:
         raise NanoValueError(f"input_sample is required for {method.name}: pass one example "
                              f"input (a tensor, a tuple of inputs, a dict of keyword inputs or "
                              f"a DataLoader)")

@@ -12,12 +12,15 @@ from typing import Optional
 
 import torch
 
+from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
                                                   prepare_module, save_state_dict)
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
 
 INSTALL_HINT = "pip install intel-extension-for-pytorch (needs the matching torch release)"
+SPEC = BackendSpec(accelerator="pytorch", use_ipex=True, precisions=("fp32", "bf16"),
+                   candidates=(Flavour(), Flavour("bf16")), channels_last=True)
 _reason_cache: dict = {}
 
 
@@ -69,6 +72,7 @@ class IpexModel(TorchModuleModel):
 
     accelerator = "ipex"
     needs_model_to_load = True
+    _source_state: dict  # the weights before ipex.optimize, which is what save() writes
 
     def save_artifacts(self, directory: str) -> dict:
         save_state_dict(self, self._source_state, directory)
@@ -93,12 +97,7 @@ def _optimize(module, method, signature, output, threads) -> IpexModel:
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
-    reason = ipex_unavailable()
-    if reason:
-        return reason
-    if method.precision not in ("fp32", "bf16"):
-        return f"IPEX methods here are fp32 and bf16, not {method.precision}"
-    return None
+    return ipex_unavailable()
 
 
 def build(method: Method, inputs) -> IpexModel:

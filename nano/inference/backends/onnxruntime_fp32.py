@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from nano.inference.backends import module_available
+from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
@@ -20,6 +21,9 @@ from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.sources import is_onnx_source
 
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
+SPEC = BackendSpec(accelerator="onnxruntime", aliases=("ort", "onnx"), precisions=("fp32",),
+                   candidates=(Flavour(),), converts=True, options=("session_options",),
+                   reads_onnx=True)
 
 
 def export_onnx(inputs, path: str) -> None:
@@ -146,12 +150,7 @@ class OnnxRuntimeModel(AcceleratedModel):
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
-    reason = module_available("onnxruntime", INSTALL_HINT) or module_available("onnx", INSTALL_HINT)
-    if reason:
-        return reason
-    if method.precision != "fp32":
-        return f"ONNX Runtime on CPU runs fp32 (int8 via quantize()), not {method.precision}"
-    return None
+    return module_available("onnxruntime", INSTALL_HINT) or module_available("onnx", INSTALL_HINT)
 
 
 def build(method: Method, inputs) -> OnnxRuntimeModel:

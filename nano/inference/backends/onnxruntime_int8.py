@@ -14,12 +14,19 @@ import tempfile
 from typing import Optional
 
 from nano.inference.backends import module_available
+from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.onnxruntime_fp32 import INSTALL_HINT, OnnxRuntimeModel, export_onnx
 from nano.inference.methods import Method
 from nano.inference.quant_config import QuantConfig
 
 _COMPUTE_OPS = ["Conv", "MatMul", "Gemm"]
-VARIANTS = ("qdq", "qlinear", "integer")
+QUANTIZER = QuantizerSpec(variants=("qdq", "qlinear"), dynamic_variant="integer")
+SPEC = BackendSpec(
+    accelerator="onnxruntime", precisions=("int8",), converts=True,
+    candidates=(Flavour("int8", variant="qdq"), Flavour("int8", variant="qlinear"),
+                Flavour("int8", variant="integer")),
+    options=("session_options",),
+    quantizer=QUANTIZER)
 
 
 class _Reader:
@@ -51,17 +58,13 @@ def first_last_compute_nodes(model_path: str) -> list[str]:
     return sorted({nodes[0], nodes[-1]}) if nodes else []
 
 
-def supports(config: QuantConfig) -> bool:
-    """ONNX Runtime takes every knob."""
-    return True
-
-
 def unavailable_reason(method: Method) -> Optional[str]:
     reason = module_available("onnxruntime.quantization", INSTALL_HINT)
     if reason:
         return reason
-    if method.variant not in VARIANTS:
-        return f"unknown ONNX Runtime INT8 variant {method.variant!r}; valid: {', '.join(VARIANTS)}"
+    variants = [*QUANTIZER.variants, QUANTIZER.dynamic_variant]
+    if method.variant not in variants:
+        return f"unknown ONNX Runtime INT8 variant {method.variant!r}; valid: {variants}"
     return None
 
 
@@ -69,8 +72,8 @@ def build(method: Method, inputs) -> OnnxRuntimeModel:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_dynamic, quantize_static)
 
-    config = QuantConfig.from_options(method.option_dict)
-    dynamic = method.variant == "integer"  # the variant decides; dynamic=True alone is no conflict
+    config = QuantConfig.of(method)
+    dynamic = method.variant == QUANTIZER.dynamic_variant  # the variant decides
     if config.dynamic and not dynamic:
         raise ValueError(f"{method.name} is static quantization; use onnxruntime_int8_integer "
                          f"for dynamic")

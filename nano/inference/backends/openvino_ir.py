@@ -15,6 +15,7 @@ import torch
 
 from nano.errors import NanoTypeError, NanoValueError
 from nano.inference.backends import module_available
+from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
@@ -22,6 +23,9 @@ from nano.inference.sources import is_onnx_source
 from nano.inference.structure import unflatten_output
 
 INSTALL_HINT = "pip install openvino"
+SPEC = BackendSpec(accelerator="openvino", aliases=("ov",), precisions=("fp32", "bf16", "fp16"),
+                   candidates=(Flavour(), Flavour("bf16"), Flavour("fp16")), converts=True,
+                   options=("openvino_config",), reads_onnx=True)
 # INT8 models leave the precision of their non-quantized ops to OpenVINO (bf16 where the CPU
 # has it), as OpenVINO's own INT8 flow does; the accuracy check covers the result.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": None}
@@ -39,12 +43,13 @@ def core():
     return _core
 
 
-def compile_config(precision: str, threads: Optional[int], user: tuple = ()) -> dict:
+def compile_config(precision: str, threads: Optional[int], user: tuple = ()) -> dict[str, str]:
     """The compile_model properties Nano uses: pinned precision, latency, the thread budget,
     then the user's ``openvino_config`` on top."""
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
-    if _HINTS[precision]:
-        config["INFERENCE_PRECISION_HINT"] = _HINTS[precision]
+    hint = _HINTS[precision]
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     config.update({str(k): str(v) for k, v in dict(user).items()})
@@ -170,7 +175,8 @@ class OpenVINOModel(AcceleratedModel):
             raise NanoTypeError("async_predict takes a list of inputs, one per call")
         if num_requests < 0:
             raise NanoValueError(f"num_requests must be >= 0, got {num_requests}")
-        flats = [self.signature.flatten(*normalize_sample(item)) for item in input_data]
+        signature, output = self.recorded_io()
+        flats = [signature.flatten(*normalize_sample(item)) for item in input_data]
         results: list = [None] * len(flats)
         queue = ov.AsyncInferQueue(self.compiled, num_requests)
 
@@ -184,7 +190,7 @@ class OpenVINOModel(AcceleratedModel):
                       for t, dtype in zip(flat, self._input_types)]
             queue.start_async(arrays, userdata=index)
         queue.wait_all()
-        return [self.finish(unflatten_output(self.output, r)) for r in results]
+        return [self.finish(unflatten_output(output, r)) for r in results]
 
     def save_artifacts(self, directory: str) -> dict:
         import openvino as ov

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from nano.inference.backends import module_available
+from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.openvino_ir import OpenVINOModel, convert, sample_shapes
 from nano.inference.methods import Method
 from nano.noise import quiet_third_party
@@ -18,6 +19,12 @@ from nano.inference.quant_config import QuantConfig
 
 INSTALL_HINT = "pip install nncf openvino"
 _COMPUTE_TYPES = ("Convolution", "MatMul", "GroupConvolution")
+# NNCF quantizes weights per channel, statically; its accuracy control reverts the layers
+# that cost accuracy
+SPEC = BackendSpec(
+    accelerator="openvino", precisions=("int8",), candidates=(Flavour("int8"),), converts=True,
+    options=("openvino_config",),
+    quantizer=QuantizerSpec(fixed=(("per_channel", True),), accuracy_control=True))
 
 
 def first_last_compute_ops(ov_model) -> list[str]:
@@ -35,10 +42,6 @@ def nncf_arguments(config: QuantConfig, ov_model, calib_count: int) -> dict:
     """The keyword arguments for nncf.quantize* that a QuantConfig stands for."""
     import nncf
 
-    if not config.per_channel:
-        raise ValueError("openvino_int8 (NNCF) always quantizes weights per channel")
-    if config.dynamic:
-        raise ValueError("openvino_int8 is static quantization; NNCF has no dynamic mode")
     kwargs = {
         "preset": nncf.QuantizationPreset.PERFORMANCE if config.symmetric
         else nncf.QuantizationPreset.MIXED,
@@ -51,21 +54,25 @@ def nncf_arguments(config: QuantConfig, ov_model, calib_count: int) -> dict:
     return kwargs
 
 
-def supports(config: QuantConfig) -> bool:
-    """NNCF quantizes weights per channel, statically."""
-    return config.per_channel and not config.dynamic
-
-
 def unavailable_reason(method: Method) -> Optional[str]:
     return module_available("nncf", INSTALL_HINT) or module_available("openvino", INSTALL_HINT)
 
 
-def build(method: Method, inputs, validation: Optional[tuple] = None) -> OpenVINOModel:
-    """Quantize with NNCF. ``validation`` = (data, fn(compiled_model, data) -> float, max_drop,
-    drop_type) switches to NNCF's accuracy-control algorithm."""
+def build(method: Method, inputs) -> OpenVINOModel:
+    """Quantize with NNCF's post-training quantization."""
+    return _quantize(method, inputs, None)
+
+
+def build_with_accuracy_control(method: Method, inputs, validation: tuple) -> OpenVINOModel:
+    """Quantize with NNCF's accuracy-control algorithm. ``validation`` = (data,
+    fn(compiled_model, data) -> float, max_drop, drop_type)."""
+    return _quantize(method, inputs, validation)
+
+
+def _quantize(method: Method, inputs, validation: Optional[tuple]) -> OpenVINOModel:
     import nncf
 
-    config = QuantConfig.from_options(method.option_dict)
+    config = QuantConfig.of(method)
     ov_model = convert(inputs)
     flats = inputs.flat_calib(config.calib_samples)
     dataset = nncf.Dataset([[t.numpy() for t in flat] for flat in flats])

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from nano.inference.backends import module_available
+from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.torch_common import load_exported_program
 from nano.inference.backends.torch_compile import inductor_config
 from nano.inference.methods import Method
@@ -23,28 +24,19 @@ from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.quant_config import QuantConfig
 
 INSTALL_HINT = "pip install torchao"
-# X86InductorQuantizer has fixed schemes (u8 affine activations, s8 per-channel weights):
-# these knobs are not its to turn.
-_FIXED = {"per_channel": True, "symmetric": True}
+# X86InductorQuantizer has fixed schemes (u8 affine activations, s8 per-channel weights), so
+# those knobs are not its to turn; it never quantizes norms or softmax ("sensitive" is moot).
+# PyTorch INT8 (accelerator=None) is this builder: eager INT8 kernels are not faster on CPU.
+SPEC = BackendSpec(
+    accelerator="compile", serves=("pytorch",), precisions=("int8",), candidates=(Flavour("int8"),),
+    quantizer=QuantizerSpec(dynamic_variant="", fixed=(("per_channel", True), ("symmetric", True)),
+                            keep_fp32=("none", "first_last"), tuner="neural_compressor"))
 
 
 def quantizable_layers(model: torch.nn.Module) -> list[str]:
     """Names of Conv/Linear modules in definition order (first and last are kept fp32 on ask)."""
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
     return [name for name, m in model.named_modules() if isinstance(m, kinds)]
-
-
-def _check(config: QuantConfig) -> None:
-    for knob, value in _FIXED.items():
-        if getattr(config, knob) != value:
-            raise ValueError(f"compile_int8 (X86InductorQuantizer) does not support "
-                             f"{knob}={getattr(config, knob)}")
-
-
-def supports(config: QuantConfig) -> bool:
-    """Whether X86InductorQuantizer can do this configuration (its schemes are fixed)."""
-    return all(getattr(config, knob) == value for knob, value in _FIXED.items()) \
-        and config.keep_fp32 != "sensitive"  # norms/softmax are never quantized by it anyway
 
 
 def count_quantize_nodes(graph_module) -> int:
@@ -97,8 +89,6 @@ class CompiledInt8Model(AcceleratedModel):
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
-    if method.accelerator != "compile":
-        return "plain PyTorch INT8 runs through torch.compile here: use compile_int8"
     return module_available("torchao.quantization.pt2e", INSTALL_HINT)
 
 
@@ -109,8 +99,7 @@ def build(method: Method, inputs) -> CompiledInt8Model:
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
-    config = QuantConfig.from_options(method.option_dict)
-    _check(config)
+    config = QuantConfig.of(method)
     sample = tuple(inputs.export_sample())
     dims = inputs.dynamic_dims()
     dynamic_shapes = (export_dynamic_shapes(dims),)  # FlatModule takes *inputs

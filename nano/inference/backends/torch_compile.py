@@ -7,16 +7,21 @@ compiles (seconds); ``build`` makes that call so latency excludes it.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 
+from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
                                                   prepare_module, save_state_dict)
 from nano.inference.methods import Method
 from nano.inference.model import restore_common
 
 INSTALL_HINT = "pip install torch"
+SPEC = BackendSpec(
+    accelerator="compile", aliases=("inductor",), precisions=("fp32", "bf16"),
+    candidates=(Flavour(), Flavour("bf16"), Flavour("bf16", channels_last=True)),
+    channels_last=True)
 
 
 class CompiledModel(TorchModuleModel):
@@ -55,13 +60,11 @@ def _compile(module, method, signature, output, threads) -> CompiledModel:
     # A fresh dynamo state: compiled graphs are cached per class, and a cached
     # graph would silently ignore a changed precision or memory format.
     torch.compiler.reset()
-    compiled = torch.compile(module)
+    compiled = cast(torch.nn.Module, torch.compile(module))  # an OptimizedModule
     return CompiledModel(compiled, method, signature, output, threads)
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
-    if method.precision not in ("fp32", "bf16"):
-        return f"compile supports fp32 and bf16 here, not {method.precision} (int8: quantize())"
     return None
 
 

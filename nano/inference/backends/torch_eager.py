@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
                                                   prepare_module, save_state_dict)
 from nano.inference.methods import Method
@@ -13,6 +14,11 @@ from nano.inference.model import restore_common
 from nano.inference.prepare import private_eval_copy
 
 INSTALL_HINT = "pip install torch"
+SPEC = BackendSpec(
+    accelerator="pytorch", aliases=("torch",), precisions=("fp32", "bf16", "fp16"),
+    candidates=(Flavour(), Flavour(channels_last=True), Flavour("bf16"),
+                Flavour("bf16", channels_last=True)),
+    channels_last=True)
 
 
 class EagerModel(TorchModuleModel):

@@ -9,6 +9,7 @@ from typing import Optional
 import torch
 
 from nano.errors import NanoValueError
+from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import (autocast, low_precision_tracing,
                                                   outputs_as_float32, prepare_module)
 from nano.inference.methods import Method
@@ -16,6 +17,11 @@ from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.structure import flatten_output, to_channels_last
 
 INSTALL_HINT = "pip install torch"
+SPEC = BackendSpec(
+    accelerator="jit", aliases=("torchscript",), precisions=("fp32", "bf16"),
+    candidates=(Flavour(), Flavour(channels_last=True), Flavour("bf16"),
+                Flavour("bf16", channels_last=True)),
+    converts=True, channels_last=True, options=("jit_method", "jit_strict"))
 
 
 class TorchScriptModel(AcceleratedModel):
@@ -60,8 +66,6 @@ class TorchScriptModel(AcceleratedModel):
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
-    if method.precision not in ("fp32", "bf16"):
-        return f"TorchScript here supports fp32 and bf16, not {method.precision}"
     return None
 
 
