@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from nano.launcher.cli_common import (OneLineParser, UsageError, positive_float, positive_int,
                                       run_cli)
@@ -191,7 +191,7 @@ def _main(argv: list[str]) -> int:
     if args.baselines:
         base = records[0]["latency_ms"]  # the original
         for row in _baselines(model, sample, opt.thread_num):
-            full = {key: None for key in records[0]}
+            full: dict[str, Any] = {key: None for key in records[0]}
             full.update({"detail": "", "cost_s": 0.0, **row})
             if row["latency_ms"]:
                 full["speedup"] = round(base / row["latency_ms"], 3)

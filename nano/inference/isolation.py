@@ -35,7 +35,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import IO, Any, Optional, Sequence
 
 from nano.launcher.termination import die_with_parent, kill_group
 
@@ -101,19 +101,26 @@ class Zygote:
             self.close()
             raise
 
+    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        """The zygote's stdin and stdout (it is started with both)."""
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        return self.proc.stdin, self.proc.stdout
+
     def _send(self, msg: dict) -> None:
-        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
-        self.proc.stdin.flush()
+        stdin, _ = self._pipes()
+        stdin.write((json.dumps(msg) + "\n").encode())
+        stdin.flush()
 
     def _recv(self, timeout: float) -> Optional[dict]:
         """The next message, or None if none arrives within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self._pending:
             left = deadline - time.monotonic()
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            stdout = self._pipes()[1]
+            ready, _, _ = select.select([stdout], [], [], max(left, 0))
             if not ready:
                 return None
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            chunk = os.read(stdout.fileno(), 65536)
             if not chunk:
                 raise RuntimeError("the isolation process died")
             self._pending += chunk
@@ -132,7 +139,10 @@ class Zygote:
         self._send({"task": base + ".task", "result": base + ".result",
                     "log": base + ".log"})
         started = time.monotonic()
-        pid = self._running = self._recv(timeout=60)["pid"]
+        started_msg = self._recv(timeout=60)
+        if started_msg is None:
+            raise RuntimeError("the isolation process did not start the task within 60 s")
+        pid = self._running = started_msg["pid"]
         killed = None
         while True:
             msg = self._recv(timeout=0.2)
@@ -156,7 +166,8 @@ class Zygote:
         if killed == "timeout":
             return Outcome("timeout", detail=f"timeout after {timeout:g} s", seconds=seconds)
         if killed == "memory":
-            return Outcome("memory", detail=f"killed: memory above {memory_limit / 2**30:.1f} GiB",
+            limit = (memory_limit or 0) / 2**30
+            return Outcome("memory", detail=f"killed: memory above {limit:.1f} GiB",
                            seconds=seconds)
         code = os.waitstatus_to_exitcode(status)
         if code < 0:
@@ -186,7 +197,7 @@ class Zygote:
         self._busy, self._running = False, None
         if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
+                self._pipes()[0].close()
                 self.proc.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()

@@ -101,9 +101,16 @@ class AcceleratedModel(torch.nn.Module):
     # calling -------------------------------------------------------------------
 
     def forward(self, *args, **kwargs) -> Any:
-        flat = self.signature.flatten(args, kwargs)
-        outputs = self.run(flat)
-        return self.finish(unflatten_output(self.output, outputs))
+        signature, output = self.recorded_io()
+        return self.finish(unflatten_output(output, self.run(signature.flatten(args, kwargs))))
+
+    def recorded_io(self) -> tuple[InputSignature, dict]:
+        """The input signature and output structure recorded from the sample (a runtime
+        that runs flat tensors is always built from one)."""
+        if self.signature is None or self.output is None:
+            raise NanoValueError(f"{self.method.name} was built without an input sample and "
+                                 f"cannot flatten its inputs")
+        return self.signature, self.output
 
     def finish(self, outputs: Any) -> Any:
         """Outputs as the caller asked for them: tensors, or numpy arrays with

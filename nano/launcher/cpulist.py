@@ -37,7 +37,8 @@ def format_cpu_list(cpus: Iterable[int]) -> str:
     """Format CPU ids compactly as ranges (``[0, 1, 2, 5]`` -> ``"0-2,5"``)."""
     ids = sorted(set(cpus))
     parts: list[str] = []
-    start = prev = None
+    start: Optional[int] = None
+    prev = -2
     for cpu in ids:
         if start is None:
             start = prev = cpu

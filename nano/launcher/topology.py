@@ -127,7 +127,7 @@ def _numa_map(root: str) -> dict[int, int]:
     for name in entries:
         m = re.fullmatch(r"node(\d+)", name)
         text = read_text(os.path.join(node_dir, name, "cpulist")) if m else None
-        if text:
+        if m and text:
             for cpu in parse_cpu_list(text):
                 mapping[cpu] = int(m.group(1))
     return mapping
@@ -156,7 +156,8 @@ def _from_sysfs(root: str) -> Optional[list[LogicalCpu]]:
 
 def _cpuinfo_records(root: str) -> list[dict[str, str]]:
     text = read_text(os.path.join(root, "proc/cpuinfo")) or ""
-    records, current = [], {}
+    records: list[dict[str, str]] = []
+    current: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
             if current:

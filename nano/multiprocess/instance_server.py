@@ -30,6 +30,8 @@ def load(model_dir: str, threads: int):
         from nano.inference.model import load_model
 
         return load_model(os.path.join(model_dir, "model"), module, thread_num=threads)
+    if module is None:
+        raise FileNotFoundError(f"{model_dir} holds neither a Nano model nor module.pkl")
     return module.eval()
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import IO, Optional, Sequence
 
 import torch
 
@@ -133,6 +133,11 @@ class _Worker:
         self.sent = 0
         self.busy_since = 0.0  # when the worker started on the request at inflight[0]
         self.replies = transport.Attachments()  # this worker's output blocks
+
+    def stdin(self) -> IO[bytes]:
+        """The pipe requests go down (the worker is started with one)."""
+        assert self.proc.stdin is not None
+        return self.proc.stdin
 
     def describe(self) -> str:
         return f"worker {self.index} (cpus {format_cpu_list(self.cpus)})"
@@ -279,7 +284,7 @@ class MultiInstanceModel:
         name, skeleton = worker.arenas[worker.sent % 2].write([calls[i] for i in indexes])
         worker.inflight.append(indexes)
         try:
-            transport.send(worker.proc.stdin, {"skeleton": skeleton, "shm": name})
+            transport.send(worker.stdin(), {"skeleton": skeleton, "shm": name})
         except (BrokenPipeError, OSError):
             raise InstanceError(f"{worker.describe()} {worker.death()} before "
                                 f"{describe_inputs(indexes)}") from None

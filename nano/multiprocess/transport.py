@@ -12,7 +12,7 @@ import os
 import pickle
 import struct
 from multiprocessing import resource_tracker, shared_memory
-from typing import Any, BinaryIO, Optional
+from typing import IO, Any, Optional
 
 import torch
 
@@ -193,7 +193,7 @@ def _untrack(block: shared_memory.SharedMemory) -> None:
     # Python < 3.13 registers every block a process opens with its resource tracker,
     # which unlinks it (with a warning) when that process exits.
     try:
-        resource_tracker.unregister(block._name, "shared_memory")
+        resource_tracker.unregister(getattr(block, "_name"), "shared_memory")
     except Exception:
         pass
 
@@ -223,7 +223,7 @@ def release(block: Optional[shared_memory.SharedMemory], unlink: bool) -> None:
             pass
 
 
-def send(stream: BinaryIO, message: Any) -> None:
+def send(stream: IO[bytes], message: Any) -> None:
     """Write one length-prefixed pickle."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     data = memoryview(_HEADER.pack(len(payload)) + payload)
@@ -233,7 +233,7 @@ def send(stream: BinaryIO, message: Any) -> None:
     stream.flush()
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
     # Works on unbuffered pipes too, where one read may return less than asked.
     chunks, got = [], 0
     while got < size:
@@ -245,7 +245,7 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def receive(stream: BinaryIO) -> Any:
+def receive(stream: IO[bytes]) -> Any:
     """Read one length-prefixed pickle; EOFError when the other side is gone.
 
     Readers that ``select`` on the pipe must pass an unbuffered stream: a

@@ -43,7 +43,7 @@ def attach_lr_scaling(optimizer: torch.optim.Optimizer, world_size: int, config:
     """
     if world_size <= 1 or getattr(optimizer, "_nano_lr_scaling", False):
         return
-    optimizer._nano_lr_scaling = True
+    setattr(optimizer, "_nano_lr_scaling", True)
     state = {"step": 0, "factor": 1.0}
 
     def before(opt, _args, _kwargs):

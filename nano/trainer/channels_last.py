@@ -17,8 +17,8 @@ def use_channels_last(module: nn.Module) -> nn.Module:
 
     In place; returns ``module``. Calling it twice has no further effect.
     """
-    module.to(memory_format=torch.channels_last)
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     if not getattr(module, "_nano_channels_last", False):
         module.register_forward_pre_hook(_convert_inputs, with_kwargs=True)
-        module._nano_channels_last = True
+        setattr(module, "_nano_channels_last", True)
     return module

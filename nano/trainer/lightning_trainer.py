@@ -87,7 +87,8 @@ class Trainer(pl.Trainer):
             kwargs.update(placement.device_kwargs())
         if placement.distributed:
             kwargs["strategy"] = DDPStrategy(process_group_backend="gloo")
-        super().__init__(precision=options.precision, callbacks=callbacks, **kwargs)
+        kwargs["precision"] = options.precision  # a Lightning precision string
+        super().__init__(callbacks=callbacks, **kwargs)
 
     @property
     def callback_metrics(self) -> dict:

@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Optional
+from multiprocessing.process import BaseProcess
+from typing import Any, Callable, Optional, Union
 
 from nano.errors import NanoError
 from nano.launcher.cpulist import format_cpu_list
@@ -83,13 +84,15 @@ def _start(options: TrainingOptions, job_path: str, result_path: str) -> list[_R
     try:
         for spec in specs:
             env = dict(spec.env, **rank_environment(spec.index, world, port, run_id))
+            handle: Union[subprocess.Popen, BaseProcess]
             if options.backend == "subprocess":
                 handle = subprocess.Popen([sys.executable, "-m", "nano.trainer", job_path,
                                            result_path], env=env, preexec_fn=child_setup(spec.cpus))
             else:
-                handle = spawn.Process(target=spawn_entry, args=(job_path, result_path, env,
-                                                                  spec.cpus), daemon=True)
-                handle.start()
+                process = spawn.Process(target=spawn_entry, args=(job_path, result_path, env,
+                                                                   spec.cpus), daemon=True)
+                process.start()
+                handle = process
             ranks.append(_Rank(spec.index, spec.cpus, handle))
     except BaseException:
         for r in ranks:
@@ -132,7 +135,7 @@ def _wait(ranks: list[_Rank], result_path: str) -> None:
     while True:
         statuses = [r.poll() for r in ranks]
         for r, status in zip(ranks, statuses):
-            if status not in (None, 0) and r.rank not in failures and not killed:
+            if status is not None and status != 0 and r.rank not in failures and not killed:
                 failures[r.rank] = _describe(r, status, result_path)
                 if deadline is None:
                     deadline = time.monotonic() + _GRACE_SECONDS
