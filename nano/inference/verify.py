@@ -160,7 +160,8 @@ def check_conversion(run: Callable[..., Any], inputs, precision: str, what: str,
     """Call ``run(*args, **kwargs)`` on fresh inputs and compare it with the original
     (``inputs.model``); raise ``TraceError`` saying what differs."""
     tolerance = CHECK_TOLERANCE.get(precision, CHECK_TOLERANCE["bf16"])
-    checked, eager_errors = 0, []
+    kept: list = []
+    eager_errors: list = []
     for args, kwargs in fresh_calls(inputs):
         try:
             with torch.no_grad():
@@ -179,11 +180,20 @@ def check_conversion(run: Callable[..., Any], inputs, precision: str, what: str,
         if reason:
             raise TraceError(_message(what, f"on an input unlike the traced sample "
                                             f"({_describe(args, kwargs)}) its {reason}", warned))
-        checked += 1
-    if not checked:
+        kept.append((args, kwargs, got, want))
+    if not kept:
         raise TraceError(f"{what} could not be checked: the original model fails on inputs "
                          f"other than the sample ({eager_errors[0]}), so Nano cannot show the "
                          f"conversion is right")
+    # One more call: a runtime that hands back tensors over its own buffers would have it
+    # overwrite the outputs above (outputs a caller keeps in a list would all be the last).
+    with torch.no_grad():
+        run(*inputs.args, **inputs.kwargs)
+    for args, kwargs, got, want in kept:
+        if difference(got, want, tolerance):
+            raise TraceError(_message(what, f"its outputs do not stay as returned: the next "
+                                            f"call overwrote the output for "
+                                            f"({_describe(args, kwargs)})", warned))
 
 
 def _first_line(error: BaseException) -> str:
