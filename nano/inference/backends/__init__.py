@@ -30,6 +30,7 @@ BACKENDS = (
     "torch_compile",
     "onnxruntime_fp32",
     "openvino_ir",
+    "openvino_compile",
     "pt2e_int8",
     "onnxruntime_int8",
     "openvino_nncf",
