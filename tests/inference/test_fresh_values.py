@@ -52,9 +52,11 @@ CASES = {
                             None),
 }
 RUNTIMES = ["pytorch", "jit", "onnxruntime", "openvino", "onnxruntime_int8", "openvino_int8"]
-SLOW_RUNTIMES = {"compile": ["tuple", "list_and_nested_dict"], "compile_int8": ["tuple"]}
+SLOW_RUNTIMES = {"compile": ["tuple", "list_and_nested_dict"], "compile_int8": ["tuple"],
+                 "openvino_compile": ["tuple", "list_and_nested_dict"]}
 TOLERANCE = {"onnxruntime_int8": 0.15, "openvino_int8": 0.15, "compile_int8": 0.15}
-NEEDS_MODEL = {"pytorch", "compile"}  # saved as state dicts: load needs the class
+# saved as state dicts: load needs the class
+NEEDS_MODEL = {"pytorch", "compile", "openvino_compile"}
 
 _built: dict = {}
 
