@@ -4,9 +4,14 @@
 heavy runtimes (ONNX Runtime, OpenVINO, Lightning) load only when needed.
 """
 
+import logging
 from importlib import import_module
 
 __version__ = "0.1.0"
+
+# Each module logs to logging.getLogger(__name__) under "nano"; silent unless the
+# application configures logging (the CLIs print warnings to stderr).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # public name -> module that defines it
 _LAZY = {

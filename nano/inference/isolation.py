@@ -25,6 +25,7 @@ when it ends.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import select
@@ -38,6 +39,8 @@ from dataclasses import dataclass
 from typing import IO, Any, Optional, Sequence
 
 from nano.launcher.termination import die_with_parent, kill_group
+
+logger = logging.getLogger(__name__)
 
 SHARED: Any = None  # the payload, in the zygote and its children
 
@@ -160,6 +163,7 @@ class Zygote:
                 if rss > memory_limit:
                     killed = "memory"
             if killed:
+                logger.info("stopping task %s (pid %d): %s", func.__name__, pid, killed)
                 kill_group(pid)
         self._busy, self._running = False, None
         seconds = time.monotonic() - started

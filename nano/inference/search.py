@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, 
 from nano.inference.methods import Method
 from nano.inference.model import load_model
 from nano.inference.prepare import prepare, private_eval_copy
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,8 +122,11 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
     """Run one candidate in isolation and turn how it ended into a result row."""
     reason = backends.unavailable_reason(task.method)
     if reason:
+        logger.debug("%s unavailable: %s", task.method.name, reason)
         return CandidateResult(task.method, "unavailable", reason)
     outcome = zygote.run(evaluate_candidate, task, timeout, memory_limit)
+    logger.debug("%s: %s in %.1f s %s", task.method.name, outcome.status, outcome.seconds,
+              outcome.detail)
     if outcome.status != "ok":
         detail = outcome.detail
         if outcome.status == "failed" and backends.backend_for(task.method).SPEC.converts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import NoReturn, Optional, Sequence
 
@@ -70,6 +71,10 @@ def positive_float(text: str) -> float:
 def run_cli(main, argv: Optional[Sequence[str]], prog: str) -> int:
     """Run ``main(argv)``: a UsageError becomes one line and exit status 2, Ctrl-C exit
     status 130; SIGTERM/SIGHUP unwind (see ``termination``); third-party logs are quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    nano_log = logging.getLogger("nano")
+    nano_log.addHandler(handler)
     try:
         with signals_unwind(), quiet_third_party():
             return main(list(sys.argv[1:] if argv is None else argv))
@@ -78,3 +83,5 @@ def run_cli(main, argv: Optional[Sequence[str]], prog: str) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        nano_log.removeHandler(handler)

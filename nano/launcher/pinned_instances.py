@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,6 +17,8 @@ from nano.launcher.environment import apply_plan, plan_environment
 from nano.launcher.pinning import child_setup
 from nano.launcher.termination import kill_group
 from nano.launcher.topology import Topology
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,6 @@ def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
         if status != 0:
             code = 128 - status if status < 0 else status
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
-            print(f"bigdl-nano-run: instance {spec.index} (cpus {format_cpu_list(spec.cpus)}) {how}",
-                  file=sys.stderr)
+            logger.warning("instance %d (cpus %s) %s", spec.index, format_cpu_list(spec.cpus), how)
             worst = worst or code
     return worst

@@ -9,6 +9,7 @@ says what each trial measured and carries the best model found.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from typing import Any, Callable, Optional
@@ -25,6 +26,8 @@ from nano.inference.methods import Method, normalize_accelerator, normalize_prec
 from nano.inference.prepare import prepare
 from nano.inference.calibration import calibration_samples
 from nano.inference.quant_config import QuantConfig, trial_configs
+
+logger = logging.getLogger(__name__)
 
 class AccuracyCriterionError(RuntimeError):
     """No INT8 configuration met the accuracy criterion.
@@ -226,6 +229,7 @@ def _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, sa
             trials.append((label, f"failed: {type(e).__name__}: {summarize_error(e)}"))
             continue
         drop = criterion.drop(baseline, value)
+        logger.debug("%s, %s: metric %.4g, drop %.4g", qmethod.name, label, value, drop)
         trials.append((label, drop))
         if drop < best[1]:
             best = (model, drop)

@@ -20,7 +20,7 @@ autocast ran slower than f32 (13.6 vs 10.3 ms); ``openvino_bf16`` is the bf16 pa
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -46,7 +46,7 @@ class OpenVINOCompiledModel(TorchModuleModel):
     needs_model_to_load = True
 
     def save_artifacts(self, directory: str) -> dict:
-        save_state_dict(self, self.module.compiled._orig_mod.state_dict(), directory)
+        save_state_dict(self, cast(_OwnedOutputs, self.module).source.state_dict(), directory)
         return {}
 
     @classmethod
@@ -58,9 +58,10 @@ class OpenVINOCompiledModel(TorchModuleModel):
 class _OwnedOutputs(torch.nn.Module):
     """Calls the compiled module and returns outputs that own their memory."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, source: torch.nn.Module):
         super().__init__()
         self.compiled = compiled
+        self.source = source  # the uncompiled module, whose weights save() writes
 
     def forward(self, *args, **kwargs):
         return map_tensors(torch.clone, self.compiled(*args, **kwargs))
@@ -78,9 +79,11 @@ def _compile(module, method, signature, output, threads) -> OpenVINOCompiledMode
     torch.compiler.reset()
     config = compile_config(method.precision, threads,
                             method.option_dict.get("openvino_config", ()))
-    compiled = torch.compile(prepare_module(module, method), backend="openvino", dynamic=False,
-                             options={"aot_autograd": True, "config": config})
-    return OpenVINOCompiledModel(_OwnedOutputs(compiled), method, signature, output, threads)
+    source = prepare_module(module, method)
+    options: dict[str, Any] = {"aot_autograd": True, "config": config}
+    compiled = torch.compile(source, backend="openvino", dynamic=False, options=options)
+    return OpenVINOCompiledModel(_OwnedOutputs(compiled, source), method, signature, output,
+                                 threads)
 
 
 def unavailable_reason(method: Method) -> Optional[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import Optional
@@ -15,6 +16,8 @@ from nano.inference.backends.torch_common import (autocast, low_precision_tracin
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.structure import flatten_output, to_channels_last
+
+logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install torch"
 SPEC = BackendSpec(
@@ -141,6 +144,8 @@ def build(method: Method, inputs) -> TorchScriptModel:
         except Exception as trace_error:
             if jit_method == "trace":
                 raise
+            logger.info("TorchScript trace refused (%s); scripting instead",
+                     summarize_error(trace_error))
             try:
                 return accept(_script(module), True)
             except Exception as script_error:
