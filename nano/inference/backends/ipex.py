@@ -13,10 +13,8 @@ from typing import Optional
 import torch
 
 from nano.inference.backends.spec import BackendSpec, Flavour
-from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
-                                                  prepare_module, save_state_dict)
+from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
-from nano.inference.model import restore_common
 
 INSTALL_HINT = "pip install intel-extension-for-pytorch (needs the matching torch release)"
 SPEC = BackendSpec(accelerator="pytorch", use_ipex=True, precisions=("fp32", "bf16"),
@@ -71,29 +69,21 @@ class IpexModel(TorchModuleModel):
     """A module optimized by ``ipex.optimize`` (optionally traced), saved as a state dict."""
 
     accelerator = "ipex"
-    needs_model_to_load = True
     _source_state: dict  # the weights before ipex.optimize, which is what save() writes
 
-    def save_artifacts(self, directory: str) -> dict:
-        save_state_dict(self, self._source_state, directory)
-        return {}
+    def source_state(self) -> dict:
+        return self._source_state
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
-        method, signature, output, threads = restore_common(meta)
-        return _optimize(load_state_dict(model, directory), method, signature, output, threads)
+    def from_module(cls, module, method, signature, output, thread_num) -> "IpexModel":
+        import intel_extension_for_pytorch as ipex
 
-
-def _optimize(module, method, signature, output, threads) -> IpexModel:
-    import intel_extension_for_pytorch as ipex
-
-    state = {k: v.clone() for k, v in module.state_dict().items()}
-    module = prepare_module(module, method)
-    dtype = torch.bfloat16 if method.precision == "bf16" else torch.float32
-    optimized = ipex.optimize(module, dtype=dtype)
-    model = IpexModel(optimized, method, signature, output, threads)
-    model._source_state = state
-    return model
+        state = {k: v.clone() for k, v in module.state_dict().items()}
+        dtype = torch.bfloat16 if method.precision == "bf16" else torch.float32
+        model = cls(ipex.optimize(prepare_module(module, method), dtype=dtype), method,
+                    signature, output, thread_num)
+        model._source_state = state
+        return model
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
@@ -101,7 +91,8 @@ def unavailable_reason(method: Method) -> Optional[str]:
 
 
 def build(method: Method, inputs) -> IpexModel:
-    return _optimize(inputs.model, method, inputs.signature, inputs.output, inputs.thread_num)
+    return IpexModel.from_module(inputs.model, method, inputs.signature, inputs.output,
+                                 inputs.thread_num)
 
 
 MODEL_CLASS = IpexModel

@@ -27,10 +27,8 @@ import torch
 from nano.inference.backends import module_available
 from nano.inference.backends.openvino_ir import compile_config
 from nano.inference.backends.spec import BackendSpec, Flavour
-from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
-                                                  prepare_module, save_state_dict)
+from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
-from nano.inference.model import restore_common
 from nano.inference.prepare import private_eval_copy
 from nano.inference.structure import map_tensors
 
@@ -43,16 +41,21 @@ class OpenVINOCompiledModel(TorchModuleModel):
     """A module compiled by ``torch.compile(backend="openvino")``; saved as its state dict."""
 
     accelerator = "openvino_compile"
-    needs_model_to_load = True
 
-    def save_artifacts(self, directory: str) -> dict:
-        save_state_dict(self, cast(_OwnedOutputs, self.module).source.state_dict(), directory)
-        return {}
+    def source_state(self) -> dict:
+        return cast(_OwnedOutputs, self.module).source.state_dict()
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
-        method, signature, output, threads = restore_common(meta)
-        return _compile(load_state_dict(model, directory), method, signature, output, threads)
+    def from_module(cls, module, method, signature, output, thread_num) -> "OpenVINOCompiledModel":
+        _register_backend()
+        # a fresh dynamo state: a graph cached for this class would ignore the new settings
+        torch.compiler.reset()
+        config = compile_config(method.precision, thread_num,
+                                method.option_dict.get("openvino_config", ()))
+        source = prepare_module(module, method)
+        options: dict[str, Any] = {"aot_autograd": True, "config": config}
+        compiled = torch.compile(source, backend="openvino", dynamic=False, options=options)
+        return cls(_OwnedOutputs(compiled, source), method, signature, output, thread_num)
 
 
 class _OwnedOutputs(torch.nn.Module):
@@ -73,19 +76,6 @@ def _register_backend() -> None:
         import openvino.torch  # noqa: F401 - registers backend="openvino"
 
 
-def _compile(module, method, signature, output, threads) -> OpenVINOCompiledModel:
-    _register_backend()
-    # a fresh dynamo state: a graph cached for this class would ignore the new settings
-    torch.compiler.reset()
-    config = compile_config(method.precision, threads,
-                            method.option_dict.get("openvino_config", ()))
-    source = prepare_module(module, method)
-    options: dict[str, Any] = {"aot_autograd": True, "config": config}
-    compiled = torch.compile(source, backend="openvino", dynamic=False, options=options)
-    return OpenVINOCompiledModel(_OwnedOutputs(compiled, source), method, signature, output,
-                                 threads)
-
-
 def unavailable_reason(method: Method) -> Optional[str]:
     return module_available("openvino", INSTALL_HINT)
 
@@ -93,7 +83,8 @@ def unavailable_reason(method: Method) -> Optional[str]:
 def without_sample(model: torch.nn.Module, method: Method,
                    thread_num: Optional[int] = None) -> OpenVINOCompiledModel:
     """Compile lazily: the first call compiles (no sample to do it now)."""
-    return _compile(private_eval_copy(model), method, None, None, thread_num)
+    return OpenVINOCompiledModel.from_module(private_eval_copy(model), method, None, None,
+                                             thread_num)
 
 
 def build(method: Method, inputs) -> OpenVINOCompiledModel:
@@ -101,7 +92,8 @@ def build(method: Method, inputs) -> OpenVINOCompiledModel:
     subgraphs, so its numbers are proven like any conversion's)."""
     from nano.inference.verify import check_conversion
 
-    model = _compile(inputs.model, method, inputs.signature, inputs.output, inputs.thread_num)
+    model = OpenVINOCompiledModel.from_module(inputs.model, method, inputs.signature,
+                                              inputs.output, inputs.thread_num)
     model(*inputs.args, **inputs.kwargs)  # compile now, not during the first user call
     check_conversion(model, inputs, method.precision, "the OpenVINO torch.compile graph")
     return model

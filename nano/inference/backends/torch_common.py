@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 from nano.inference.methods import Method
-from nano.inference.model import AcceleratedModel, torch_threads
+from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.prepare import private_eval_copy
 from nano.inference.structure import flatten_output, to_channels_last, unflatten_output
 
@@ -102,6 +102,7 @@ class TorchModuleModel(AcceleratedModel):
     """An AcceleratedModel that runs a torch module in-process (eager, compiled, IPEX)."""
 
     state_dict_saved = True
+    needs_model_to_load = True
     artifact = STATE_DICT_FILE
 
     def __init__(self, module: torch.nn.Module, method: Method, signature, output,
@@ -120,3 +121,25 @@ class TorchModuleModel(AcceleratedModel):
         # same structure, floating outputs back in the original's dtypes and memory format
         return self.finish(unflatten_output(self.output,
                                             [t.contiguous() for t in flatten_output(out)]))
+
+    # saving: the user's weights as a state dict; loading: this kind rebuilt over them
+
+    def source_state(self) -> dict:
+        """The weights save() writes: the user's module's, as before any runtime rewrote it."""
+        return self.module.state_dict()
+
+    def save_artifacts(self, directory: str) -> dict:
+        save_state_dict(self, self.source_state(), directory)
+        return {}
+
+    @classmethod
+    def load_artifacts(cls, directory, meta, model):
+        method, signature, output, threads = restore_common(meta)
+        return cls.from_module(load_state_dict(model, directory), method, signature, output,
+                               threads)
+
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, method: Method, signature, output,
+                    thread_num: Optional[int]) -> "TorchModuleModel":
+        """This kind of model over ``module`` (a private copy of the user's)."""
+        raise NotImplementedError

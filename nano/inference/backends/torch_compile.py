@@ -12,10 +12,8 @@ from typing import Optional, cast
 import torch
 
 from nano.inference.backends.spec import BackendSpec, Flavour
-from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
-                                                  prepare_module, save_state_dict)
+from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
-from nano.inference.model import restore_common
 
 INSTALL_HINT = "pip install torch"
 SPEC = BackendSpec(
@@ -28,7 +26,6 @@ class CompiledModel(TorchModuleModel):
     """A module compiled by inductor; saved as its state dict (compiled code is not portable)."""
 
     accelerator = "compile"
-    needs_model_to_load = True
 
     def forward(self, *args, **kwargs):
         # Inductor reads ``freezing`` from its global config when it compiles (the
@@ -37,16 +34,16 @@ class CompiledModel(TorchModuleModel):
         with inductor_config().patch(freezing=True):
             return super().forward(*args, **kwargs)
 
-    def save_artifacts(self, directory: str) -> dict:
-        save_state_dict(self, getattr(self.module, "_orig_mod", self.module).state_dict(),
-                        directory)
-        return {}
+    def source_state(self) -> dict:
+        return getattr(self.module, "_orig_mod", self.module).state_dict()
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
-        method, signature, output, threads = restore_common(meta)
-        return _compile(prepare_module(load_state_dict(model, directory), method), method,
-                        signature, output, threads)
+    def from_module(cls, module, method, signature, output, thread_num) -> "CompiledModel":
+        # A fresh dynamo state: compiled graphs are cached per class, and a cached
+        # graph would silently ignore a changed precision or memory format.
+        torch.compiler.reset()
+        compiled = cast(torch.nn.Module, torch.compile(prepare_module(module, method)))
+        return cls(compiled, method, signature, output, thread_num)
 
 
 def inductor_config():
@@ -54,14 +51,6 @@ def inductor_config():
     import torch._inductor.config as config
 
     return config
-
-
-def _compile(module, method, signature, output, threads) -> CompiledModel:
-    # A fresh dynamo state: compiled graphs are cached per class, and a cached
-    # graph would silently ignore a changed precision or memory format.
-    torch.compiler.reset()
-    compiled = cast(torch.nn.Module, torch.compile(module))  # an OptimizedModule
-    return CompiledModel(compiled, method, signature, output, threads)
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
@@ -72,13 +61,12 @@ def without_sample(model, method: Method, thread_num: Optional[int] = None) -> C
     """Compile lazily: the first call compiles (no sample to do it now)."""
     from nano.inference.prepare import private_eval_copy
 
-    return _compile(prepare_module(private_eval_copy(model), method), method, None, None,
-                    thread_num)
+    return CompiledModel.from_module(private_eval_copy(model), method, None, None, thread_num)
 
 
 def build(method: Method, inputs) -> CompiledModel:
-    model = _compile(prepare_module(inputs.model, method), method, inputs.signature,
-                     inputs.output, inputs.thread_num)
+    model = CompiledModel.from_module(inputs.model, method, inputs.signature, inputs.output,
+                                      inputs.thread_num)
     if inputs.signature is not None:
         model(*inputs.args, **inputs.kwargs)  # compile now, not during the first user call
     return model

@@ -7,10 +7,8 @@ from typing import Optional
 import torch
 
 from nano.inference.backends.spec import BackendSpec, Flavour
-from nano.inference.backends.torch_common import (TorchModuleModel, load_state_dict,
-                                                  prepare_module, save_state_dict)
+from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
-from nano.inference.model import restore_common
 from nano.inference.prepare import private_eval_copy
 
 INSTALL_HINT = "pip install torch"
@@ -25,17 +23,10 @@ class EagerModel(TorchModuleModel):
     """The user's module, run eagerly with the method's precision and memory format."""
 
     accelerator = "pytorch"
-    needs_model_to_load = True
-
-    def save_artifacts(self, directory: str) -> dict:
-        save_state_dict(self, self.module.state_dict(), directory)
-        return {}
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
-        method, signature, output, threads = restore_common(meta)
-        return cls(prepare_module(load_state_dict(model, directory), method), method, signature,
-                   output, threads)
+    def from_module(cls, module, method, signature, output, thread_num) -> "EagerModel":
+        return cls(prepare_module(module, method), method, signature, output, thread_num)
 
 
 def without_sample(model: torch.nn.Module, method: Method,
@@ -43,8 +34,7 @@ def without_sample(model: torch.nn.Module, method: Method,
     """An EagerModel built with no input sample (BigDL's ``trace(model)`` and
     ``quantize(model, precision="bf16")``, and save() of a plain module): it calls the
     module as it is, handing bf16 outputs back as float32."""
-    return EagerModel(prepare_module(private_eval_copy(model), method), method, None, None,
-                      thread_num)
+    return EagerModel.from_module(private_eval_copy(model), method, None, None, thread_num)
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
@@ -52,8 +42,8 @@ def unavailable_reason(method: Method) -> Optional[str]:
 
 
 def build(method: Method, inputs) -> EagerModel:
-    return EagerModel(prepare_module(inputs.model, method), method, inputs.signature,
-                      inputs.output, inputs.thread_num)
+    return EagerModel.from_module(inputs.model, method, inputs.signature, inputs.output,
+                                  inputs.thread_num)
 
 
 MODEL_CLASS = EagerModel
