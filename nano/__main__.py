@@ -10,6 +10,7 @@ tries the torch.compile methods (each compiles for 20-50 s).
 import argparse
 import os
 import sys
+from typing import Optional, Sequence
 
 from nano.launcher.environment import plan_environment, render_exports
 from nano.launcher.topology import read_topology
@@ -32,7 +33,7 @@ def launcher_report() -> None:
     sys.stdout.write(render_exports(plan, explain=True))
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nano", description=__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="also try torch.compile (slow to build)")
     p.add_argument("--batch", type=int, default=1, help="ResNet-18 batch size")

@@ -31,7 +31,7 @@ def parse_shape(text: str) -> tuple:
     return shape
 
 
-def random_inputs(shapes, dtypes, seed: int) -> tuple:
+def random_inputs(shapes: Sequence[Sequence[int]], dtypes: Sequence[str], seed: int) -> tuple:
     """Inputs of the given shapes: normal floats, small non-negative integers, or all-True."""
     import torch
 

@@ -8,7 +8,7 @@ import tempfile
 import time
 import warnings
 from types import MappingProxyType
-from typing import Callable, Mapping, Optional, Sequence, Union, cast
+from typing import Any, Callable, IO, Mapping, Optional, Sequence, TYPE_CHECKING, Union, cast
 
 import torch
 
@@ -28,8 +28,11 @@ from nano.inference.search import (CandidateResult, CandidateTask, SearchData, b
                                    candidate_dir, default_memory_limit, finalists, ranked,
                                    reference_outputs, run_candidate, run_final_round)
 
+if TYPE_CHECKING:
+    from nano.multiprocess.pool import MultiInstanceModel
 
-def build_method(model: torch.nn.Module, method: Method, input_sample,
+
+def build_method(model: torch.nn.Module, method: Method, input_sample: Any,
                  thread_num: Optional[int] = None,
                  dynamic_axes: Union[bool, dict] = True) -> AcceleratedModel:
     """Build one method in this process (no isolation)."""
@@ -114,13 +117,13 @@ class InferenceOptimizer:
         self._total_seconds = 0.0
 
     @staticmethod
-    def trace(model: torch.nn.Module, input_sample=None, accelerator: Optional[str] = None,
+    def trace(model: torch.nn.Module, input_sample: Any = None, accelerator: Optional[str] = None,
               use_ipex: bool = False, channels_last: bool = False,
               thread_num: Optional[int] = None, dynamic_axes: Union[bool, dict] = True,
-              onnxruntime_session_options=None, openvino_config: Optional[dict] = None,
+              onnxruntime_session_options: Any = None, openvino_config: Optional[dict] = None,
               jit_method: Optional[str] = None, jit_strict: Optional[bool] = None,
               output_tensors: bool = True, example_kwarg_inputs: Optional[dict] = None,
-              device: str = "CPU", **bigdl_options) -> AcceleratedModel:
+              device: str = "CPU", **bigdl_options: Any) -> AcceleratedModel:
         """Return ``model`` running on ``accelerator`` (None: plain PyTorch, "jit", "compile",
         "onnxruntime", "openvino") at fp32.
 
@@ -156,19 +159,19 @@ class InferenceOptimizer:
 
     @staticmethod
     def quantize(model: torch.nn.Module, precision: str = "int8",
-                 accelerator: Optional[str] = None, use_ipex: bool = False, calib_data=None,
-                 calib_dataloader=None, eval_func: Optional[Callable] = None,
-                 metric: Optional[Callable] = None, accuracy_criterion=None,
+                 accelerator: Optional[str] = None, use_ipex: bool = False, calib_data: Any = None,
+                 calib_dataloader: Any = None, eval_func: Optional[Callable] = None,
+                 metric: Optional[Callable] = None, accuracy_criterion: Any = None,
                  approach: str = "static", method: Optional[str] = None,
                  tuning_strategy: Optional[str] = None, timeout: Optional[float] = None,
-                 max_trials: Optional[int] = None, input_sample=None,
+                 max_trials: Optional[int] = None, input_sample: Any = None,
                  channels_last: bool = False, thread_num: Optional[int] = None,
-                 device: str = "CPU", onnxruntime_session_options=None,
+                 device: str = "CPU", onnxruntime_session_options: Any = None,
                  openvino_config: Optional[dict] = None, jit_strict: Optional[bool] = None,
                  jit_method: Optional[str] = None, dynamic_axes: Union[bool, dict] = True,
                  sample_size: Optional[int] = None, output_tensors: bool = True,
-                 example_kwarg_inputs: Optional[dict] = None, validation_data=None,
-                 **bigdl_options) -> AcceleratedModel:
+                 example_kwarg_inputs: Optional[dict] = None, validation_data: Any = None,
+                 **bigdl_options: Any) -> AcceleratedModel:
         """Quantize ``model`` for ``accelerator`` (None/"compile": PT2E + inductor,
         "onnxruntime", "openvino"); ``precision`` "int8", or "bf16"/"fp16" where supported
         (bf16 with None or "jit" needs no data at all).
@@ -236,7 +239,7 @@ class InferenceOptimizer:
         cast(AcceleratedModel, model).save(path, compression)
 
     @staticmethod
-    def load(path: str, model: Optional[torch.nn.Module] = None, input_sample=None,
+    def load(path: str, model: Optional[torch.nn.Module] = None, input_sample: Any = None,
              device: str = "CPU") -> AcceleratedModel:
         """Load a directory written by ``save``. ``model`` (the original module) is needed
         only for kinds saved as state dicts (plain PyTorch, compile, IPEX); the error says
@@ -246,9 +249,11 @@ class InferenceOptimizer:
         return load_model(path, model)
 
     @staticmethod
-    def to_multi_instance(model, num_processes: int, cores_per_process: Optional[int] = None,
-                          cpu_for_each_process=None, timeout: Optional[float] = None,
-                          allow_oversubscribe: bool = False):
+    def to_multi_instance(model: torch.nn.Module, num_processes: int,
+                          cores_per_process: Optional[int] = None,
+                          cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None,
+                          timeout: Optional[float] = None,
+                          allow_oversubscribe: bool = False) -> "MultiInstanceModel":
         """Serve ``model`` (an nn.Module or any Nano model) from ``num_processes`` worker
         processes, each pinned to its own physical cores with matching thread settings.
 
@@ -263,24 +268,24 @@ class InferenceOptimizer:
                                   timeout, allow_oversubscribe)
 
     @staticmethod
-    def get_context(model=None, *more):
+    def get_context(model: Any = None, *more: Any) -> contextlib.AbstractContextManager:
         """A no-op context kept for BigDL-Nano compatibility: Nano models apply their own
         threads and autocast inside each call."""
         return contextlib.nullcontext()
 
     # the search ------------------------------------------------------------------
 
-    def optimize(self, model: torch.nn.Module, training_data, validation_data=None,
+    def optimize(self, model: torch.nn.Module, training_data: Any, validation_data: Any = None,
                  metric: Optional[Callable] = None, direction: str = "max",
-                 thread_num: Optional[int] = None, accelerator=None, precision=None,
+                 thread_num: Optional[int] = None, accelerator: Any = None, precision: Any = None,
                  includes: Optional[Sequence[str]] = None,
                  excludes: Optional[Sequence[str]] = None, latency_sample_num: int = 100,
                  timeout_per_method: float = 300, dynamic_axes: Union[bool, dict] = True,
                  latency_budget: float = 10.0, memory_limit: Optional[int] = None,
                  early_stop_factor: Optional[float] = 3.0, final_round: bool = True,
-                 input_sample=None, search_mode: str = "default",
+                 input_sample: Any = None, search_mode: str = "default",
                  use_ipex: Optional[bool] = None, output_filename: Optional[str] = None,
-                 **bigdl_options) -> None:
+                 **bigdl_options: Any) -> None:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
         ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
@@ -440,7 +445,7 @@ class InferenceOptimizer:
         self._require_search()
         return report.result_records(self.results, self._result("original"))
 
-    def summary(self, file=None) -> str:
+    def summary(self, file: Optional[IO[str]] = None) -> str:
         """Print (and return) the results table and the total cost of the search."""
         text = (report.format_table(self.records()) +
                 f"\n\n{len(self.results)} methods tried in {self._total_seconds:.1f} s "
@@ -464,8 +469,8 @@ class InferenceOptimizer:
         limit = output_error_limit(accuracy_criterion, OUTPUT_TOLERANCE[r.method.precision])
         return r.output_error is None or r.output_error <= limit
 
-    def get_best_model(self, accelerator=None, precision=None,
-                       accuracy_criterion: Optional[float] = None):
+    def get_best_model(self, accelerator: Any = None, precision: Any = None,
+                       accuracy_criterion: Any = None) -> tuple[AcceleratedModel, str]:
         """``(model, description)`` of the fastest candidate that passed the filters.
 
         ``accelerator``/``precision``: a name or tuple of names ("pytorch" is
@@ -528,7 +533,7 @@ class InferenceOptimizer:
             rows.append((r.name, t.single, t.multi))
         return rows
 
-    def get_model(self, method_name: str):
+    def get_model(self, method_name: str) -> AcceleratedModel:
         """The model built by ``method_name`` during optimize() (loaded or rebuilt here)."""
         self._require_search()
         get_method(method_name)

@@ -14,7 +14,7 @@ from nano.inference.structure import flatten_output
 MAX_CALIB_BATCHES = 64
 
 
-def calibration_samples(model: torch.nn.Module, calib_data: Any, input_sample=None,
+def calibration_samples(model: torch.nn.Module, calib_data: Any, input_sample: Any = None,
                         limit: int = MAX_CALIB_BATCHES) -> list[tuple[tuple, dict]]:
     """Calibration inputs as (args, kwargs) pairs, checked against the model.
 

@@ -7,7 +7,7 @@ refused with a message that names what to do instead -- never silently ignored.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -83,8 +83,9 @@ def with_kwarg_inputs(input_sample: Any, example_kwarg_inputs: Optional[dict]) -
                         "positional inputs")
 
 
-def runtime_options(accelerator: str, jit_method=None, jit_strict=None, openvino_config=None,
-                    onnxruntime_session_options=None) -> dict:
+def runtime_options(accelerator: str, jit_method: Optional[str] = None,
+                    jit_strict: Optional[bool] = None, openvino_config: Optional[dict] = None,
+                    onnxruntime_session_options: Any = None) -> dict:
     """The runtime options of a trace/quantize call as Method options, each checked against
     the backends that read it (their specs' ``options``)."""
     options: dict = {}
@@ -117,7 +118,7 @@ def _check_reader(argument: str, option: str, accelerator: str) -> None:
                              f"{' or '.join(repr(r) for r in readers)}, not {accelerator!r}")
 
 
-def eval_func_metric(eval_func):
+def eval_func_metric(eval_func: Callable[[Any], float]) -> Callable[..., float]:
     """BigDL's ``eval_func(model) -> float`` as a Nano ``metric(model, data)``."""
     if not callable(eval_func):
         raise NanoTypeError("eval_func must be callable: eval_func(model) -> float")

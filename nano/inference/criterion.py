@@ -8,7 +8,7 @@ no criterion given, DEFAULT_RELATIVE_DROP applies: a faster model that loses mor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from nano.errors import NanoValueError
 
@@ -25,7 +25,7 @@ class Criterion:
     higher_is_better: bool = True
 
     @staticmethod
-    def parse(criterion, higher_is_better: bool = True) -> "Criterion":
+    def parse(criterion: Any, higher_is_better: bool = True) -> "Criterion":
         """From a number (relative drop, 0 to 1), a dict {"relative"|"absolute": x,
         "higher_is_better": b}, or None (the default relative drop)."""
         if criterion is None:

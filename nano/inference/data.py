@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -69,7 +69,7 @@ class ForwardParams:
     names: tuple
 
     @staticmethod
-    def of(model) -> "ForwardParams":
+    def of(model: torch.nn.Module) -> "ForwardParams":
         """From ``model.forward``; for a Nano model, from the signature it was traced with."""
         from nano.inference.structure import InputSignature
 
@@ -103,7 +103,7 @@ class ForwardParams:
         return f"{self.required} to {self.positional} inputs"
 
 
-def split_batch(batch, params: ForwardParams, name: str = "data") -> tuple[tuple, Any]:
+def split_batch(batch: Any, params: ForwardParams, name: str = "data") -> tuple[tuple, Any]:
     """``((args, kwargs), target or None)`` of one batch, matched against ``params``."""
     if isinstance(batch, dict):
         inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
@@ -130,7 +130,8 @@ def split_batch(batch, params: ForwardParams, name: str = "data") -> tuple[tuple
                        f"({describe_values(batch)})")
 
 
-def sample_call(model, input_sample, name: str = "input_sample") -> tuple[tuple, dict]:
+def sample_call(model: torch.nn.Module, input_sample: Any,
+                name: str = "input_sample") -> tuple[tuple, dict]:
     """``input_sample`` as an ``(args, kwargs)`` call: a tensor, a tuple of inputs, a dict of
     keyword inputs, an explicit ``(args, kwargs)`` pair, or a DataLoader (its first batch,
     without its target)."""
@@ -142,13 +143,13 @@ def sample_call(model, input_sample, name: str = "input_sample") -> tuple[tuple,
     return split_batch(batch, ForwardParams.of(model), name)[0]
 
 
-def call(model, sample: tuple):
+def call(model: Callable[..., Any], sample: tuple) -> Any:
     """Call ``model`` on an ``(args, kwargs)`` sample."""
     args, kwargs = sample
     return model(*args, **kwargs)
 
 
-def describe_values(value) -> str:
+def describe_values(value: Any) -> str:
     """Shapes and dtypes of the tensors in ``value``, e.g. ``float32 (4, 30), int64 (4,)``."""
     if isinstance(value, torch.Tensor):
         return f"{str(value.dtype).replace('torch.', '')} {tuple(value.shape)}"
@@ -177,7 +178,7 @@ def first_layer(model: torch.nn.Module) -> Optional[str]:
     return None
 
 
-def check_fits(model: torch.nn.Module, sample: tuple, name: str):
+def check_fits(model: torch.nn.Module, sample: tuple, name: str) -> Any:
     """Run ``model`` (an eval copy) on ``sample``; a failure is one ``DataMismatch`` line
     naming ``name``, the shapes given and what the first layer expects. Returns the output."""
     args, kwargs = sample

@@ -36,7 +36,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from typing import IO, Any, Optional, Sequence
+from typing import Any, Callable, IO, Optional, Sequence
 
 from nano.launcher.termination import die_with_parent, kill_group
 
@@ -130,7 +130,7 @@ class Zygote:
         line, self._pending = self._pending.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, func, task: Any, timeout: float,
+    def run(self, func: Callable[[Any], Any], task: Any, timeout: float,
             memory_limit: Optional[int] = None) -> Outcome:
         """Run ``func(task)`` in a fresh child; never raises for what the task does."""
         import psutil

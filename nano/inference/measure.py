@@ -137,7 +137,7 @@ def _concat(values: list) -> Any:
     return values
 
 
-def evaluate_metric(model, metric: Callable, samples: list, targets: list,
+def evaluate_metric(model: Callable[..., Any], metric: Callable, samples: list, targets: list,
                     validation_data: Any = None) -> float:
     """Run ``metric`` on ``model``; raise a clear error if it fails or returns no number."""
     try:

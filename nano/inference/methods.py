@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from nano.errors import NanoValueError
 
@@ -32,7 +32,7 @@ def accelerators() -> tuple[str, ...]:
     return registered()
 
 
-def normalize_accelerator(value) -> str:
+def normalize_accelerator(value: Optional[str]) -> str:
     """Map ``None``/"pytorch"/"jit"/... to a canonical accelerator name, or raise listing them."""
     from nano.inference.backends import accelerator_aliases
 
@@ -46,7 +46,7 @@ def normalize_accelerator(value) -> str:
     return aliases[key]
 
 
-def normalize_precision(value) -> str:
+def normalize_precision(value: Any) -> str:
     """Map "fp32"/"bf16"/"bfloat16"/32/... to a canonical precision, or raise listing them."""
     key = str(value).lower()
     if key not in _PRECISION_ALIASES:
@@ -106,7 +106,7 @@ class Method:
                       bool(data["use_ipex"]), data.get("variant", ""),
                       tuple(sorted((k, freeze(v)) for k, v in data.get("options", {}).items())))
 
-    def with_options(self, **options) -> "Method":
+    def with_options(self, **options: Any) -> "Method":
         """This method with more options (None values are left out)."""
         merged = dict(self.options)
         merged.update({k: freeze(v) for k, v in options.items() if v is not None})
@@ -121,7 +121,7 @@ def runtime_options() -> tuple[str, ...]:
     return tuple(dict.fromkeys(o for s in specs() for o in s.options))
 
 
-def freeze(value):
+def freeze(value: Any) -> Any:
     """A hashable form of an option value: dicts become sorted (key, value) pairs."""
     if isinstance(value, dict):
         return tuple(sorted((k, freeze(v)) for k, v in value.items()))
@@ -157,7 +157,7 @@ def get_method(name: str) -> Method:
 
 def select_methods(includes: Optional[Iterable[str]] = None,
                    excludes: Optional[Iterable[str]] = None,
-                   accelerator=False, precision=None) -> list[Method]:
+                   accelerator: Any = False, precision: Any = None) -> list[Method]:
     """The candidate list after includes/excludes and accelerator/precision filters.
 
     ``accelerator=False`` means no accelerator filter (``None`` means plain PyTorch).

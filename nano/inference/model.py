@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 import torch
 
@@ -34,7 +34,7 @@ class ModelLoadError(NanoValueError):
 
 
 @contextlib.contextmanager
-def torch_threads(n: Optional[int]):
+def torch_threads(n: Optional[int]) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)`` (and put the old count back)."""
     if not n:
         yield
@@ -100,7 +100,7 @@ class AcceleratedModel(torch.nn.Module):
 
     # calling -------------------------------------------------------------------
 
-    def forward(self, *args, **kwargs) -> Any:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         signature, output = self.recorded_io()
         return self.finish(unflatten_output(output, self.run(signature.flatten(args, kwargs))))
 
@@ -121,7 +121,7 @@ class AcceleratedModel(torch.nn.Module):
         """Run the runtime on flat tensor inputs, returning flat outputs."""
         raise NotImplementedError
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "AcceleratedModel":
         if mode:
             raise RuntimeError(f"{type(self).__name__} is an inference model; it cannot be put "
                                f"in training mode")
@@ -137,7 +137,8 @@ class AcceleratedModel(torch.nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def load_artifacts(cls, directory: str, meta: dict, model: Optional[torch.nn.Module]):
+    def load_artifacts(cls, directory: str, meta: dict,
+                       model: Optional[torch.nn.Module]) -> "AcceleratedModel":
         """Rebuild the model from files written by ``save_artifacts``."""
         raise NotImplementedError
 

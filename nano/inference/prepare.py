@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -79,7 +79,7 @@ def private_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).eval()
 
 
-def prepare(model: torch.nn.Module, input_sample, thread_num: Optional[int] = None,
+def prepare(model: torch.nn.Module, input_sample: Any, thread_num: Optional[int] = None,
             dynamic_axes: Union[bool, dict] = True, calib: Optional[list] = None) -> BuildInputs:
     """Copy ``model`` (the user's stays untouched), run the sample once, record the structure."""
     if not isinstance(model, torch.nn.Module):

@@ -7,9 +7,12 @@ silently fall back to a default.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Optional, TYPE_CHECKING
 
 from nano.errors import NanoTypeError, NanoValueError
+
+if TYPE_CHECKING:
+    from nano.inference.methods import Method
 
 KEEP_FP32 = ("none", "first_last", "sensitive")  # sensitive: first/last + norms and softmax
 
@@ -58,7 +61,7 @@ class QuantConfig:
         return QuantConfig(**options)
 
     @staticmethod
-    def of(method) -> "QuantConfig":
+    def of(method: "Method") -> "QuantConfig":
         """The configuration an INT8 ``method`` carries, refused (ValueError) when its
         quantizer cannot turn one of the knobs it sets."""
         from nano.inference.backends import backend_for

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TYPE_CHECKING
 
 import torch
 
@@ -17,6 +17,9 @@ from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, 
 from nano.inference.methods import Method
 from nano.inference.model import load_model
 from nano.inference.prepare import prepare, private_eval_copy
+
+if TYPE_CHECKING:
+    from nano.inference.model import AcceleratedModel
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +77,9 @@ class CandidateResult:
         return self.status in ("ok", "drift") and self.latency is not None
 
 
-def build_candidate(method: Method, model: torch.nn.Module, sample, thread_num: int,
-                    dynamic_axes, calib: Optional[list], saved_to: Optional[str] = None):
+def build_candidate(method: Method, model: torch.nn.Module, sample: tuple, thread_num: int,
+                    dynamic_axes: Any, calib: Optional[list],
+                    saved_to: Optional[str] = None) -> AcceleratedModel:
     """A candidate's model: loaded from the directory the search saved it in, or built."""
     if saved_to:
         return load_model(saved_to, model)
@@ -208,7 +212,7 @@ def ranked(rows: list) -> list:
     return sorted(close, key=lambda r: r.extra["side_by_side"]) + rest
 
 
-def run_final_round(zygote: isolation.Zygote, rows: list, thread_num: int, dynamic_axes,
+def run_final_round(zygote: isolation.Zygote, rows: list, thread_num: int, dynamic_axes: Any,
                     timeout: float, memory_limit: Optional[int]) -> Optional[str]:
     """Time ``rows`` side by side and record each one's median in ``extra["side_by_side"]``;
     returns why it could not be done, or None."""

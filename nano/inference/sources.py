@@ -12,7 +12,7 @@ import importlib
 import io
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional, TypeGuard
 
 import torch
 
@@ -28,7 +28,7 @@ class ScriptModuleHolder(torch.nn.Module):
         super().__init__()
         self.script = script_module
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.script(*args, **kwargs)
 
     def __reduce__(self):
@@ -52,10 +52,10 @@ class ExportedProgramHolder(torch.nn.Module):
         self.data = data
         self.program = load_exported_program(io.BytesIO(data)).module()
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.program(*args, **kwargs)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "ExportedProgramHolder":
         # an exported module refuses train()/eval(); its graph is fixed either way
         self.training = mode
         return self
@@ -78,7 +78,7 @@ class OnnxSourceModule(torch.nn.Module):
         self._session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._session.get_inputs()]
 
-    def forward(self, *inputs):
+    def forward(self, *inputs: torch.Tensor) -> Any:
         feed = {n: t.detach().contiguous().numpy() for n, t in zip(self.input_names, inputs)}
         outs = [torch.from_numpy(o) for o in self._session.run(None, feed)]
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -90,7 +90,7 @@ class OnnxSourceModule(torch.nn.Module):
         return OnnxSourceModule(self.onnx_bytes)
 
 
-def is_onnx_source(model) -> bool:
+def is_onnx_source(model: Any) -> TypeGuard["OnnxSourceModule"]:
     """Whether ``model`` is an ONNX file standing in for torch code (nothing to trace)."""
     return isinstance(model, OnnxSourceModule)
 

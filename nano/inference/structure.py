@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -406,12 +406,12 @@ class FlatModule(torch.nn.Module):
         self.module = module
         self.signature = signature
 
-    def forward(self, *flat):
+    def forward(self, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         args, kwargs = self.signature.rebuild(flat)
         return tuple(flatten_output(self.module(*args, **kwargs)))
 
 
-def map_tensors(fn, value: Any) -> Any:
+def map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
     """``value`` with ``fn`` applied to every tensor in it, at any depth of tuples, lists,
     dicts and namedtuples, each rebuilt as the same type."""
     if isinstance(value, torch.Tensor):
@@ -434,7 +434,7 @@ def to_channels_last(value: Any) -> Any:
     return map_tensors(convert, value)
 
 
-def normalize_sample(sample) -> tuple[tuple, dict]:
+def normalize_sample(sample: Any) -> tuple[tuple, dict]:
     """``input_sample`` as (args, kwargs): a tensor, a tuple/list of args, a dict of kwargs,
     or an explicit ``(args_tuple, kwargs_dict)`` pair."""
     if isinstance(sample, torch.Tensor):

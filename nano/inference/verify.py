@@ -16,18 +16,21 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, TYPE_CHECKING
 
 import torch
 
 from nano.errors import TraceError
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
 
 # Largest relative difference (max |a - b| / max |b|) a conversion may show on fresh inputs.
 # Wrong traces differ by O(1); these leave room for the precision's own rounding.
 CHECK_TOLERANCE = {"fp32": 1e-3, "bf16": 1e-1, "fp16": 1e-1}
 
 
-def fresh_calls(inputs, seed: int = 0) -> list[tuple[tuple, dict]]:
+def fresh_calls(inputs: BuildInputs, seed: int = 0) -> list[tuple[tuple, dict]]:
     """Two ``(args, kwargs)`` calls with the sample's structure and other values."""
     flat, dims = inputs.flat_sample(), inputs.dynamic_dims()
     g = torch.Generator().manual_seed(seed)
@@ -125,7 +128,7 @@ def difference(got: Any, want: Any, tolerance: float, where: str = "output") -> 
 
 
 @contextlib.contextmanager
-def tracer_warnings():
+def tracer_warnings() -> Iterator[list]:
     """Record the warnings of a trace or export; yields the list of TracerWarning texts.
 
     Exporters repeat deprecation notices on every call: those are dropped. What
@@ -145,7 +148,7 @@ def tracer_warnings():
                         found.append(text)
 
 
-def flat_runner(fn: Callable, inputs) -> Callable[..., Any]:
+def flat_runner(fn: Callable, inputs: BuildInputs) -> Callable[..., Any]:
     """A structured call of ``fn``, which takes flat tensors and returns flat outputs."""
     from nano.inference.structure import unflatten_output
 
@@ -155,7 +158,7 @@ def flat_runner(fn: Callable, inputs) -> Callable[..., Any]:
     return run
 
 
-def check_conversion(run: Callable[..., Any], inputs, precision: str, what: str,
+def check_conversion(run: Callable[..., Any], inputs: BuildInputs, precision: str, what: str,
                      warned: Optional[list] = None) -> None:
     """Call ``run(*args, **kwargs)`` on fresh inputs and compare it with the original
     (``inputs.model``); raise ``TraceError`` saying what differs."""

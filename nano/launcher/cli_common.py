@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from nano.launcher.termination import signals_unwind
 from nano.noise import quiet_third_party
@@ -68,7 +68,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def run_cli(main, argv: Optional[Sequence[str]], prog: str) -> int:
+def run_cli(main: Callable[[list[str]], int], argv: Optional[Sequence[str]], prog: str) -> int:
     """Run ``main(argv)``: a UsageError becomes one line and exit status 2, Ctrl-C exit
     status 130; SIGTERM/SIGHUP unwind (see ``termination``); third-party logs are quiet."""
     handler = logging.StreamHandler(sys.stderr)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, TYPE_CHECKING
 
 from nano.launcher.cli_common import (OneLineParser, UsageError, add_environment_flags,
                                       positive_int, run_cli, split_command)
 from nano.launcher.environment import (apply_plan, plan_environment, plan_restore, render_exports,
                                        render_restore)
 from nano.launcher.topology import read_topology
+
+if TYPE_CHECKING:
+    from nano.launcher.topology import Topology
 
 
 def _parser() -> OneLineParser:
@@ -40,7 +43,7 @@ def _parser() -> OneLineParser:
     return p
 
 
-def explain_header(topology) -> str:
+def explain_header(topology: Topology) -> str:
     """The topology report as shell comments (harmless inside eval)."""
     return "".join(f"# {line}\n" for line in ["CPU found by bigdl-nano-init:"] + topology.describe())
 

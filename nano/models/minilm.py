@@ -39,7 +39,7 @@ class SentenceEmbedder(nn.Module):
         return nn.functional.normalize(pooled, dim=-1)
 
 
-def load_minilm():
+def load_minilm() -> tuple:
     """(tokenizer, SentenceEmbedder in eval mode), from the package's bundled files, offline."""
     reason = unavailable_reason()
     if reason:

@@ -13,9 +13,13 @@ import pickle
 import signal
 import sys
 import traceback
+from typing import Any, Callable, IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
-def load(model_dir: str, threads: int):
+def load(model_dir: str, threads: int) -> torch.nn.Module:
     """The model saved by the pool (``save_for_workers``): a Nano model directory with,
     for state-dict kinds, the pickled module beside it; or just a pickled torch module."""
     import torch
@@ -35,7 +39,7 @@ def load(model_dir: str, threads: int):
     return module.eval()
 
 
-def handle(model, request, inputs, outputs) -> dict:
+def handle(model: Callable[..., Any], request: dict, inputs: Any, outputs: Any) -> dict:
     """Run one request (a chunk of calls); its tensors are views into the parent's block,
     gone on return. A call that raises ends the chunk with an error naming its position.
 
@@ -62,7 +66,8 @@ def handle(model, request, inputs, outputs) -> dict:
     return {"specs": specs, "skeleton": skeleton, "shm": name}
 
 
-def serve(model, stdin, stdout, block_prefix: str) -> None:
+def serve(model: Callable[..., Any], stdin: IO[bytes], stdout: IO[bytes],
+          block_prefix: str) -> None:
     """Answer requests until the parent closes the pipe."""
     from nano.multiprocess import transport
 

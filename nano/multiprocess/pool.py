@@ -71,7 +71,7 @@ def cpu_sets(num_processes: int, cores_per_process: Optional[int] = None,
         raise NanoValueError(str(e)) from None
 
 
-def save_for_workers(model, directory: str) -> None:
+def save_for_workers(model: torch.nn.Module, directory: str) -> None:
     """Write what ``worker.load`` reads: the Nano model in ``directory/model``, plus the
     pickled module (``directory/module.pkl``) for state-dict kinds and plain torch models.
     The module stays out of the Nano directory, whose files are all checksummed."""

@@ -19,7 +19,7 @@ class Throughput:
     instances: int
 
 
-def measure_throughput(model, sample: tuple, instances: int, calls: int = 64,
+def measure_throughput(model: torch.nn.Module, sample: tuple, instances: int, calls: int = 64,
                        threads: int = 0, rounds: int = 5) -> Throughput:
     """Calls/s of ``model(*args, **kwargs)`` served serially by this process (``threads``
     threads, 0: as set) and by ``instances`` pinned workers; the two are timed in

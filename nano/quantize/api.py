@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TYPE_CHECKING
 
 import torch
 
@@ -26,6 +26,9 @@ from nano.inference.methods import Method, normalize_accelerator, normalize_prec
 from nano.inference.prepare import prepare
 from nano.inference.calibration import calibration_samples
 from nano.inference.quant_config import QuantConfig, trial_configs
+
+if TYPE_CHECKING:
+    from nano.inference.model import AcceleratedModel
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +80,13 @@ def _eval_data(model, validation_data, calib_data):
 
 def quantize(model: torch.nn.Module, *, precision: str = "int8",
              accelerator: Optional[str] = None, calib_data: Any = None,
-             metric: Optional[Callable] = None, accuracy_criterion=None,
+             metric: Optional[Callable] = None, accuracy_criterion: Any = None,
              approach: str = "static", method: Optional[str] = None,
              max_trials: Optional[int] = None, timeout: Optional[float] = None,
-             thread_num: Optional[int] = None, input_sample=None,
+             thread_num: Optional[int] = None, input_sample: Any = None,
              validation_data: Any = None, use_ipex: bool = False, channels_last: bool = False,
-             dynamic_axes=True, sample_size: Optional[int] = None,
-             runtime: Optional[dict] = None):
+             dynamic_axes: Any = True, sample_size: Optional[int] = None,
+             runtime: Optional[dict] = None) -> AcceleratedModel:
     """Return ``model`` quantized for ``accelerator`` (see InferenceOptimizer.quantize).
 
     ``runtime`` holds the runtime options of ``nano.inference.compat.runtime_options``.

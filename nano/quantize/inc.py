@@ -11,13 +11,17 @@ Nano's own trials are used.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Any, Callable, Optional, TYPE_CHECKING
 
 import torch
 
 from nano.inference.backends import module_available
 from nano.inference.prepare import export_dynamic_shapes
 from nano.noise import quiet_third_party
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+    from nano.inference.criterion import Criterion
 
 INSTALL_HINT = "pip install neural-compressor neural-compressor-pt py-cpuinfo"
 NEURAL_COMPRESSOR_LOGGERS = ("neural_compressor", "neural_compressor.common")
@@ -28,7 +32,7 @@ def unavailable_reason() -> Optional[str]:
     return module_available("neural_compressor.torch.quantization", INSTALL_HINT)
 
 
-def tolerable_loss(criterion, baseline: float) -> Optional[float]:
+def tolerable_loss(criterion: Criterion, baseline: float) -> Optional[float]:
     """The criterion as Neural Compressor's relative loss, or None if it cannot express it
     (it assumes higher is better)."""
     if not criterion.higher_is_better:
@@ -38,7 +42,8 @@ def tolerable_loss(criterion, baseline: float) -> Optional[float]:
     return criterion.value / max(abs(baseline), 1e-12)
 
 
-def autotune_pt2e(inputs, loss: float, evaluate, max_trials: int):
+def autotune_pt2e(inputs: BuildInputs, loss: float, evaluate: Callable[[Any], float],
+                  max_trials: int) -> Any:
     """Run Neural Compressor's autotune; return the converted graph module or None."""
     from neural_compressor.torch.export import export
     from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune
@@ -73,7 +78,7 @@ class _FlatCaller(torch.nn.Module):
         self.graph = graph
         self.inputs = inputs
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         from nano.inference.structure import unflatten_output
 
         with torch.no_grad():

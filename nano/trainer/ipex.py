@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 
-def load_ipex():
+def load_ipex() -> Any:
     """Return the ``intel_extension_for_pytorch`` module, or None after a warning saying how
     to get it (the same probe as the ``*_ipex`` inference methods)."""
     from nano.inference.backends.ipex import ipex_unavailable
@@ -24,7 +24,7 @@ def load_ipex():
 
 
 def ipex_optimize(module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
-                  bf16: bool):
+                  bf16: bool) -> tuple:
     """Apply ``ipex.optimize`` in place for training; returns ``(module, optimizer)`` unchanged if absent."""
     ipex = load_ipex()
     if ipex is None:

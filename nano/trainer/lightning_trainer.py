@@ -111,25 +111,25 @@ class Trainer(pl.Trainer):
         self._nano_last_model = model
         return outcome.value
 
-    def fit(self, model, *args, **kwargs):
+    def fit(self, model: Any, *args: Any, **kwargs: Any) -> None:
         """``lightning.Trainer.fit``; with num_processes > 1, in that many pinned processes."""
         if self._nano_launches:
             return self._launch("fit", model, args, kwargs)
         return super().fit(model, *args, **kwargs)
 
-    def validate(self, model=None, *args, **kwargs):
+    def validate(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
         """``lightning.Trainer.validate``; with num_processes > 1, in that many pinned processes."""
         if self._nano_launches:
             return self._launch("validate", model, args, kwargs)
         return super().validate(model, *args, **kwargs)
 
-    def test(self, model=None, *args, **kwargs):
+    def test(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
         """``lightning.Trainer.test``; with num_processes > 1, in that many pinned processes."""
         if self._nano_launches:
             return self._launch("test", model, args, kwargs)
         return super().test(model, *args, **kwargs)
 
-    def predict(self, model=None, *args, **kwargs):
+    def predict(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
         """``lightning.Trainer.predict``, always in this process so predictions keep data order."""
         if self._nano_launches and model is None:
             model = self._nano_last_model

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from nano.launcher.schedule import SchedulingError, schedule_instances
 from nano.launcher.topology import Topology, read_topology
@@ -37,7 +37,7 @@ class TrainingOptions:
         return self.precision == "bf16-mixed"
 
 
-def normalize_precision(precision, topology: Topology) -> str:
+def normalize_precision(precision: Any, topology: Topology) -> str:
     """Map 32/"bf16"/Lightning spellings to a Lightning precision; bf16 without CPU support -> 32."""
     key = precision if isinstance(precision, (int, str)) else None
     if key not in _PRECISIONS:

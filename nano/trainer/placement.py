@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from nano.trainer.distributed import RankInfo, current_rank, settle_rank
 from nano.trainer.options import TrainingOptions, training_options
@@ -42,7 +42,7 @@ class Placement:
 
 
 def place(owner: str, user_kwargs: Mapping, refuse_always: bool, stacklevel: int = 3,
-          **options) -> Placement:
+          **options: Any) -> Placement:
     """Validate ``options`` (those of :func:`training_options`) and settle this process.
 
     Placement keywords (``devices``, ``strategy``, ...) in ``user_kwargs`` are

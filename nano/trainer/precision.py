@@ -8,6 +8,7 @@ autocasts the forward pass and returns fp32 outputs.
 
 from __future__ import annotations
 
+from typing import Any
 from contextlib import AbstractContextManager
 
 import torch
@@ -32,5 +33,5 @@ class CpuBf16Autocast(Precision):
     def forward_context(self) -> AbstractContextManager:
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
-    def convert_output(self, data):
+    def convert_output(self, data: Any) -> Any:
         return _to_float32(data)

@@ -12,6 +12,7 @@ import os
 import pickle
 import sys
 import traceback
+from typing import Any
 
 
 def error_path(result_path: str, rank: int) -> str:
@@ -40,7 +41,7 @@ def run_job(job_path: str, result_path: str) -> int:
         _destroy_process_group()
 
 
-def save_job(job, path: str) -> None:
+def save_job(job: Any, path: str) -> None:
     """Write ``job`` with the caller's import path; functions and classes from ``__main__`` or
     ``python -c`` travel by value (cloudpickle), so no ``__main__`` guard is needed."""
     import cloudpickle
@@ -48,7 +49,7 @@ def save_job(job, path: str) -> None:
         pickle.dump((list(sys.path), cloudpickle.dumps(job)), f)
 
 
-def load_job(path: str):
+def load_job(path: str) -> Any:
     """Read a job written by :func:`save_job`, importing modules from the caller's path."""
     with open(path, "rb") as f:
         sys_path, blob = pickle.load(f)

@@ -11,6 +11,7 @@ and every model passed in the arguments ends up with the trained weights.
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable, Optional, Sequence, TYPE_CHECKING
 
 from lightning.fabric import Fabric
 from lightning.fabric.strategies import DDPStrategy
@@ -27,6 +28,9 @@ from nano.trainer.local_ranks import run_distributed
 from nano.trainer.options import training_options
 from nano.trainer.placement import place
 from nano.trainer.precision import CpuBf16Autocast
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _precision_plugins(options) -> list:
@@ -101,11 +105,12 @@ class TorchNano(Fabric):
         if placement.distributed:
             self.launch()
 
-    def train(self, *args, **kwargs):
+    def train(self, *args: Any, **kwargs: Any) -> Any:
         """Your training loop; override it. Runs on every rank."""
         raise NotImplementedError("subclass TorchNano and implement train(self, ...)")
 
-    def setup(self, model, *optimizers_and_loaders):
+    def setup(  # type: ignore[override]  # BigDL-Nano's setup also takes the loaders
+            self, model: torch.nn.Module, *optimizers_and_loaders: Any) -> Any:
         """Prepare ``model``, its optimizers and data loaders: returns ``(model, *optimizers, *loaders)``.
 
         Applies channels_last, IPEX and lr scaling, then Fabric's DDP wrapping,
@@ -137,7 +142,7 @@ class TorchNano(Fabric):
 class _FunctionNano(TorchNano):
     """Runs a plain ``train(model, optimizer, loader, ...)`` function with its objects prepared."""
 
-    def train(self, fn, *args, **kwargs):
+    def train(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         models = find_modules(args, kwargs)
         optimizers = find(Optimizer, args, kwargs)
         prepared = {}
@@ -160,9 +165,10 @@ class _FunctionNano(TorchNano):
         return fn(*args, **kwargs)
 
 
-def nano(num_processes: int = 1, precision=32, channels_last: bool = False,
-         use_ipex: bool = False, cpu_for_each_process=None, auto_lr=True,
-         distributed_backend: str = "subprocess"):
+def nano(num_processes: int = 1, precision: Any = 32, channels_last: bool = False,
+         use_ipex: bool = False, cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None,
+         auto_lr: Any = True, distributed_backend: str = "subprocess"
+         ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate ``train(model, optimizer, loader, ...)`` to run it with Nano's options.
 
     Models, optimizers and ``DataLoader``s are found among the positional and

@@ -20,6 +20,8 @@ from nano.inference.methods import Method
 from nano.noise import quiet_third_party
 
 if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+    import torch
     from nano.inference.model import AcceleratedModel
 
 # Module names under nano.inference.backends, in the order optimize() tries their candidates.
@@ -99,7 +101,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return module.unavailable_reason(method)
 
 
-def backend_class(method: Method):
+def backend_class(method: Method) -> type[AcceleratedModel]:
     """The AcceleratedModel subclass that loads a saved model built by ``method``."""
     return backend_for(method).MODEL_CLASS
 
@@ -110,14 +112,14 @@ def _require_available(method: Method) -> None:
         raise MissingDependency(f"{method.name} is unavailable: {reason}")
 
 
-def build(method: Method, inputs) -> AcceleratedModel:
+def build(method: Method, inputs: BuildInputs) -> AcceleratedModel:
     """Build ``method`` from prepared inputs (see ``nano.inference.prepare``)."""
     _require_available(method)
     return backend_for(method).build(method, inputs)
 
 
-def build_without_sample(method: Method, model,
-                         thread_num=None) -> AcceleratedModel:
+def build_without_sample(method: Method, model: torch.nn.Module,
+                         thread_num: Optional[int] = None) -> AcceleratedModel:
     """Build ``method`` with no input sample, where the runtime needs none (plain PyTorch,
     scripted TorchScript, compile); else an error saying input_sample is required."""
     _require_available(method)

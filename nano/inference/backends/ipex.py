@@ -8,13 +8,17 @@ compares versions first and catches everything.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, TYPE_CHECKING
 
 import torch
 
 from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+    from nano.inference.structure import InputSignature
 
 INSTALL_HINT = "pip install intel-extension-for-pytorch (needs the matching torch release)"
 SPEC = BackendSpec(accelerator="pytorch", use_ipex=True, precisions=("fp32", "bf16"),
@@ -75,7 +79,9 @@ class IpexModel(TorchModuleModel):
         return self._source_state
 
     @classmethod
-    def from_module(cls, module, method, signature, output, thread_num) -> "IpexModel":
+    def from_module(cls, module: torch.nn.Module, method: Method,
+                    signature: Optional[InputSignature], output: Optional[dict],
+                    thread_num: Optional[int]) -> "IpexModel":
         import intel_extension_for_pytorch as ipex
 
         state = {k: v.clone() for k, v in module.state_dict().items()}
@@ -90,7 +96,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return ipex_unavailable()
 
 
-def build(method: Method, inputs) -> IpexModel:
+def build(method: Method, inputs: BuildInputs) -> IpexModel:
     return IpexModel.from_module(inputs.model, method, inputs.signature, inputs.output,
                                  inputs.thread_num)
 

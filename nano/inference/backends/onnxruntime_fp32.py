@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional
+from typing import Any, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
@@ -20,13 +20,16 @@ from nano.inference.model import AcceleratedModel, restore_common
 from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.sources import is_onnx_source
 
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 SPEC = BackendSpec(accelerator="onnxruntime", aliases=("ort", "onnx"), precisions=("fp32",),
                    candidates=(Flavour(),), converts=True, options=("session_options",),
                    reads_onnx=True)
 
 
-def export_onnx(inputs, path: str) -> None:
+def export_onnx(inputs: BuildInputs, path: str) -> None:
     """Export the prepared model to ``path`` as one self-contained ONNX file, checked
     against the original on fresh inputs (``nano.inference.verify``)."""
     from nano.inference.verify import check_conversion, tracer_warnings
@@ -81,7 +84,7 @@ _SESSION_FIELDS = ("intra_op_num_threads", "inter_op_num_threads", "execution_mo
                    "log_severity_level")
 
 
-def session_options_dict(options) -> dict:
+def session_options_dict(options: Any) -> dict:
     """A user's ``onnxruntime.SessionOptions`` as plain data (saved with the model)."""
     import onnxruntime as ort
 
@@ -96,7 +99,7 @@ def session_options_dict(options) -> dict:
     return out
 
 
-def session_options(threads: Optional[int], user: tuple = ()):
+def session_options(threads: Optional[int], user: tuple = ()) -> Any:
     """ORT options for latency: one inter-op thread, the given intra-op threads, full graph
     opts; a user's ``onnxruntime_session_options`` (as ``session_options_dict``) replaces
     them, with ``threads`` still applied when given."""
@@ -134,7 +137,7 @@ class OnnxRuntimeModel(AcceleratedModel):
                                             providers=["CPUExecutionProvider"])
         self._input_names = [i.name for i in self.session.get_inputs()]
 
-    def run(self, inputs):
+    def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         feed = {name: t.detach().contiguous().numpy() for name, t in zip(self._input_names, inputs)}
         return [torch.from_numpy(o) for o in self.session.run(None, feed)]
 
@@ -144,7 +147,8 @@ class OnnxRuntimeModel(AcceleratedModel):
         return {}
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
+    def load_artifacts(cls, directory: str, meta: dict,
+                       model: Optional[torch.nn.Module]) -> AcceleratedModel:
         with open(os.path.join(directory, "model.onnx"), "rb") as f:
             return cls(f.read(), *restore_common(meta))
 
@@ -153,7 +157,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return module_available("onnxruntime", INSTALL_HINT) or module_available("onnx", INSTALL_HINT)
 
 
-def build(method: Method, inputs) -> OnnxRuntimeModel:
+def build(method: Method, inputs: BuildInputs) -> OnnxRuntimeModel:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         export_onnx(inputs, path)

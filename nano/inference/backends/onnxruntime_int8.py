@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional
+from typing import Optional, TYPE_CHECKING
 
 from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.onnxruntime_fp32 import INSTALL_HINT, OnnxRuntimeModel, export_onnx
 from nano.inference.methods import Method
 from nano.inference.quant_config import QuantConfig
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
 
 _COMPUTE_OPS = ["Conv", "MatMul", "Gemm"]
 QUANTIZER = QuantizerSpec(variants=("qdq", "qlinear"), dynamic_variant="integer")
@@ -36,7 +39,7 @@ class _Reader:
         self._items = iter([{n: t.detach().contiguous().numpy() for n, t in zip(names, flat)}
                             for flat in flats])
 
-    def get_next(self):
+    def get_next(self) -> Optional[dict]:
         return next(self._items, None)
 
 
@@ -68,7 +71,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
-def build(method: Method, inputs) -> OnnxRuntimeModel:
+def build(method: Method, inputs: BuildInputs) -> OnnxRuntimeModel:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_dynamic, quantize_static)
 

@@ -20,7 +20,7 @@ autocast ran slower than f32 (13.6 vs 10.3 ms); ``openvino_bf16`` is the bf16 pa
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional, cast
+from typing import Any, Optional, TYPE_CHECKING, cast
 
 import torch
 
@@ -31,6 +31,10 @@ from nano.inference.backends.torch_common import TorchModuleModel, prepare_modul
 from nano.inference.methods import Method
 from nano.inference.prepare import private_eval_copy
 from nano.inference.structure import map_tensors
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+    from nano.inference.structure import InputSignature
 
 INSTALL_HINT = "pip install openvino"
 SPEC = BackendSpec(accelerator="openvino_compile", precisions=("fp32",), candidates=(Flavour(),),
@@ -46,7 +50,9 @@ class OpenVINOCompiledModel(TorchModuleModel):
         return cast(_OwnedOutputs, self.module).source.state_dict()
 
     @classmethod
-    def from_module(cls, module, method, signature, output, thread_num) -> "OpenVINOCompiledModel":
+    def from_module(cls, module: torch.nn.Module, method: Method,
+                    signature: Optional[InputSignature], output: Optional[dict],
+                    thread_num: Optional[int]) -> "OpenVINOCompiledModel":
         _register_backend()
         # a fresh dynamo state: a graph cached for this class would ignore the new settings
         torch.compiler.reset()
@@ -66,7 +72,7 @@ class _OwnedOutputs(torch.nn.Module):
         self.compiled = compiled
         self.source = source  # the uncompiled module, whose weights save() writes
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         return map_tensors(torch.clone, self.compiled(*args, **kwargs))
 
 
@@ -87,7 +93,7 @@ def without_sample(model: torch.nn.Module, method: Method,
                                              thread_num)
 
 
-def build(method: Method, inputs) -> OpenVINOCompiledModel:
+def build(method: Method, inputs: BuildInputs) -> OpenVINOCompiledModel:
     """Compile and check against the original on fresh inputs (OpenVINO converts the
     subgraphs, so its numbers are proven like any conversion's)."""
     from nano.inference.verify import check_conversion

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional
+from typing import Any, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
@@ -22,6 +22,9 @@ from nano.inference.model import AcceleratedModel, restore_common
 from nano.inference.sources import is_onnx_source
 from nano.inference.structure import unflatten_output
 
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+
 INSTALL_HINT = "pip install openvino"
 SPEC = BackendSpec(accelerator="openvino", aliases=("ov",), precisions=("fp32", "bf16", "fp16"),
                    candidates=(Flavour(), Flavour("bf16"), Flavour("fp16")), converts=True,
@@ -33,7 +36,7 @@ _CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 _core = None
 
 
-def core():
+def core() -> Any:
     """One OpenVINO Core per process."""
     global _core
     if _core is None:
@@ -56,7 +59,7 @@ def compile_config(precision: str, threads: Optional[int], user: tuple = ()) -> 
     return config
 
 
-def convert(inputs, check: bool = True):
+def convert(inputs: BuildInputs, check: bool = True) -> Any:
     """Convert the prepared model to an ov.Model with the requested dynamic dims, checked
     against the original on fresh inputs (compiled at f32) unless ``check`` is False."""
     import openvino as ov
@@ -106,7 +109,7 @@ def _convert_module(inputs):
                                    f"(via ONNX: {summarize_error(onnx_error)})") from None
 
 
-def sample_shapes(inputs) -> list[list[int]]:
+def sample_shapes(inputs: BuildInputs) -> list[list[int]]:
     """The shapes of the prepared sample's flat tensors: the shapes the model will serve."""
     return [list(t.shape) for t in inputs.flat_sample()]
 
@@ -145,7 +148,7 @@ class OpenVINOModel(AcceleratedModel):
         self._input_types = [port.get_element_type().to_dtype() for port in self.compiled.inputs]
         self._n_outputs = len(self.compiled.outputs)
 
-    def run(self, inputs):
+    def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         # Bind the inputs' memory as tensors (no copy in, and none of infer()'s per-call
         # argument dispatch, which cost ~0.1 ms); outputs live in the request and are
         # overwritten by the next call, so they are copied out once here.
@@ -163,7 +166,7 @@ class OpenVINOModel(AcceleratedModel):
         return [torch.from_numpy(request.get_output_tensor(i).data.copy())
                 for i in range(self._n_outputs)]
 
-    def async_predict(self, input_data, num_requests: int = 0) -> list:
+    def async_predict(self, input_data: Sequence[Any], num_requests: int = 0) -> list:
         """Run every input of ``input_data`` (a list of calls: tensors, tuples of inputs or
         dicts of keyword inputs) through OpenVINO's asynchronous queue of ``num_requests``
         infer requests (0: OpenVINO's optimal number); outputs in input order."""
@@ -199,7 +202,8 @@ class OpenVINOModel(AcceleratedModel):
         return {"static_shapes": self.static_shapes}
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
+    def load_artifacts(cls, directory: str, meta: dict,
+                       model: Optional[torch.nn.Module]) -> AcceleratedModel:
         return cls(core().read_model(os.path.join(directory, "model.xml")), *restore_common(meta),
                    static_shapes=meta["extra"].get("static_shapes"))
 
@@ -216,7 +220,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
-def build(method: Method, inputs) -> OpenVINOModel:
+def build(method: Method, inputs: BuildInputs) -> OpenVINOModel:
     return OpenVINOModel(convert(inputs), method, inputs.signature, inputs.output,
                          inputs.thread_num, sample_shapes(inputs))
 

@@ -8,7 +8,7 @@ layers that cost the most accuracy until the drop is within bounds.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, TYPE_CHECKING
 
 from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
@@ -16,6 +16,9 @@ from nano.inference.backends.openvino_ir import OpenVINOModel, convert, sample_s
 from nano.inference.methods import Method
 from nano.noise import quiet_third_party
 from nano.inference.quant_config import QuantConfig
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
 
 INSTALL_HINT = "pip install nncf openvino"
 _COMPUTE_TYPES = ("Convolution", "MatMul", "GroupConvolution")
@@ -27,7 +30,7 @@ SPEC = BackendSpec(
     quantizer=QuantizerSpec(fixed=(("per_channel", True),), accuracy_control=True))
 
 
-def first_last_compute_ops(ov_model) -> list[str]:
+def first_last_compute_ops(ov_model: Any) -> list[str]:
     """Friendly names of the first and last Convolution/MatMul ops, in topological order."""
     names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
              if op.get_type_name() in _COMPUTE_TYPES]
@@ -38,7 +41,7 @@ def _is_transformer(ov_model) -> bool:
     return any(op.get_type_name() in ("Softmax", "MVN") for op in ov_model.get_ordered_ops())
 
 
-def nncf_arguments(config: QuantConfig, ov_model, calib_count: int) -> dict:
+def nncf_arguments(config: QuantConfig, ov_model: Any, calib_count: int) -> dict:
     """The keyword arguments for nncf.quantize* that a QuantConfig stands for."""
     import nncf
 
@@ -58,12 +61,13 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return module_available("nncf", INSTALL_HINT) or module_available("openvino", INSTALL_HINT)
 
 
-def build(method: Method, inputs) -> OpenVINOModel:
+def build(method: Method, inputs: BuildInputs) -> OpenVINOModel:
     """Quantize with NNCF's post-training quantization."""
     return _quantize(method, inputs, None)
 
 
-def build_with_accuracy_control(method: Method, inputs, validation: tuple) -> OpenVINOModel:
+def build_with_accuracy_control(method: Method, inputs: BuildInputs,
+                                validation: tuple) -> OpenVINOModel:
     """Quantize with NNCF's accuracy-control algorithm. ``validation`` = (data,
     fn(compiled_model, data) -> float, max_drop, drop_type)."""
     return _quantize(method, inputs, validation)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional
+from typing import Optional, Sequence, TYPE_CHECKING
 
 import torch
 
@@ -22,6 +22,9 @@ from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.quant_config import QuantConfig
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
 
 INSTALL_HINT = "pip install torchao"
 # X86InductorQuantizer has fixed schemes (u8 affine activations, s8 per-channel weights), so
@@ -39,7 +42,7 @@ def quantizable_layers(model: torch.nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, kinds)]
 
 
-def count_quantize_nodes(graph_module) -> int:
+def count_quantize_nodes(graph_module: torch.fx.GraphModule) -> int:
     """How many quantize ops a converted graph holds (0 means nothing was quantized)."""
     return sum(1 for n in graph_module.graph.nodes
                if n.op == "call_function" and "quantize_per" in str(n.target)
@@ -62,7 +65,7 @@ class CompiledInt8Model(AcceleratedModel):
         # a dynamic batch size recompiled. A new batch size recompiles (cached per shape).
         self.compiled = torch.compile(graph_module, dynamic=False)
 
-    def run(self, inputs):
+    def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch_threads(self.thread_num), torch.no_grad(), \
                 inductor_config().patch(freezing=True):
             return list(self.compiled(*inputs))
@@ -78,7 +81,8 @@ class CompiledInt8Model(AcceleratedModel):
         return {"dims": self.dims}
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
+    def load_artifacts(cls, directory: str, meta: dict,
+                       model: Optional[torch.nn.Module]) -> AcceleratedModel:
         import torchao.quantization.pt2e  # noqa: F401 - registers the quantize ops
 
         program = load_exported_program(os.path.join(directory, "model.pt2"))
@@ -92,7 +96,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return module_available("torchao.quantization.pt2e", INSTALL_HINT)
 
 
-def build(method: Method, inputs) -> CompiledInt8Model:
+def build(method: Method, inputs: BuildInputs) -> CompiledInt8Model:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from nano.inference.verify import check_conversion, flat_runner
@@ -129,7 +133,8 @@ def build(method: Method, inputs) -> CompiledInt8Model:
     return wrap_converted(converted, method, inputs)
 
 
-def wrap_converted(converted, method: Method, inputs) -> CompiledInt8Model:
+def wrap_converted(converted: torch.fx.GraphModule, method: Method,
+                   inputs: BuildInputs) -> CompiledInt8Model:
     """Compile a converted PT2E graph into a CompiledInt8Model, refusing one left fp32."""
     if count_quantize_nodes(converted) == 0:
         raise RuntimeError("PT2E quantization annotated nothing: the model would stay fp32")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, TYPE_CHECKING
 
 import torch
 
@@ -13,17 +13,20 @@ from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.prepare import private_eval_copy
 from nano.inference.structure import flatten_output, to_channels_last, unflatten_output
 
+if TYPE_CHECKING:
+    from nano.inference.structure import InputSignature
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(method: Method):
+def autocast(method: Method) -> contextlib.AbstractContextManager:
     """torch.autocast for a bf16/fp16 method, else a no-op context."""
     dtype = _DTYPES.get(method.precision)
     return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
-def low_precision_tracing(method: Method):
+def low_precision_tracing(method: Method) -> Iterator[None]:
     """Turn off the fused transformer fast path while a bf16/fp16 graph is traced or compiled.
 
     The fused kernel (``_transformer_encoder_layer_fwd``) has no autocast rule,
@@ -75,7 +78,7 @@ def load_state_dict(model: torch.nn.Module, directory: str) -> torch.nn.Module:
     return module
 
 
-def load_exported_program(path):
+def load_exported_program(path: Any) -> torch.export.ExportedProgram:
     """``torch.export.load`` without the multi-line log torch writes before re-raising
     when the file is damaged; the caller's one-line error says it instead."""
     import logging
@@ -110,7 +113,7 @@ class TorchModuleModel(AcceleratedModel):
         super().__init__(method, signature, output, thread_num)
         self.module = module
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.method.channels_last:
             args, kwargs = to_channels_last(args), to_channels_last(kwargs)
         with torch_threads(self.thread_num), torch.no_grad(), autocast(self.method), \
@@ -133,13 +136,16 @@ class TorchModuleModel(AcceleratedModel):
         return {}
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
+    def load_artifacts(cls, directory: str, meta: dict,
+                       model: Optional[torch.nn.Module]) -> AcceleratedModel:
+        assert model is not None  # load_model refuses a state-dict kind without the module
         method, signature, output, threads = restore_common(meta)
         return cls.from_module(load_state_dict(model, directory), method, signature, output,
                                threads)
 
     @classmethod
-    def from_module(cls, module: torch.nn.Module, method: Method, signature, output,
+    def from_module(cls, module: torch.nn.Module, method: Method,
+                    signature: Optional[InputSignature], output: Optional[dict],
                     thread_num: Optional[int]) -> "TorchModuleModel":
         """This kind of model over ``module`` (a private copy of the user's)."""
         raise NotImplementedError

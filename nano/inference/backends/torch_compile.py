@@ -7,13 +7,17 @@ compiles (seconds); ``build`` makes that call so latency excludes it.
 
 from __future__ import annotations
 
-from typing import Optional, cast
+from typing import Any, Optional, TYPE_CHECKING, cast
 
 import torch
 
 from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+    from nano.inference.structure import InputSignature
 
 INSTALL_HINT = "pip install torch"
 SPEC = BackendSpec(
@@ -27,7 +31,7 @@ class CompiledModel(TorchModuleModel):
 
     accelerator = "compile"
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         # Inductor reads ``freezing`` from its global config when it compiles (the
         # first call, and any recompile for a new shape); torch.compile's options
         # dict does not carry it. Patching per call leaves the user's config alone.
@@ -38,7 +42,9 @@ class CompiledModel(TorchModuleModel):
         return getattr(self.module, "_orig_mod", self.module).state_dict()
 
     @classmethod
-    def from_module(cls, module, method, signature, output, thread_num) -> "CompiledModel":
+    def from_module(cls, module: torch.nn.Module, method: Method,
+                    signature: Optional[InputSignature], output: Optional[dict],
+                    thread_num: Optional[int]) -> "CompiledModel":
         # A fresh dynamo state: compiled graphs are cached per class, and a cached
         # graph would silently ignore a changed precision or memory format.
         torch.compiler.reset()
@@ -46,7 +52,7 @@ class CompiledModel(TorchModuleModel):
         return cls(compiled, method, signature, output, thread_num)
 
 
-def inductor_config():
+def inductor_config() -> Any:
     """torch._inductor.config: the only place the freezing switch lives."""
     import torch._inductor.config as config
 
@@ -57,14 +63,15 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
-def without_sample(model, method: Method, thread_num: Optional[int] = None) -> CompiledModel:
+def without_sample(model: torch.nn.Module, method: Method,
+                   thread_num: Optional[int] = None) -> CompiledModel:
     """Compile lazily: the first call compiles (no sample to do it now)."""
     from nano.inference.prepare import private_eval_copy
 
     return CompiledModel.from_module(private_eval_copy(model), method, None, None, thread_num)
 
 
-def build(method: Method, inputs) -> CompiledModel:
+def build(method: Method, inputs: BuildInputs) -> CompiledModel:
     model = CompiledModel.from_module(inputs.model, method, inputs.signature, inputs.output,
                                       inputs.thread_num)
     if inputs.signature is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, TYPE_CHECKING
 
 import torch
 
@@ -10,6 +10,10 @@ from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
 from nano.inference.prepare import private_eval_copy
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+    from nano.inference.structure import InputSignature
 
 INSTALL_HINT = "pip install torch"
 SPEC = BackendSpec(
@@ -25,7 +29,9 @@ class EagerModel(TorchModuleModel):
     accelerator = "pytorch"
 
     @classmethod
-    def from_module(cls, module, method, signature, output, thread_num) -> "EagerModel":
+    def from_module(cls, module: torch.nn.Module, method: Method,
+                    signature: Optional[InputSignature], output: Optional[dict],
+                    thread_num: Optional[int]) -> "EagerModel":
         return cls(prepare_module(module, method), method, signature, output, thread_num)
 
 
@@ -41,7 +47,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
-def build(method: Method, inputs) -> EagerModel:
+def build(method: Method, inputs: BuildInputs) -> EagerModel:
     return EagerModel.from_module(inputs.model, method, inputs.signature, inputs.output,
                                   inputs.thread_num)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Optional
+from typing import Any, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
@@ -16,6 +16,9 @@ from nano.inference.backends.torch_common import (autocast, low_precision_tracin
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.structure import flatten_output, to_channels_last
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class TorchScriptModel(AcceleratedModel):
         self.module = module
         self.scripted = scripted
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.signature is not None:
             return super().forward(*args, **kwargs)
         # scripted without a sample: the script takes the original call as it is
@@ -47,12 +50,12 @@ class TorchScriptModel(AcceleratedModel):
         with torch_threads(self.thread_num), torch.no_grad(), autocast(self.method):
             return self.finish(outputs_as_float32(self.module(*args, **kwargs)))
 
-    def run(self, inputs):
+    def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if self.method.channels_last:
             inputs = to_channels_last(list(inputs))
         with torch_threads(self.thread_num), torch.no_grad():
             if self.scripted:
-                args, kwargs = self.signature.rebuild(inputs)
+                args, kwargs = self.recorded_io()[0].rebuild(inputs)
                 with autocast(self.method):
                     return flatten_output(self.module(*args, **kwargs))
             return flatten_output(self.module(*inputs))
@@ -62,7 +65,8 @@ class TorchScriptModel(AcceleratedModel):
         return {"scripted": self.scripted}
 
     @classmethod
-    def load_artifacts(cls, directory, meta, model):
+    def load_artifacts(cls, directory: str, meta: dict,
+                       model: Optional[torch.nn.Module]) -> AcceleratedModel:
         method, signature, output, threads = restore_common(meta)
         module = torch.jit.load(os.path.join(directory, "model.pt"), map_location="cpu")
         return cls(module, method, signature, output, threads, meta["extra"].get("scripted", False))
@@ -113,7 +117,7 @@ def without_sample(model: torch.nn.Module, method: Method,
     return TorchScriptModel(scripted, method, None, None, thread_num, scripted=True)
 
 
-def build(method: Method, inputs) -> TorchScriptModel:
+def build(method: Method, inputs: BuildInputs) -> TorchScriptModel:
     """Trace (or, with ``jit_method="script"`` or when the trace fails or is proven wrong on
     fresh inputs, script) the model; the result is checked against the original."""
     from nano.inference.errors import summarize_error
