@@ -79,13 +79,14 @@ class Zygote:
 
     def __init__(self, payload: Any, env: Optional[dict] = None,
                  janitor_dirs: Sequence[str] = ()):
-        self.dir = tempfile.mkdtemp(prefix="nano-isolation-")
+        self.dir = ""
         self.proc: Optional[subprocess.Popen] = None
         self._busy = False  # a task was sent and its end not yet read
         self._running: Optional[int] = None  # pid of that task, once the zygote said it
         self._pending = b""
         self._count = 0
         try:
+            self.dir = tempfile.mkdtemp(prefix="nano-isolation-")
             payload_path = os.path.join(self.dir, "payload.pkl")
             _dump(payload, payload_path)
             child_env = dict(os.environ if env is None else env)
@@ -191,24 +192,31 @@ class Zygote:
         return Outcome("ok", result=value, seconds=seconds)
 
     def close(self) -> None:
-        """Kill the running task (with its process group), stop the zygote, remove its files."""
+        """Kill the running task (with its process group), stop the zygote, remove its files.
+
+        The files go in any case: an interrupt while the zygote is being stopped must not
+        leave its directory behind (the zygote, if still alive, dies with this process).
+        """
         import shutil
 
-        if self._running is not None:
-            kill_group(self._running)
-        elif self._busy and self.proc is not None:  # a task starting: the zygote kills it
-            self.proc.send_signal(signal.SIGTERM)
-        self._busy, self._running = False, None
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self._pipes()[0].close()
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            if self._running is not None:
+                kill_group(self._running)
+            elif self._busy and self.proc is not None:  # a task starting: the zygote kills it
+                self.proc.send_signal(signal.SIGTERM)
+            self._busy, self._running = False, None
+            if self.proc is not None and self.proc.poll() is None:
+                try:
+                    self._pipes()[0].close()
+                    self.proc.wait(timeout=10)
+                except (OSError, subprocess.TimeoutExpired):
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            if self.proc is not None and self.proc.stdout is not None:
+                self.proc.stdout.close()
+            if self.dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
         return self
