@@ -31,6 +31,16 @@ def quiet_third_party(*more: str, level: int = logging.ERROR) -> Iterator[None]:
             logger.setLevel(old)
 
 
+@contextlib.contextmanager
+def quiet_console() -> Iterator[None]:
+    """Within the block, Python-level writes to stdout and stderr are dropped: for a library
+    call that draws its own progress bars (NNCF's rich bars) with no switch to turn them off."""
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def quiet_third_party_for_good() -> None:
     """The same for the rest of this process: only for processes that are Nano's own."""
     for name in NOISY_LOGGERS:

@@ -41,3 +41,25 @@ def test_the_users_logger_levels_are_left_as_they_were():
         assert logging.getLogger("torchao").level == logging.DEBUG
     finally:
         logging.getLogger("torchao").setLevel(logging.NOTSET)
+
+
+def test_trace_and_quantize_in_the_users_process_print_nothing():
+    """Only Nano's own words reach the user: no exporter warnings about torchvision, no NNCF
+    progress bars, no inductor warning when an INT8 model compiles for a new batch size."""
+    code = """
+import torch
+from nano import InferenceOptimizer
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(8 * 14 * 14, 4)).eval()
+data = [(torch.randn(4, 3, 16, 16),) for _ in range(4)]
+for accelerator in ("onnxruntime", "openvino"):
+    InferenceOptimizer.trace(model, accelerator=accelerator, input_sample=data[0][0])
+for accelerator in (None, "onnxruntime", "openvino"):
+    q = InferenceOptimizer.quantize(model, accelerator=accelerator, calib_data=data)
+    q(torch.randn(3, 3, 16, 16))  # a new batch size: compile_int8 compiles again
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == "" and out.stderr == "", (out.stdout + out.stderr)[-2000:]

@@ -19,6 +19,7 @@ from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
 from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.sources import is_onnx_source
+from nano.noise import quiet_third_party
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -58,7 +59,9 @@ def _export(inputs, path: str) -> None:
         flat = inputs.model.script  # TorchScript exports only through the TorchScript exporter
     dynamic_shapes = (export_dynamic_shapes(dims),)  # FlatModule takes *inputs
     errors = []
-    with torch.no_grad():
+    # the exporter logs a warning per torchvision op it cannot register (torchvision is not
+    # needed here); Nano's own error says what failed
+    with torch.no_grad(), quiet_third_party("torch.onnx"):
         try:
             if isinstance(inputs.model, ScriptModuleHolder):
                 raise RuntimeError("torch.export cannot read TorchScript")

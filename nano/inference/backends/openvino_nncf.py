@@ -14,7 +14,7 @@ from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.openvino_ir import OpenVINOModel, convert, sample_shapes
 from nano.inference.methods import Method
-from nano.noise import quiet_third_party
+from nano.noise import quiet_console, quiet_third_party
 from nano.inference.quant_config import QuantConfig
 
 if TYPE_CHECKING:
@@ -81,7 +81,8 @@ def _quantize(method: Method, inputs, validation: Optional[tuple]) -> OpenVINOMo
     flats = inputs.flat_calib(config.calib_samples)
     dataset = nncf.Dataset([[t.numpy() for t in flat] for flat in flats])
     kwargs = nncf_arguments(config, ov_model, len(flats))
-    with quiet_third_party("nncf"):  # its progress and INFO lines, for NNCF's own users
+    # its progress bars and INFO lines are for NNCF's own users; Nano reports the result
+    with quiet_third_party("nncf"), quiet_console():
         if validation is None:
             quantized = nncf.quantize(ov_model, dataset, **kwargs)
         else:

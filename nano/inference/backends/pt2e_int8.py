@@ -67,7 +67,11 @@ class CompiledInt8Model(AcceleratedModel):
 
     def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch_threads(self.thread_num), torch.no_grad(), \
-                inductor_config().patch(freezing=True):
+                inductor_config().patch(freezing=True), warnings.catch_warnings():
+            # inductor's int8 lowering warns about its own tensor copy whenever it compiles
+            # (the first call, a new batch size): nothing the caller did or can change
+            warnings.filterwarnings("ignore", "To copy construct from a tensor",
+                                    UserWarning)
             return list(self.compiled(*inputs))
 
     def save_artifacts(self, directory: str) -> dict:
