@@ -175,14 +175,11 @@ def int8_workload(batch, threads, rounds, round_seconds):
             "pick_vs_hand": hand_best / pick_t}
 
 
-def digits_accuracy():
-    """Each INT8 runtime's accuracy drop on a small CNN trained on scikit-learn's digits."""
+def digits_cnn():
+    """A small CNN trained here on scikit-learn's digits: (model, x, y, test x, test y)."""
     from sklearn.datasets import load_digits
     from torch import nn
 
-    from nano import InferenceOptimizer
-
-    print("\n== INT8 accuracy on digits (CNN trained here, 397 held-out images) ==", flush=True)
     data = load_digits()
     xs = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     ys = torch.tensor(data.target)
@@ -199,7 +196,15 @@ def digits_accuracy():
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
             opt.step()
-    model.eval()
+    return model.eval(), x, y, tx, ty
+
+
+def digits_accuracy():
+    """Each INT8 runtime's accuracy drop on a small CNN trained on scikit-learn's digits."""
+    from nano import InferenceOptimizer
+
+    print("\n== INT8 accuracy on digits (CNN trained here, 397 held-out images) ==", flush=True)
+    model, x, y, tx, ty = digits_cnn()
 
     def acc(pred, target):
         return (pred.argmax(-1) == target).float().mean().item()

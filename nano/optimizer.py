@@ -14,6 +14,7 @@ import torch
 
 from nano.errors import NanoTypeError, NanoValueError, SearchFailed
 from nano.inference import backends, compat, report
+from nano.inference.calibration import CALIBRATION_BATCHES
 from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
                                  split_batch)
 from nano.inference.criterion import Criterion, output_error_limit
@@ -39,7 +40,6 @@ def build_method(model: torch.nn.Module, method: Method, input_sample: Any,
     return backends.build(method, prepare(model, input_sample, thread_num, dynamic_axes))
 
 
-CALIB_BATCHES = 16  # training_data batches used to calibrate the INT8 candidates
 
 
 def _check_layout_options(acc: str, use_ipex: bool, channels_last: bool) -> None:
@@ -177,8 +177,8 @@ class InferenceOptimizer:
         (bf16 with None or "jit" needs no data at all).
 
         ``calib_data`` (or BigDL's ``calib_dataloader``): a DataLoader, tensors
-        or (x, y) tuples (labels ignored for calibration); ``sample_size`` caps
-        how many samples calibrate. ``approach``: "static" or "dynamic"
+        or (x, y) tuples (labels ignored for calibration), its first 16 batches;
+        ``sample_size`` sets how many samples calibrate instead. ``approach``: "static" or "dynamic"
         (dynamic needs only ``input_sample``). ``method``: the ONNX Runtime
         flavour, "qdq" (default), "qlinear" or "integer". With ``metric``
         (``metric(pred, target)``, or ``metric(model, data)``; BigDL's
@@ -339,7 +339,8 @@ class InferenceOptimizer:
 
         threads = thread_num or read_topology().thread_budget
         params = ForwardParams.of(model)
-        train = as_batches(training_data, "training_data", limit=CALIB_BATCHES)
+        # the first batches calibrate INT8, as many as quantize() uses
+        train = as_batches(training_data, "training_data", limit=CALIBRATION_BATCHES)
         calib = [split_batch(b, params, "training_data")[0] for b in train]
         sample = calib[0] if input_sample is None else sample_call(model, input_sample)
         check_fits(private_eval_copy(model), calib[0], "training_data")

@@ -159,13 +159,14 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
 
 
 def _calib_batches(calib_data, sample_size: Optional[int]) -> int:
-    """How many batches hold ``sample_size`` samples (BigDL counted samples, Nano batches)."""
-    from nano.inference.calibration import MAX_CALIB_BATCHES
+    """How many batches hold ``sample_size`` samples (BigDL counted samples, Nano batches);
+    without it, the one calibration limit."""
+    from nano.inference.calibration import CALIBRATION_BATCHES
 
     if sample_size is None:
-        return MAX_CALIB_BATCHES
+        return CALIBRATION_BATCHES
     batch_size = getattr(calib_data, "batch_size", None) or 1
-    return max(1, min(MAX_CALIB_BATCHES, -(-sample_size // batch_size)))
+    return max(1, -(-sample_size // batch_size))
 
 
 def _metric_needs_targets(metric) -> bool:

@@ -22,3 +22,20 @@ def test_each_accelerator_reaches_its_own_quantizer(accelerator, method, approac
 def test_an_accelerator_without_a_quantizer_is_refused(accelerator):
     with pytest.raises(NanoValueError, match="INT8"):
         int8_method(accelerator, None, "static")
+
+
+def test_one_calibration_limit_and_sample_size_counts_samples():
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nano.inference.calibration import CALIBRATION_BATCHES, calibration_samples
+    from nano.quantize.api import _calib_batches
+
+    loader = DataLoader(TensorDataset(torch.randn(400, 4)), batch_size=8)
+    assert CALIBRATION_BATCHES == 16
+    assert _calib_batches(loader, None) == CALIBRATION_BATCHES
+    assert _calib_batches(loader, 200) == 25  # BigDL's sample_size counts samples
+    assert _calib_batches(loader, 3) == 1
+    model = torch.nn.Linear(4, 2)
+    assert len(calibration_samples(model, loader)) == CALIBRATION_BATCHES
+    assert len(calibration_samples(model, loader, limit=25)) == 25
