@@ -43,12 +43,11 @@ class BuildInputs:
     def flat_module(self) -> FlatModule:
         return FlatModule(self.model, self.signature)
 
-    def flat_calib(self, limit: Optional[int] = None) -> list[list]:
+    def flat_calib(self) -> list[list]:
         """Calibration inputs flattened like ``flat_sample``; an error if there are none."""
         if not self.calib:
             raise ValueError("INT8 needs calibration data (calib_data) and none was given")
-        samples = self.calib if limit is None else self.calib[:limit]
-        return [self.signature.flatten(args, kwargs) for args, kwargs in samples]
+        return [self.signature.flatten(args, kwargs) for args, kwargs in self.calib]
 
     def dynamic_dims(self) -> list[list[int]]:
         """For each flat input, which dims may vary: dim 0 when True, none when False,

@@ -7,7 +7,7 @@ silently fall back to a default.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from nano.errors import NanoTypeError, NanoValueError
 
@@ -19,26 +19,21 @@ KEEP_FP32 = ("none", "first_last", "sensitive")  # sensitive: first/last + norms
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """One INT8 configuration to try.
+    """One INT8 configuration to try: the knobs more than one quantizer turns.
 
-    ``per_channel``: weight scales per output channel; ``symmetric``: symmetric
-    activation ranges (asymmetric fits skewed ranges such as post-ReLU better);
-    ``keep_fp32``: which layers stay in floating point; ``calib_samples``: how
-    many calibration batches to use (None: all given); ``dynamic``: activation
-    ranges computed at run time instead of calibrated.
+    ``symmetric``: symmetric activation ranges (asymmetric fits skewed ranges such
+    as post-ReLU better); ``keep_fp32``: which layers stay in floating point.
+    Weights are always per channel, and static or dynamic is the method's variant
+    (``onnxruntime_int8_integer``, ``compile_int8_dynamic``), not a setting.
     """
 
-    per_channel: bool = True
     symmetric: bool = True
     keep_fp32: str = "none"
-    calib_samples: Optional[int] = None
-    dynamic: bool = False
 
     def __post_init__(self):
         if self.keep_fp32 not in KEEP_FP32:
             raise NanoValueError(f"keep_fp32 must be one of {KEEP_FP32}, got {self.keep_fp32!r}")
-        if self.calib_samples is not None and self.calib_samples < 1:
-            raise NanoValueError(f"calib_samples must be at least 1, got {self.calib_samples}")
+
 
     def options(self) -> tuple:
         """As hashable Method options (only the non-default fields, sorted)."""
@@ -73,20 +68,16 @@ class QuantConfig:
         return config
 
     def describe(self) -> str:
-        parts = ["dynamic" if self.dynamic else "static",
-                 "per-channel" if self.per_channel else "per-tensor",
-                 "symmetric" if self.symmetric else "asymmetric"]
+        parts = ["symmetric" if self.symmetric else "asymmetric"]
         if self.keep_fp32 != "none":
             parts.append(f"fp32 kept: {self.keep_fp32.replace('_', '/')}")
-        if self.calib_samples:
-            parts.append(f"{self.calib_samples} calibration batches")
         return ", ".join(parts)
 
 
 def trial_configs(dynamic: bool = False) -> list[QuantConfig]:
     """The configurations the accuracy-aware search tries, cheapest-to-accuracy order."""
-    if dynamic:
-        return [QuantConfig(dynamic=True), QuantConfig(dynamic=True, keep_fp32="first_last")]
+    if dynamic:  # activation ranges are computed at run time: only the layers kept vary
+        return [QuantConfig(), QuantConfig(keep_fp32="first_last")]
     return [QuantConfig(), QuantConfig(symmetric=False), QuantConfig(keep_fp32="first_last"),
             QuantConfig(symmetric=False, keep_fp32="first_last"),
             QuantConfig(symmetric=False, keep_fp32="sensitive")]

@@ -1,8 +1,8 @@
 """``InferenceOptimizer.quantize``: INT8 (and bf16/fp16) for every runtime, with accuracy control.
 
-With a ``metric``, configurations are tried in turn (per-tensor vs per-channel,
-symmetric vs asymmetric, first/last layers or norms kept in fp32, NNCF's
-accuracy control for OpenVINO) and the FASTEST one within ``accuracy_criterion``
+With a ``metric``, configurations are tried in turn (symmetric vs asymmetric
+activations, first/last layers or norms kept in fp32, NNCF's accuracy control
+for OpenVINO) and the FASTEST one within ``accuracy_criterion``
 of the fp32 original is returned. If none passes, ``AccuracyCriterionError``
 says what each trial measured and carries the best model found.
 """
@@ -51,7 +51,9 @@ def int8_method(accelerator: str, method: Optional[str], approach: str) -> Metho
     from the quantizer's spec; an accelerator without a quantizer is an error."""
     builder = backends.quantizer_for(accelerator).SPEC
     spec = builder.quantizer
-    named = [v for v in (*spec.variants, spec.dynamic_variant) if v]
+    named = [v for v in spec.variants if v]  # the flavours BigDL's method= picks
+    if named and spec.dynamic_variant:
+        named.append(spec.dynamic_variant)
     if method is not None and method not in named:
         if not named:
             raise NanoValueError(f"method= picks an INT8 flavour; {accelerator} INT8 has none "

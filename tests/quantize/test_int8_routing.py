@@ -12,10 +12,22 @@ from nano.quantize.api import int8_method
     ("onnxruntime", None, "static", "onnxruntime_int8_qdq"),
     ("onnxruntime", "qlinear", "static", "onnxruntime_int8_qlinear"),
     ("onnxruntime", None, "dynamic", "onnxruntime_int8_integer"),
+    ("pytorch", None, "dynamic", "compile_int8_dynamic"),
     ("openvino", None, "static", "openvino_int8"),
 ])
 def test_each_accelerator_reaches_its_own_quantizer(accelerator, method, approach, name):
     assert int8_method(accelerator, method, approach).name == name
+
+
+@pytest.mark.parametrize("accelerator, method, approach, message", [
+    ("pytorch", "fx", "static", "pytorch INT8 has none"),
+    ("onnxruntime", "integer", "static", "pass approach='dynamic'"),
+    ("onnxruntime", "fx", "static", "must be 'qdq', 'qlinear', 'integer' or None"),
+    ("openvino", None, "dynamic", "static only"),
+])
+def test_bigdl_method_and_approach_are_checked(accelerator, method, approach, message):
+    with pytest.raises(NanoValueError, match=message):
+        int8_method(accelerator, method, approach)
 
 
 @pytest.mark.parametrize("accelerator", ["jit", "openvino_compile", "ipex"])

@@ -171,7 +171,7 @@ def test_bf16_through_quantize(digits_cnn, digits):
     (dict(approach="sometimes"), ValueError, "approach must be"),
     (dict(accelerator="openvino", approach="dynamic"), ValueError, "static only"),
     (dict(precision="int4"), ValueError, "unknown precision 'int4'"),
-    (dict(calib_samples=3), TypeError, "unknown option"),
+    (dict(calib_samples=3), TypeError, "unknown option"),  # not a quantize() argument
 ])
 def test_bad_input_names_the_argument(digits_cnn, digits, kwargs, error, fragment):
     (x, y), _ = digits

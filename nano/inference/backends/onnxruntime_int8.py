@@ -77,9 +77,6 @@ def build(method: Method, inputs: BuildInputs) -> OnnxRuntimeModel:
 
     config = QuantConfig.of(method)
     dynamic = method.variant == QUANTIZER.dynamic_variant  # the variant decides
-    if config.dynamic and not dynamic:
-        raise ValueError(f"{method.name} is static quantization; use onnxruntime_int8_integer "
-                         f"for dynamic")
     with tempfile.TemporaryDirectory() as tmp:
         fp32, pre, out = (os.path.join(tmp, f) for f in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         export_onnx(inputs, fp32)
@@ -90,14 +87,14 @@ def build(method: Method, inputs: BuildInputs) -> OnnxRuntimeModel:
         exclude = first_last_compute_nodes(pre) if config.keep_fp32 != "none" else None
         op_types = _COMPUTE_OPS if config.keep_fp32 == "sensitive" else None
         if dynamic:
-            quantize_dynamic(pre, out, per_channel=config.per_channel, weight_type=QuantType.QInt8,
+            quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8,
                              nodes_to_exclude=exclude, op_types_to_quantize=op_types)
         else:
-            reader = _Reader(graph_input_names(pre), inputs.flat_calib(config.calib_samples))
+            reader = _Reader(graph_input_names(pre), inputs.flat_calib())
             quantize_static(
                 pre, out, reader,
                 quant_format=QuantFormat.QDQ if method.variant == "qdq" else QuantFormat.QOperator,
-                per_channel=config.per_channel,
+                per_channel=True,
                 # u8 activations x s8 weights is the fast (VNNI) path on x86; s8 x s8 was
                 # several times slower here, QOperator convolutions most of all.
                 activation_type=QuantType.QUInt8,

@@ -27,7 +27,7 @@ _COMPUTE_TYPES = ("Convolution", "MatMul", "GroupConvolution")
 SPEC = BackendSpec(
     accelerator="openvino", precisions=("int8",), candidates=(Flavour("int8"),), converts=True,
     options=("openvino_config",),
-    quantizer=QuantizerSpec(fixed=(("per_channel", True),), accuracy_control=True))
+    quantizer=QuantizerSpec(accuracy_control=True))
 
 
 def first_last_compute_ops(ov_model: Any) -> list[str]:
@@ -78,7 +78,7 @@ def _quantize(method: Method, inputs, validation: Optional[tuple]) -> OpenVINOMo
 
     config = QuantConfig.of(method)
     ov_model = convert(inputs)
-    flats = inputs.flat_calib(config.calib_samples)
+    flats = inputs.flat_calib()
     dataset = nncf.Dataset([[t.numpy() for t in flat] for flat in flats])
     kwargs = nncf_arguments(config, ov_model, len(flats))
     # its progress bars and INFO lines are for NNCF's own users; Nano reports the result

@@ -30,10 +30,10 @@ INSTALL_HINT = "pip install torchao"
 # X86InductorQuantizer has fixed schemes (u8 affine activations, s8 per-channel weights), so
 # those knobs are not its to turn; it never quantizes norms or softmax ("sensitive" is moot).
 # PyTorch INT8 (accelerator=None) is this builder: eager INT8 kernels are not faster on CPU.
-SPEC = BackendSpec(
-    accelerator="compile", serves=("pytorch",), precisions=("int8",), candidates=(Flavour("int8"),),
-    quantizer=QuantizerSpec(dynamic_variant="", fixed=(("per_channel", True), ("symmetric", True)),
-                            keep_fp32=("none", "first_last"), tuner="neural_compressor"))
+QUANTIZER = QuantizerSpec(dynamic_variant="dynamic", fixed=(("symmetric", True),),
+                          keep_fp32=("none", "first_last"), tuner="neural_compressor")
+SPEC = BackendSpec(accelerator="compile", serves=("pytorch",), precisions=("int8",),
+                   candidates=(Flavour("int8"),), quantizer=QUANTIZER)
 
 
 def quantizable_layers(model: torch.nn.Module) -> list[str]:
@@ -108,6 +108,7 @@ def build(method: Method, inputs: BuildInputs) -> CompiledInt8Model:
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
     config = QuantConfig.of(method)
+    dynamic = method.variant == QUANTIZER.dynamic_variant
     sample = tuple(inputs.export_sample())
     dims = inputs.dynamic_dims()
     dynamic_shapes = (export_dynamic_shapes(dims),)  # FlatModule takes *inputs
@@ -118,7 +119,7 @@ def build(method: Method, inputs: BuildInputs) -> CompiledInt8Model:
         check_conversion(flat_runner(exported, inputs), inputs, "fp32", "the torch.export graph")
         quantizer = X86InductorQuantizer()
         quantizer.set_global(get_default_x86_inductor_quantization_config(
-            is_dynamic=config.dynamic))
+            is_dynamic=dynamic))
         if config.keep_fp32 != "none":
             layers = quantizable_layers(inputs.model)
             for name in {layers[0], layers[-1]} if layers else ():
@@ -130,7 +131,7 @@ def build(method: Method, inputs: BuildInputs) -> CompiledInt8Model:
                                f"({type(e).__name__}: {e})") from e
         # dynamic INT8 calibrates nothing, but observers must see one forward pass or the
         # converted graph keeps placeholder scales
-        for flat in (inputs.flat_calib(config.calib_samples) if inputs.calib or not config.dynamic
+        for flat in (inputs.flat_calib() if inputs.calib or not dynamic
                      else [inputs.flat_sample()]):
             prepared(*flat)
         converted = convert_pt2e(prepared)

@@ -54,8 +54,6 @@ class QuantizerSpec:
                 return f"{knob}={getattr(config, knob)!r} (fixed at {value!r})"
         if config.keep_fp32 not in self.keep_fp32:
             return f"keep_fp32={config.keep_fp32!r}"
-        if config.dynamic and self.dynamic_variant is None:
-            return "dynamic=True (static quantization only)"
         return None
 
     def supports(self, config: "QuantConfig") -> bool:
