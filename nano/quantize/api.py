@@ -125,9 +125,8 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
         return backends.build(fmethod, prepare(model, sample, thread_num, dynamic_axes))
 
     if use_ipex:
-        raise NanoValueError("IPEX INT8 is not available in this environment (IPEX needs "
-                             "torch 2.8); use accelerator=None (PT2E), 'onnxruntime' or "
-                             "'openvino'")
+        raise NanoValueError(f"no INT8 quantizer builds with IPEX here; "
+                             f"{backends.int8_accelerators_hint()}")
     if channels_last:
         raise NanoValueError("channels_last applies to precision='bf16' (and fp32 trace()); "
                              "the INT8 runtimes choose their own memory layout")

@@ -51,3 +51,14 @@ def test_one_calibration_limit_and_sample_size_counts_samples():
     model = torch.nn.Linear(4, 2)
     assert len(calibration_samples(model, loader)) == CALIBRATION_BATCHES
     assert len(calibration_samples(model, loader, limit=25)) == 25
+
+
+def test_ipex_int8_is_refused_naming_what_has_int8():
+    import torch
+
+    from nano import InferenceOptimizer
+
+    with pytest.raises(NanoValueError, match="no INT8 quantizer builds with IPEX here; INT8 runs "
+                                             "with accelerator None, 'compile'"):
+        InferenceOptimizer.quantize(torch.nn.Linear(4, 2), use_ipex=True,
+                                    calib_data=torch.randn(8, 4))

@@ -82,14 +82,19 @@ def backend_for(method: Method) -> ModuleType:
 def quantizer_for(accelerator: str) -> ModuleType:
     """The INT8 builder for a user's ``accelerator`` (PyTorch's is torch.compile's), or an
     error listing the accelerators that have one (never a fallback to another runtime)."""
-    quantizers = [m for m in backend_modules() if m.SPEC.quantizer is not None]
-    for module in quantizers:
-        if accelerator == module.SPEC.accelerator or accelerator in module.SPEC.serves:
+    for module in backend_modules():
+        spec = module.SPEC
+        if spec.quantizer is not None and accelerator in (spec.accelerator, *spec.serves):
             return module
-    names = [n for m in quantizers for n in (*m.SPEC.serves, m.SPEC.accelerator)]
-    raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}; INT8 runs with "
-                         f"accelerator {', '.join(repr(n) for n in names)} "
-                         f"('pytorch' is accelerator=None)")
+    raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}; "
+                         f"{int8_accelerators_hint()}")
+
+
+def int8_accelerators_hint() -> str:
+    """Which ``accelerator=`` values have an INT8 quantizer, as a sentence tail."""
+    names = [n for s in specs() if s.quantizer is not None for n in (*s.serves, s.accelerator)]
+    spelled = ["None" if n == "pytorch" else repr(n) for n in names]
+    return f"INT8 runs with accelerator {', '.join(spelled)}"
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
