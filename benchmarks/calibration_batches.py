@@ -4,7 +4,7 @@ For the digits CNN (trained here; accuracy on 397 held-out images) and a
 ResNet-18 at 64x64 (output error against fp32 on held-out inputs), each INT8
 runtime is quantized with 1, 4, 16 and 64 calibration batches of 8 samples.
 Times are relative to the 16-batch run of the same runtime, measured in this
-run. optimize() and quantize() share one limit, ``MAX_CALIB_BATCHES``.
+run. optimize() and quantize() share one limit, ``CALIBRATION_BATCHES``.
 
     python benchmarks/calibration_batches.py
 """

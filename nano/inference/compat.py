@@ -91,7 +91,9 @@ def runtime_options(accelerator: str, jit_method: Optional[str] = None,
     options: dict = {}
     if jit_method is not None or jit_strict is not None:
         _check_reader("jit_method/jit_strict", "jit_method", accelerator)
-        if jit_method not in (None, "trace", "script"):
+        from nano.inference.backends.torchscript import JIT_METHODS
+
+        if jit_method not in JIT_METHODS:
             raise NanoValueError(f"jit_method must be 'trace', 'script' or None, got "
                                  f"{jit_method!r}")
         options.update(jit_method=jit_method, jit_strict=jit_strict)
