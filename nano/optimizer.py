@@ -27,7 +27,7 @@ from nano.inference.model import AcceleratedModel, load_model
 from nano.inference.prepare import prepare, private_eval_copy
 from nano.inference.search import (CandidateResult, CandidateTask, SearchData, build_candidate,
                                    candidate_dir, default_memory_limit, finalists, ranked,
-                                   reference_outputs, run_candidate, run_final_round)
+                                   reference_outputs, run_candidate, run_final_round, speedup)
 
 if TYPE_CHECKING:
     from nano.multiprocess.pool import MultiInstanceModel
@@ -448,9 +448,14 @@ class InferenceOptimizer:
 
     def summary(self, file: Optional[IO[str]] = None) -> str:
         """Print (and return) the results table and the total cost of the search."""
+        final = any("side_by_side" in r.extra for r in self.results)
         text = (report.format_table(self.records()) +
                 f"\n\n{len(self.results)} methods tried in {self._total_seconds:.1f} s "
-                f"with {self._thread_num} threads; speed-up is against 'original'.")
+                f"with {self._thread_num} threads; speed-up is against 'original'"
+                + (", timed side by side with it for the final round's rows." if final
+                   else ".") +
+                "\npeak MB: the candidate's process at its peak (the shared model included); "
+                "size MB: what save() writes.")
         print(text, file=file or sys.stdout)
         return text
 
@@ -501,14 +506,12 @@ class InferenceOptimizer:
                 f"no method matches accelerator={accelerator!r}, precision={precision!r}, "
                 f"accuracy_criterion={accuracy_criterion!r}; see summary() for what ran")
         best = ranked(candidates)[0]
-        base_latency, best_latency = self._original().latency, best.latency
-        assert base_latency is not None and best_latency is not None  # usable rows are timed
-        base, best_median = base_latency.median, best_latency.median
-        description = (f"{best.name}: {best_median * 1e3:.3f} ms median, "
-                       f"{base / best_median:.2f}x the original")
+        assert best.latency is not None  # usable rows are timed
+        description = (f"{best.name}: {best.latency.median * 1e3:.3f} ms median, "
+                       f"{speedup(best, self._original()) or 1.0:.2f}x the original")
         if "side_by_side" in best.extra:
-            description += (f" (fastest of the final round, timed side by side: "
-                            f"{best.extra['side_by_side'] * 1e3:.3f} ms)")
+            description += (f" (fastest of the final round, timed side by side with the "
+                            f"original: {best.extra['side_by_side'] * 1e3:.3f} ms)")
         return self.get_model(best.name), description
 
     def measure_throughput(self, top: int = 3, instances: Optional[int] = None,

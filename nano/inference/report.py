@@ -10,12 +10,16 @@ from typing import Optional
 
 from nano.launcher.writable import unwritable_reason
 
-from nano.inference.search import CandidateResult
+from nano.inference.search import CandidateResult, speedup
+
+
+def _mb(value: Optional[int]) -> Optional[float]:
+    return round(value / 2**20, 1) if value is not None else None
 
 
 def result_records(results: list, baseline: Optional[CandidateResult]) -> list[dict]:
-    """One flat dict per candidate, speed-up and accuracy change against the original."""
-    base_latency = baseline.latency.median if baseline and baseline.latency else None
+    """One flat dict per candidate, speed-up (side by side where both were in the final
+    round) and accuracy change against the original, peak memory and saved size."""
     base_acc = baseline.accuracy if baseline else None
     records = []
     for r in results:
@@ -25,13 +29,15 @@ def result_records(results: list, baseline: Optional[CandidateResult]) -> list[d
             "status": r.status,
             "latency_ms": round(lat.median * 1e3, 4) if lat else None,
             "spread_ms": round(lat.spread * 1e3, 4) if lat else None,
-            "speedup": round(base_latency / lat.median, 3) if lat and base_latency else None,
+            "speedup": round(ratio, 3) if (ratio := speedup(r, baseline)) else None,
             "accuracy": r.accuracy,
             "accuracy_change": (round(r.accuracy - base_acc, 6)
                                 if r.accuracy is not None and base_acc is not None else None),
             "output_error": r.output_error,
             "build_s": round(r.build_seconds, 2) if r.build_seconds is not None else None,
             "cost_s": round(r.cost_seconds, 2),
+            "peak_mb": _mb(r.extra.get("peak_rss_bytes")),
+            "size_mb": _mb(r.extra.get("artifact_bytes")),
             "detail": r.detail,
         }
         if "side_by_side" in r.extra:
@@ -56,7 +62,7 @@ def format_table(records: list[dict]) -> str:
     """A fixed-width text table."""
     has_metric = any(r.get("accuracy") is not None for r in records)
     header = ["method", "status", "latency ms", "± IQR", "speed-up",
-              "accuracy" if has_metric else "output err", "build s"]
+              "accuracy" if has_metric else "output err", "build s", "peak MB", "size MB"]
     final = any("side_by_side_ms" in r for r in records)
     if final:
         header.append("side by side ms")
@@ -72,7 +78,8 @@ def format_table(records: list[dict]) -> str:
                    else _fmt(r.get("output_error"), ".1e"))
         row = [r["method"], r["status"], _fmt(r["latency_ms"], ".3f"), _fmt(r["spread_ms"], ".3f"),
                (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
-               _fmt(r["build_s"], ".1f")]
+               _fmt(r["build_s"], ".1f"), _fmt(r.get("peak_mb"), ".0f"),
+               _fmt(r.get("size_mb"), ".1f")]
         if final:
             row.append(_fmt(r.get("side_by_side_ms"), ".3f"))
         if multi_key:

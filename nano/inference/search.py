@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TYPE_CHECKING
@@ -108,10 +109,44 @@ def evaluate_candidate(task: CandidateTask) -> dict:
         with torch.no_grad():
             outputs = [call(model, s) for s in data.eval_samples]
         result["output_error"] = output_error(outputs, data.references)
-    if task.save_dir and not model.needs_model_to_load:
-        model.save(task.save_dir)
-        result["saved_to"] = task.save_dir
+    if task.save_dir:
+        # saved where the search can load it again; a state-dict kind needs the user's module
+        # to load, so it is saved beside only to weigh it
+        if not model.needs_model_to_load:
+            model.save(task.save_dir)
+            result["saved_to"] = task.save_dir
+            result["artifact_bytes"] = directory_bytes(task.save_dir)
+        else:
+            result["artifact_bytes"] = _weigh(model, task.save_dir + ".weighed")
+    result["peak_rss_bytes"] = peak_rss_bytes()
     return result
+
+
+def _weigh(model: AcceleratedModel, where: str) -> Optional[int]:
+    """The size of ``model`` saved (then removed), or None if it cannot be saved (the row
+    still stands: only its size column stays empty)."""
+    try:
+        model.save(where)
+        return directory_bytes(where)
+    except Exception as e:  # the search judges speed and accuracy, not saving
+        logger.debug("%s could not be saved to weigh it: %s", model.method.name, e)
+        return None
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def directory_bytes(directory: str) -> int:
+    """The size of every file under ``directory``."""
+    return sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(directory) for f in files)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (a candidate's child: the model it shares with
+    the isolation process included)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def reference_outputs(model: torch.nn.Module, samples: list) -> list:
@@ -141,6 +176,9 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
     row = CandidateResult(task.method, "ok", "", latency, r.get("accuracy"),
                           r.get("output_error"), r["build_seconds"], outcome.seconds,
                           r.get("saved_to"))
+    for key in ("artifact_bytes", "peak_rss_bytes"):
+        if r.get(key) is not None:
+            row.extra[key] = r[key]
     if latency.stopped_early:
         row.status = "slow"
         row.detail = (f"stopped early: over {task.early_stop_factor:g}x the best median so far "
@@ -173,7 +211,8 @@ class FinalRoundTask:
 
 
 def finalists(results: list) -> list:
-    """The rows worth timing again side by side; empty when there is nothing to compare."""
+    """The rows worth timing again side by side, with the original (the speed-ups are taken
+    from this round); empty when no other row ran."""
     chosen = []
     for precision in sorted({r.method.precision for r in results}):
         rows = sorted((r for r in results if r.method.precision == precision
@@ -182,7 +221,8 @@ def finalists(results: list) -> list:
         if rows:
             limit = rows[0].latency.median * FINAL_WINDOW
             chosen += [r for r in rows[:FINAL_PER_PRECISION] if r.latency.median <= limit]
-    return chosen if len(chosen) > 1 else []
+    original = [r for r in results if r.name == "original" and r.usable]
+    return original + chosen if chosen and original else []
 
 
 def time_finalists(task: FinalRoundTask) -> dict:
@@ -197,6 +237,17 @@ def time_finalists(task: FinalRoundTask) -> dict:
         fns[method.name] = lambda model=model: model(*args, **kwargs)
     with torch.no_grad():
         return time_side_by_side(fns)
+
+
+def speedup(row: CandidateResult, original: Optional[CandidateResult]) -> Optional[float]:
+    """How many times faster than the original ``row`` ran: from the side-by-side round when
+    both were in it (each alone was timed in its own window, and a busy machine in one
+    window made a 6x model read 36x), else from each one's own median."""
+    if original is None or original.latency is None or row.latency is None:
+        return None
+    if "side_by_side" in row.extra and "side_by_side" in original.extra:
+        return original.extra["side_by_side"] / row.extra["side_by_side"]
+    return original.latency.median / row.latency.median
 
 
 def ranked(rows: list) -> list:

@@ -51,6 +51,17 @@ def test_accuracy_column_is_against_the_original(searched):
         assert abs(records[name]["accuracy_change"]) < 1e-9  # fp32 runtimes: identical accuracy
 
 
+def test_cost_columns(searched):
+    """Peak memory of each candidate's process, and the size of what save() writes."""
+    opt, _, _ = searched
+    records = {r["method"]: r for r in opt.records()}
+    for name in FAST:
+        assert records[name]["peak_mb"] > 10, name  # a process with torch loaded
+        assert opt._result(name).extra["artifact_bytes"] > 1000, name  # the weights at least
+    table = opt.summary()
+    assert "peak MB" in table and "size MB" in table
+
+
 def test_user_model_not_modified(searched):
     _, model, before = searched
     assert model.training
@@ -130,7 +141,12 @@ def test_final_round_times_the_closest_candidates_side_by_side(searched, tmp_pat
     opt, _, _ = searched
     timed = [r for r in opt.results if "side_by_side" in r.extra]
     assert timed and {r.name for r in timed} == {r.name for r in finalists(opt.results)}
+    assert "original" in {r.name for r in timed}
     assert all(r.extra["side_by_side"] > 0 for r in timed)
+    records = {r["method"]: r for r in opt.records()}
+    base = opt._result("original").extra["side_by_side"]
+    for r in timed:
+        assert records[r.name]["speedup"] == round(base / r.extra["side_by_side"], 3)
     best, desc = opt.get_best_model()
     assert best.method.name == ranked([r for r in opt.results if r.usable])[0].name
     assert "side by side" in opt.summary()
@@ -151,12 +167,38 @@ def test_finalists_are_the_close_ones_of_each_precision():
             row("bf16", 4, "slow"), row("jit_bf16", 3), row("openvino_bf16", 4),
             row("compile_bf16", 4.4), row("onnxruntime_int8_qdq", 2)]
     chosen = {r.name for r in finalists(rows)}
-    assert chosen == {"jit_fp32", "onnxruntime_fp32", "jit_bf16", "openvino_bf16",
-                      "compile_bf16", "onnxruntime_int8_qdq"}
-    many = [row(n, 1 + i / 10) for i, n in enumerate(
+    assert chosen == {"original", "jit_fp32", "onnxruntime_fp32", "jit_bf16", "openvino_bf16",
+                      "compile_bf16", "onnxruntime_int8_qdq"}  # the original joins the round
+    many = [row("original", 10)] + [row(n, 1 + i / 10) for i, n in enumerate(
         ["jit_fp32", "onnxruntime_fp32", "openvino_fp32", "fp32_channels_last", "compile_fp32"])]
-    assert len(finalists(many)) == 4  # at most 4 per precision
-    assert finalists([row("original", 10), row("jit_fp32", 5)]) == []  # nothing to compare
+    assert len(finalists(many)) == 1 + 4  # the original and at most 4 per precision
+    # one candidate is still timed against the original: its speed-up comes from that round
+    assert [r.name for r in finalists([row("original", 10), row("jit_fp32", 5)])] == [
+        "original", "jit_fp32"]
+    assert finalists([row("original", 10), row("jit_fp32", 5, "failed")]) == []
+
+
+def test_speedup_comes_from_the_side_by_side_round():
+    """Measured on a busy machine: the original took 170 ms in its own window and 30 ms side
+    by side, so its own-window ratio called a 6x model 36x."""
+    from nano.inference.measure import Latency
+    from nano.inference.methods import get_method
+    from nano.inference.report import result_records
+    from nano.inference.search import CandidateResult, speedup
+
+    def row(name, ms, side_by_side=None):
+        r = CandidateResult(get_method(name), "ok", latency=Latency(ms, ms, ms, 10))
+        if side_by_side:
+            r.extra["side_by_side"] = side_by_side
+        return r
+
+    original, fast, other = row("original", 0.170, 0.030), row("jit_fp32", 0.0047, 0.005), \
+        row("onnxruntime_fp32", 0.017)
+    assert speedup(fast, original) == pytest.approx(6.0)
+    assert speedup(other, original) == pytest.approx(10.0)  # not in the round: own medians
+    assert speedup(fast, None) is None
+    records = {r["method"]: r for r in result_records([original, fast, other], original)}
+    assert records["jit_fp32"]["speedup"] == 6.0 and records["original"]["speedup"] == 1.0
 
 
 def test_side_by_side_times_order_only_the_close_finalists():
