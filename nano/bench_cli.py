@@ -69,6 +69,11 @@ def _parser() -> OneLineParser:
                    help="seconds per method, and for the first check that the model runs "
                         "(default 300)")
     p.add_argument("--latency-samples", type=positive_int, default=100)
+    p.add_argument("--time-budget", type=positive_float, metavar="SECONDS",
+                   help="start no method once this is spent; the rows not tried say so")
+    p.add_argument("--latency-target-ms", type=positive_float, metavar="MS",
+                   help="stop at the first method at or under this latency that keeps the "
+                        "outputs within tolerance")
     return p
 
 
@@ -182,7 +187,10 @@ def _main(argv: list[str]) -> int:
     try:
         opt.optimize(model, data, thread_num=args.threads, accelerator=accelerators,
                      precision=precisions, timeout_per_method=args.timeout,
-                     latency_sample_num=args.latency_samples, latency_budget=5.0)
+                     latency_sample_num=args.latency_samples, latency_budget=5.0,
+                     time_budget=args.time_budget,
+                     latency_target=None if args.latency_target_ms is None
+                     else args.latency_target_ms / 1e3)
     except SearchFailed as e:
         print(report.format_table(opt.records()), file=sys.stderr)
         print(f"\nbigdl-nano-bench: {e}", file=sys.stderr)

@@ -42,6 +42,11 @@ def build_method(model: torch.nn.Module, method: Method, input_sample: Any,
 
 
 
+# With a time_budget, a candidate still gets this long even when less of the budget is left,
+# so that the last one tried is not cut off before it could show anything.
+MIN_CANDIDATE_SECONDS = 30.0
+
+
 def _check_layout_options(acc: str, use_ipex: bool, channels_last: bool) -> None:
     """use_ipex and channels_last only where a backend builds them (read from the specs)."""
     fp = [s for s in backends.specs() if s.quantizer is None]
@@ -285,6 +290,7 @@ class InferenceOptimizer:
                  early_stop_factor: Optional[float] = 3.0, final_round: bool = True,
                  input_sample: Any = None, search_mode: str = "default",
                  use_ipex: Optional[bool] = None, output_filename: Optional[str] = None,
+                 time_budget: Optional[float] = None, latency_target: Optional[float] = None,
                  **bigdl_options: Any) -> None:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
@@ -303,6 +309,13 @@ class InferenceOptimizer:
         measures everything). With ``final_round`` the fastest candidates of
         each precision (up to 4, within 1.5x of the best) are then timed again
         side by side in one process, and the picks order them by that timing.
+
+        ``time_budget`` (seconds): no candidate starts once it is spent, a running one
+        is stopped when it runs out (each still gets at least 30 s), and the rows not
+        tried say so; the original is always tried. ``latency_target`` (seconds per
+        call): the search stops at the first candidate, in search order, that meets
+        it and passes the default accuracy judgement (the original included: a model
+        already fast enough is kept as it is).
 
         BigDL-Nano's forms: ``input_sample`` (the call to time and trace with,
         instead of training_data's first batch), ``use_ipex`` (True: only IPEX
@@ -331,6 +344,10 @@ class InferenceOptimizer:
             report.check_output_file(output_filename, None, "output_filename")
         if latency_sample_num < 1 or timeout_per_method <= 0:
             raise NanoValueError("latency_sample_num must be >= 1 and timeout_per_method > 0")
+        for name, value in (("time_budget", time_budget), ("latency_target", latency_target)):
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise NanoValueError(f"{name} must be a number of seconds above 0, got "
+                                     f"{value!r}")
         methods = select_methods(includes, excludes,
                                  False if accelerator is None else accelerator, precision)
         if use_ipex is not None:
@@ -370,23 +387,38 @@ class InferenceOptimizer:
             with signals_unwind(), Zygote(data, janitor_dirs=[self._workdir.name]) as zygote, \
                     tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
                          file=sys.stderr) as bar:
+                stop = None  # why the rest of the list is not tried
                 for method in methods:
-                    bar.set_postfix_str(method.name)
+                    if stop:
+                        self.results.append(CandidateResult(method, "skipped", stop))
+                        bar.update(1)
+                        continue
+                    spent = time.monotonic() - started
+                    bar.set_postfix_str(method.name + (f", {spent:.0f}/{time_budget:g} s"
+                                                       if time_budget else ""))
                     best = self._best_median()
                     task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
                                          latency_budget, best if early_stop_factor else None,
                                          early_stop_factor or 0.0,
                                          candidate_dir(self._workdir.name, method))
-                    row = run_candidate(zygote, task, timeout_per_method, memory)
+                    timeout = timeout_per_method
+                    if time_budget is not None and method.name != "original":
+                        timeout = min(timeout, max(time_budget - spent, MIN_CANDIDATE_SECONDS))
+                    row = run_candidate(zygote, task, timeout, memory)
                     if method.name == "original" and row.status == "ok" and metric is not None:
                         row.accuracy = baseline_accuracy
                     self.results.append(row)
                     bar.update(1)
-                rows = finalists(self.results) if final_round else []
+                    stop = self._stop_reason(row, started, time_budget, latency_target)
+                rows = finalists(self.results) if final_round and not stop else []
                 if rows:
                     bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
-                    problem = run_final_round(zygote, rows, threads, dynamic_axes,
-                                              timeout_per_method, memory)
+                    timeout = timeout_per_method
+                    if time_budget is not None:
+                        left = time_budget - (time.monotonic() - started)
+                        timeout = min(timeout, max(left, MIN_CANDIDATE_SECONDS))
+                    problem = run_final_round(zygote, rows, threads, dynamic_axes, timeout,
+                                              memory)
                     if problem:
                         warnings.warn(f"optimize(): the final side-by-side timing did not finish "
                                       f"({problem}); picks use each method's own timing")
@@ -426,6 +458,19 @@ class InferenceOptimizer:
 
     def _result(self, name: str) -> Optional[CandidateResult]:
         return next((r for r in self.results if r.name == name), None)
+
+    def _stop_reason(self, row: CandidateResult, started: float, time_budget: Optional[float],
+                     latency_target: Optional[float]) -> Optional[str]:
+        """Why the search stops after ``row`` (a row for each method it leaves out), or None."""
+        original = self._result("original")
+        if latency_target is not None and row.usable and row.latency is not None \
+                and original is not None and original.usable \
+                and row.latency.median <= latency_target and self._passes(row, None):
+            return (f"not tried: {row.name} met latency_target={latency_target:g} s "
+                    f"({row.latency.median * 1e3:.3f} ms)")
+        if time_budget is not None and time.monotonic() - started >= time_budget:
+            return f"not tried: time_budget={time_budget:g} s spent"
+        return None
 
     def _original(self) -> CandidateResult:
         """The baseline row (optimize() raises SearchFailed unless it ran and was timed)."""

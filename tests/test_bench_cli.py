@@ -65,6 +65,8 @@ def test_module_factory_end_to_end(tmp_path):
     (["x.pt", "--input-shape", "1,two"], "bad --input-shape"),
     (["x.pt"], "required: --input-shape"),
     (["x.pt", "--input-shape", "1,2", "--accelerator", "tpu"], "unknown accelerator 'tpu'"),
+    (["x.pt", "--input-shape", "1,2", "--time-budget", "0"], "must be more than 0"),
+    (["x.pt", "--input-shape", "1,2", "--latency-target-ms", "fast"], "expected a number"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, fragment):
     out = bench(*args, cwd=tmp_path)
@@ -98,3 +100,22 @@ def test_minilm_embedder_matches_the_encoder():
                                   input_sample=(t["input_ids"], t["attention_mask"]))
     cos = torch.nn.functional.cosine_similarity(ov(t["input_ids"], t["attention_mask"]), ref)
     assert cos.min() > 0.999
+
+
+def test_time_budget_leaves_the_rest_untried(tmp_path):
+    (tmp_path / "mymodels.py").write_text(textwrap.dedent("""
+        import torch
+
+        def make():
+            torch.manual_seed(0)
+            return torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU())
+    """))
+    out = bench("mymodels:make", "--input-shape", "3,6", "--accelerator", "jit,onnxruntime",
+                "--precision", "fp32", "--time-budget", "0.01", "--format", "json",
+                cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["method"]: r for r in json.loads(out.stdout)["results"]}
+    assert rows["original"]["status"] == "ok"
+    skipped = [r for name, r in rows.items() if name != "original"]
+    assert skipped and all(r["status"] == "skipped" for r in skipped)
+    assert all("time_budget=0.01 s spent" in r["detail"] for r in skipped)

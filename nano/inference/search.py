@@ -58,7 +58,7 @@ class CandidateResult:
     """One row of the search."""
 
     method: Method
-    status: str  # ok, drift, slow, unavailable, failed, crashed, timeout, memory
+    status: str  # ok, drift, slow, unavailable, failed, crashed, timeout, memory, skipped
     detail: str = ""
     latency: Optional[Latency] = None
     accuracy: Optional[float] = None

@@ -320,3 +320,54 @@ def test_unguarded_script_works(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "STATUSES ['ok', 'ok']" in out.stdout
+
+
+class SlowInPython(torch.nn.Module):
+    """Eager calls sleep 50 ms in Python; a traced graph records only the tensor ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.05)
+        return self.fc(x)
+
+
+def test_time_budget_and_latency_target():
+    torch.manual_seed(0)
+    model = SlowInPython().eval()
+    data = DataLoader(TensorDataset(torch.randn(12, 6)), batch_size=4)
+    kept = dict(includes=["jit_fp32", "onnxruntime_fp32"], latency_sample_num=5,
+                latency_budget=1.0)
+
+    opt = InferenceOptimizer()
+    opt.optimize(model, data, time_budget=0.01, **kept)
+    rows = {r.name: r for r in opt.results}
+    assert rows["original"].status == "ok"  # the baseline is always tried
+    assert [rows[n].status for n in ("jit_fp32", "onnxruntime_fp32")] == ["skipped"] * 2
+    assert "not tried: time_budget=0.01 s spent" in rows["jit_fp32"].detail
+    assert opt.get_best_model()[0].method.name == "original"
+    assert "skipped" in opt.summary()
+
+    opt.optimize(model, data, latency_target=0.02, **kept)  # the eager 50 ms does not meet it
+    rows = {r.name: r for r in opt.results}
+    assert rows["jit_fp32"].status == "ok" and rows["jit_fp32"].latency.median < 0.02
+    assert rows["onnxruntime_fp32"].status == "skipped"
+    assert "jit_fp32 met latency_target=0.02 s" in rows["onnxruntime_fp32"].detail
+    x = torch.randn(5, 6)
+    best, _ = opt.get_best_model()
+    torch.testing.assert_close(best(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(time_budget=0), "time_budget must be a number of seconds above 0"),
+    (dict(latency_target="fast"), "latency_target must be a number of seconds above 0"),
+])
+def test_budget_and_target_are_checked_first(kwargs, fragment):
+    from nano.errors import NanoValueError
+
+    with pytest.raises(NanoValueError, match=fragment):
+        InferenceOptimizer().optimize(torch.nn.Linear(2, 2), [torch.randn(1, 2)], **kwargs)
