@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -400,7 +401,8 @@ class InferenceOptimizer:
                     task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
                                          latency_budget, best if early_stop_factor else None,
                                          early_stop_factor or 0.0,
-                                         candidate_dir(self._workdir.name, method))
+                                         candidate_dir(self._workdir.name, method),
+                                         os.path.join(self._workdir.name, "conversions"))
                     timeout = timeout_per_method
                     if time_budget is not None and method.name != "original":
                         timeout = min(timeout, max(time_budget - spent, MIN_CANDIDATE_SECONDS))

@@ -25,6 +25,7 @@ class BuildInputs:
     thread_num: Optional[int]
     dynamic_axes: Union[bool, dict] = True
     calib: Optional[list] = None  # calibration inputs as (args, kwargs), for INT8 builders
+    conversion_cache: Optional[str] = None  # a directory builds of these inputs share
 
     def flat_sample(self) -> list:
         return self.signature.flatten(self.args, self.kwargs)

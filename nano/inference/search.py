@@ -51,6 +51,7 @@ class CandidateTask:
     best_median: Optional[float]
     early_stop_factor: float
     save_dir: Optional[str]
+    conversion_cache: Optional[str] = None  # shared by this search's candidates
 
 
 @dataclass
@@ -79,12 +80,15 @@ class CandidateResult:
 
 
 def build_candidate(method: Method, model: torch.nn.Module, sample: tuple, thread_num: int,
-                    dynamic_axes: Any, calib: Optional[list],
-                    saved_to: Optional[str] = None) -> AcceleratedModel:
-    """A candidate's model: loaded from the directory the search saved it in, or built."""
+                    dynamic_axes: Any, calib: Optional[list], saved_to: Optional[str] = None,
+                    conversion_cache: Optional[str] = None) -> AcceleratedModel:
+    """A candidate's model: loaded from the directory the search saved it in, or built
+    (reusing the search's checked conversions)."""
     if saved_to:
         return load_model(saved_to, model)
-    return backends.build(method, prepare(model, sample, thread_num, dynamic_axes, calib))
+    inputs = prepare(model, sample, thread_num, dynamic_axes, calib)
+    inputs.conversion_cache = conversion_cache
+    return backends.build(method, inputs)
 
 
 def evaluate_candidate(task: CandidateTask) -> dict:
@@ -93,7 +97,7 @@ def evaluate_candidate(task: CandidateTask) -> dict:
     torch.set_num_threads(task.thread_num)
     start = time.perf_counter()
     model = build_candidate(task.method, data.model, data.sample, task.thread_num,
-                            task.dynamic_axes, data.calib)
+                            task.dynamic_axes, data.calib, conversion_cache=task.conversion_cache)
     build_seconds = time.perf_counter() - start
     args, kwargs = data.sample
     latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,

@@ -10,6 +10,7 @@ says what each trial measured and carries the best model found.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import warnings
 from typing import Any, Callable, Optional, TYPE_CHECKING
@@ -155,8 +156,11 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
         raise NanoValueError("the metric needs labels: pass validation_data with (input, "
                              "label) batches, or calib_data with labels")
     baseline = evaluate_metric(inputs.model, metric, samples, targets, vdata)  # a private copy
-    return _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, samples,
-                   targets, vdata, max_trials, timeout)
+    # every trial quantizes the same fp32 conversion: export or convert it once
+    with tempfile.TemporaryDirectory(prefix="nano-conversions-") as cache:
+        inputs.conversion_cache = cache
+        return _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric,
+                       samples, targets, vdata, max_trials, timeout)
 
 
 def _calib_batches(calib_data, sample_size: Optional[int]) -> int:

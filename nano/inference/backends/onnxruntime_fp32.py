@@ -7,6 +7,7 @@ into a single ``model.onnx`` that any ONNX Runtime loads without Nano.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Any, Optional, Sequence, TYPE_CHECKING
 
@@ -33,8 +34,13 @@ SPEC = BackendSpec(accelerator="onnxruntime", aliases=("ort", "onnx"), precision
 def export_onnx(inputs: BuildInputs, path: str) -> None:
     """Export the prepared model to ``path`` as one self-contained ONNX file, checked
     against the original on fresh inputs (``nano.inference.verify``)."""
+    from nano.inference.conversions import cache_path, publish
     from nano.inference.verify import check_conversion, tracer_warnings
 
+    cached = cache_path(inputs, "onnx_fp32", ".onnx")
+    if cached and os.path.exists(cached):  # exported and checked by an earlier build
+        shutil.copyfile(cached, path)
+        return
     with tracer_warnings() as warned:
         _export(inputs, path)
     if not is_onnx_source(inputs.model):
@@ -42,6 +48,8 @@ def export_onnx(inputs: BuildInputs, path: str) -> None:
             exported = OnnxRuntimeModel(f.read(), Method("onnxruntime"), inputs.signature,
                                         inputs.output, inputs.thread_num)
         check_conversion(exported, inputs, "fp32", "the ONNX export", warned)
+    if cached:
+        publish(path, cached)
 
 
 def _export(inputs, path: str) -> None:

@@ -64,8 +64,12 @@ def convert(inputs: BuildInputs, check: bool = True) -> Any:
     against the original on fresh inputs (compiled at f32) unless ``check`` is False."""
     import openvino as ov
 
+    from nano.inference.conversions import cache_path, publish
     from nano.inference.verify import check_conversion, tracer_warnings
 
+    cached = cache_path(inputs, "openvino", ".xml") if check else None
+    if cached and os.path.exists(cached):  # converted and checked by an earlier build
+        return core().read_model(cached)
     if is_onnx_source(inputs.model):  # OpenVINO reads ONNX itself
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
@@ -82,6 +86,12 @@ def convert(inputs: BuildInputs, check: bool = True) -> Any:
         compiled = OpenVINOModel(model, Method("openvino", "fp32"), inputs.signature,
                                  inputs.output, inputs.thread_num)
         check_conversion(compiled, inputs, "fp32", "the OpenVINO conversion", warned)
+    if cached:
+        with tempfile.TemporaryDirectory() as tmp:
+            ov.save_model(model, os.path.join(tmp, "model.xml"), compress_to_fp16=False)
+            # the .bin first: the .xml is what a later build looks for
+            publish(os.path.join(tmp, "model.bin"), cached[:-4] + ".bin")
+            publish(os.path.join(tmp, "model.xml"), cached)
     return model
 
 
