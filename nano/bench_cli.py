@@ -10,6 +10,7 @@ Exit status 0 with a pick, 1 when no method ran, 2 on a usage error (one line).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -71,6 +72,9 @@ def _parser() -> OneLineParser:
     p.add_argument("--latency-samples", type=positive_int, default=100)
     p.add_argument("--time-budget", type=positive_float, metavar="SECONDS",
                    help="start no method once this is spent; the rows not tried say so")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="keep built candidates here for the next run (default ~/.cache/nano)")
+    p.add_argument("--no-cache", action="store_true", help="build every candidate afresh")
     p.add_argument("--latency-target-ms", type=positive_float, metavar="MS",
                    help="stop at the first method at or under this latency that keeps the "
                         "outputs within tolerance")
@@ -90,6 +94,12 @@ def _check_outputs(args) -> None:
             check_output_file(args.plot, CHART_EXTENSIONS, "--plot")
     except NanoValueError as e:
         raise UsageError(str(e)) from None
+    if args.cache_dir:
+        from nano.launcher.writable import unwritable_reason
+
+        reason = unwritable_reason(os.path.join(args.cache_dir, "builds"))
+        if reason:
+            raise UsageError(f"--cache-dir {args.cache_dir!r} cannot be written: {reason}")
 
 
 def _run_sample(_task) -> None:
@@ -188,7 +198,8 @@ def _main(argv: list[str]) -> int:
         opt.optimize(model, data, thread_num=args.threads, accelerator=accelerators,
                      precision=precisions, timeout_per_method=args.timeout,
                      latency_sample_num=args.latency_samples, latency_budget=5.0,
-                     time_budget=args.time_budget,
+                     time_budget=args.time_budget, no_cache=args.no_cache,
+                     cache_dir=args.cache_dir,
                      latency_target=None if args.latency_target_ms is None
                      else args.latency_target_ms / 1e3)
     except SearchFailed as e:

@@ -48,6 +48,27 @@ def build_method(model: torch.nn.Module, method: Method, input_sample: Any,
 MIN_CANDIDATE_SECONDS = 30.0
 
 
+def _build_cache(cache_dir: Optional[str], no_cache: bool, model: torch.nn.Module, sample: tuple,
+                 dynamic_axes: Any, calib: list) -> Callable[[Method], Optional[str]]:
+    """method -> its build-cache entry for this search (None when caching is off)."""
+    from nano.inference import build_cache
+    from nano.launcher.writable import unwritable_reason
+
+    root = build_cache.cache_root(cache_dir, no_cache)
+    if root is not None:
+        reason = unwritable_reason(root)
+        if reason:
+            if cache_dir:
+                raise NanoValueError(f"cache_dir {cache_dir!r} cannot be written: {reason}")
+            warnings.warn(f"optimize(): no build cache ({root}: {reason}); pass cache_dir= "
+                          f"or no_cache=True", stacklevel=3)
+            root = None
+    if root is None:
+        return lambda method: None
+    key = build_cache.model_key(model, sample, dynamic_axes, calib)
+    return lambda method: build_cache.entry_dir(root, key, method)
+
+
 def _check_layout_options(acc: str, use_ipex: bool, channels_last: bool) -> None:
     """use_ipex and channels_last only where a backend builds them (read from the specs)."""
     fp = [s for s in backends.specs() if s.quantizer is None]
@@ -292,6 +313,7 @@ class InferenceOptimizer:
                  input_sample: Any = None, search_mode: str = "default",
                  use_ipex: Optional[bool] = None, output_filename: Optional[str] = None,
                  time_budget: Optional[float] = None, latency_target: Optional[float] = None,
+                 no_cache: bool = False, cache_dir: Optional[str] = None,
                  **bigdl_options: Any) -> None:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
@@ -317,6 +339,13 @@ class InferenceOptimizer:
         call): the search stops at the first candidate, in search order, that meets
         it and passes the default accuracy judgement (the original included: a model
         already fast enough is kept as it is).
+
+        Built ONNX Runtime, OpenVINO, TorchScript and PT2E INT8 candidates are kept in
+        an on-disk cache (``cache_dir``, else ``$NANO_CACHE_DIR``, else
+        ``~/.cache/nano``), keyed by the weights, code, sample structure, calibration
+        data, method and library versions, so a second optimize() of the same model
+        skips their conversions; ``no_cache=True`` (or ``NANO_CACHE_DIR=off``) turns
+        it off. Latency and accuracy are always measured again.
 
         BigDL-Nano's forms: ``input_sample`` (the call to time and trace with,
         instead of training_data's first batch), ``use_ipex`` (True: only IPEX
@@ -378,6 +407,7 @@ class InferenceOptimizer:
                                                 targets, validation_data)
         self._reset(model, sample, threads, dynamic_axes, metric, direction)
         self._calib = calib
+        cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, calib)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
                           validation_data, calib)
         started = time.monotonic()
@@ -402,7 +432,8 @@ class InferenceOptimizer:
                                          latency_budget, best if early_stop_factor else None,
                                          early_stop_factor or 0.0,
                                          candidate_dir(self._workdir.name, method),
-                                         os.path.join(self._workdir.name, "conversions"))
+                                         os.path.join(self._workdir.name, "conversions"),
+                                         cache(method))
                     timeout = timeout_per_method
                     if time_budget is not None and method.name != "original":
                         timeout = min(timeout, max(time_budget - spent, MIN_CANDIDATE_SECONDS))

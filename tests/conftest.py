@@ -46,3 +46,18 @@ def digits_cnn(digits):
 def accuracy(pred, target):
     """Top-1 accuracy for metric= arguments."""
     return (pred.argmax(-1) == target).float().mean().item()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_build_cache_by_default():
+    """Tests build afresh (and leave nothing in ~/.cache); the build-cache tests pass
+    cache_dir= themselves. Set in the environment, so the processes tests start see it."""
+    import os
+
+    previous = os.environ.get("NANO_CACHE_DIR")
+    os.environ["NANO_CACHE_DIR"] = "off"
+    yield
+    if previous is None:
+        os.environ.pop("NANO_CACHE_DIR", None)
+    else:
+        os.environ["NANO_CACHE_DIR"] = previous

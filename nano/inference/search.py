@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, TYPE_CHECKING
 
 import torch
 
-from nano.inference import backends, isolation
+from nano.inference import backends, build_cache, isolation
 from nano.inference.data import call
 from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, measure_latency,
                                     output_error, time_side_by_side)
@@ -52,6 +52,7 @@ class CandidateTask:
     early_stop_factor: float
     save_dir: Optional[str]
     conversion_cache: Optional[str] = None  # shared by this search's candidates
+    cache_entry: Optional[str] = None  # where the on-disk build cache keeps this candidate
 
 
 @dataclass
@@ -96,8 +97,12 @@ def evaluate_candidate(task: CandidateTask) -> dict:
     data: SearchData = isolation.SHARED
     torch.set_num_threads(task.thread_num)
     start = time.perf_counter()
-    model = build_candidate(task.method, data.model, data.sample, task.thread_num,
-                            task.dynamic_axes, data.calib, conversion_cache=task.conversion_cache)
+    model = _cached(task, data.model)
+    reused = model is not None
+    if model is None:
+        model = build_candidate(task.method, data.model, data.sample, task.thread_num,
+                                task.dynamic_axes, data.calib,
+                                conversion_cache=task.conversion_cache)
     build_seconds = time.perf_counter() - start
     args, kwargs = data.sample
     latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,
@@ -120,10 +125,26 @@ def evaluate_candidate(task: CandidateTask) -> dict:
             model.save(task.save_dir)
             result["saved_to"] = task.save_dir
             result["artifact_bytes"] = directory_bytes(task.save_dir)
+            if task.cache_entry and not reused:
+                build_cache.store(task.save_dir, task.cache_entry)
         else:
             result["artifact_bytes"] = _weigh(model, task.save_dir + ".weighed")
     result["peak_rss_bytes"] = peak_rss_bytes()
+    result["reused"] = reused
     return result
+
+
+def _cached(task: CandidateTask, module: torch.nn.Module) -> Optional[AcceleratedModel]:
+    """The candidate loaded from the build cache, or None (no entry, or one that does not
+    load: that one is removed, to be built and stored again)."""
+    if not task.cache_entry or not os.path.isdir(task.cache_entry):
+        return None
+    try:
+        return load_model(task.cache_entry, module, thread_num=task.thread_num)
+    except Exception as e:  # a damaged or stale entry is never used
+        logger.info("dropping the cached %s (%s)", task.method.name, e)
+        shutil.rmtree(task.cache_entry, ignore_errors=True)
+        return None
 
 
 def _weigh(model: AcceleratedModel, where: str) -> Optional[int]:
@@ -183,6 +204,8 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
     for key in ("artifact_bytes", "peak_rss_bytes"):
         if r.get(key) is not None:
             row.extra[key] = r[key]
+    if r.get("reused"):
+        row.detail = "built earlier: loaded from the build cache"
     if latency.stopped_early:
         row.status = "slow"
         row.detail = (f"stopped early: over {task.early_stop_factor:g}x the best median so far "

@@ -1,0 +1,106 @@
+"""The on-disk build cache: a second optimize() of the same model reuses built candidates, a
+changed model does not, and a damaged entry is rebuilt, never used."""
+
+import os
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nano import InferenceOptimizer
+from nano.errors import NanoValueError
+from nano.inference.build_cache import model_key
+from tests.inference.models import SmallCNN
+
+CACHED = ["onnxruntime_fp32", "openvino_fp32", "onnxruntime_int8_qdq"]
+
+
+def _data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(torch.rand(16, 1, 8, 8, generator=g)), batch_size=4)
+
+
+def _search(model, cache_dir, **kwargs):
+    opt = InferenceOptimizer()
+    opt.optimize(model, _data(), includes=CACHED, latency_sample_num=5, latency_budget=1,
+                 final_round=False, early_stop_factor=None, cache_dir=str(cache_dir), **kwargs)
+    return opt, {r.name: r for r in opt.results}
+
+
+def _close(opt, model, name, tol):
+    x = torch.rand(3, 1, 8, 8)  # fresh values, another batch size
+    got, want = opt.get_model(name)(x), model(x)
+    assert ((got - want).norm() / want.norm()).item() < tol, name
+
+
+@pytest.mark.slow
+def test_second_search_reuses_and_a_damaged_entry_is_rebuilt(tmp_path):
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    _, first = _search(model, tmp_path)
+    assert all(first[n].status == "ok" and "build cache" not in first[n].detail for n in CACHED)
+    opt, second = _search(model, tmp_path)
+    for name in CACHED:
+        assert second[name].status == "ok"
+        assert second[name].detail == "built earlier: loaded from the build cache", name
+        assert second[name].build_seconds < first[name].build_seconds, name
+        _close(opt, model, name, 0.2 if "int8" in name else 1e-4)
+
+    # flip a byte of a cached ONNX file: its checksum fails, the entry is built again
+    [entry] = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path) for f in fs
+               if f == "model.onnx" and "onnxruntime_fp32" in r]
+    data = bytearray(open(entry, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(entry, "wb").write(bytes(data))
+    opt, third = _search(model, tmp_path)
+    assert third["onnxruntime_fp32"].status == "ok"
+    assert "build cache" not in third["onnxruntime_fp32"].detail
+    _close(opt, model, "onnxruntime_fp32", 1e-4)
+    _, fourth = _search(model, tmp_path)  # and stored again
+    assert "build cache" in fourth["onnxruntime_fp32"].detail
+
+    # other weights are another model: nothing is reused
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    opt, changed = _search(model, tmp_path)
+    assert all("build cache" not in changed[n].detail for n in CACHED)
+    _close(opt, model, "onnxruntime_fp32", 1e-4)
+
+
+@pytest.mark.slow
+def test_no_cache_writes_nothing(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    _search(model, tmp_path / "a", no_cache=True)
+    assert not (tmp_path / "a").exists()
+    monkeypatch.setenv("NANO_CACHE_DIR", "off")
+    opt = InferenceOptimizer()
+    opt.optimize(model, _data(), includes=["onnxruntime_fp32"], latency_sample_num=5,
+                 latency_budget=1, final_round=False)
+    assert opt.results[1].status == "ok"
+
+
+def test_an_unwritable_cache_dir_is_refused_first(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(NanoValueError, match="cache_dir .* cannot be written"):
+        InferenceOptimizer().optimize(torch.nn.Linear(2, 2), torch.randn(4, 2),
+                                      cache_dir=str(blocker / "cache"))
+
+
+def test_the_key_follows_what_a_build_depends_on():
+    torch.manual_seed(0)
+    model, twin = SmallCNN().eval(), SmallCNN().eval()
+    twin.load_state_dict(model.state_dict())
+    sample = ((torch.rand(2, 1, 8, 8),), {})
+    calib = [((torch.rand(2, 1, 8, 8),), {})]
+    key = model_key(model, sample, True, calib)
+    assert model_key(twin, sample, True, calib) == key  # same weights and code
+    assert model_key(twin, ((torch.rand(2, 1, 8, 8),), {}), True, calib) == key  # values
+    assert model_key(twin, ((torch.rand(2, 1, 9, 9),), {}), True, calib) != key  # shapes
+    assert model_key(twin, sample, False, calib) != key  # dynamic dims
+    assert model_key(twin, sample, True, [((torch.rand(2, 1, 8, 8),), {})]) != key  # calib
+    with torch.no_grad():
+        next(twin.parameters()).add_(1e-3)
+    assert model_key(twin, sample, True, calib) != key  # weights
+    assert model_key(torch.nn.Sequential(model), sample, True, calib) != key  # code
