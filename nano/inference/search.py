@@ -126,7 +126,11 @@ def evaluate_candidate(task: CandidateTask) -> dict:
             result["saved_to"] = task.save_dir
             result["artifact_bytes"] = directory_bytes(task.save_dir)
             if task.cache_entry and not reused:
-                build_cache.store(task.save_dir, task.cache_entry)
+                try:
+                    build_cache.store(task.save_dir, task.cache_entry)
+                except OSError as e:  # a full or read-only cache costs the next run only
+                    logger.warning("could not keep %s in the build cache: %s",
+                                   task.method.name, e)
         else:
             result["artifact_bytes"] = _weigh(model, task.save_dir + ".weighed")
     result["peak_rss_bytes"] = peak_rss_bytes()
