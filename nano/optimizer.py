@@ -533,7 +533,9 @@ class InferenceOptimizer:
                 + (", timed side by side with it for the final round's rows." if final
                    else ".") +
                 "\npeak MB: the candidate's process at its peak (the shared model included); "
-                "size MB: what save() writes.")
+                "size MB: what save() writes" + ("; cold start s: load() and the first call, "
+                                                 "for the final round's rows." if final
+                                                 else "."))
         print(text, file=file or sys.stdout)
         return text
 

@@ -42,6 +42,8 @@ def result_records(results: list, baseline: Optional[CandidateResult]) -> list[d
         }
         if "side_by_side" in r.extra:
             rec["side_by_side_ms"] = round(r.extra["side_by_side"] * 1e3, 4)
+            cold = r.extra.get("cold_start")
+            rec["cold_start_s"] = round(cold, 4) if cold is not None else None
         if "throughput_single" in r.extra:
             rec["calls_per_s_1_instance"] = round(r.extra["throughput_single"], 2)
             rec[f"calls_per_s_{r.extra['instances']}_instances"] = round(
@@ -65,7 +67,7 @@ def format_table(records: list[dict]) -> str:
               "accuracy" if has_metric else "output err", "build s", "peak MB", "size MB"]
     final = any("side_by_side_ms" in r for r in records)
     if final:
-        header.append("side by side ms")
+        header += ["side by side ms", "cold start s"]
     multi_key = next((k for r in records for k in r if k.startswith("calls_per_s_")
                       and not k.endswith("_1_instance")), None)
     if multi_key:
@@ -81,7 +83,7 @@ def format_table(records: list[dict]) -> str:
                _fmt(r["build_s"], ".1f"), _fmt(r.get("peak_mb"), ".0f"),
                _fmt(r.get("size_mb"), ".1f")]
         if final:
-            row.append(_fmt(r.get("side_by_side_ms"), ".3f"))
+            row += [_fmt(r.get("side_by_side_ms"), ".3f"), _fmt(r.get("cold_start_s"), ".2f")]
         if multi_key:
             row += [_fmt(r.get("calls_per_s_1_instance"), ".1f"),
                     _fmt(r.get(multi_key), ".1f")]

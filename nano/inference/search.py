@@ -257,17 +257,22 @@ def finalists(results: list) -> list:
 
 
 def time_finalists(task: FinalRoundTask) -> dict:
-    """Run in the isolated child: load or rebuild every finalist, then time them together."""
+    """Run in the isolated child: load (or rebuild) every finalist as a user's load() would,
+    timing that and its first call (the cold start), then time them together."""
     data: SearchData = isolation.SHARED
     torch.set_num_threads(task.thread_num)
     args, kwargs = data.sample
-    fns = {}
+    fns, cold = {}, {}
     for method, saved in zip(task.methods, task.saved_to):
+        start = time.perf_counter()
         model = build_candidate(method, data.model, data.sample, task.thread_num,
                                 task.dynamic_axes, data.calib, saved)
+        with torch.no_grad():
+            model(*args, **kwargs)
+        cold[method.name] = time.perf_counter() - start
         fns[method.name] = lambda model=model: model(*args, **kwargs)
     with torch.no_grad():
-        return time_side_by_side(fns)
+        return {"side_by_side": time_side_by_side(fns), "cold_start": cold}
 
 
 def speedup(row: CandidateResult, original: Optional[CandidateResult]) -> Optional[float]:
@@ -304,7 +309,8 @@ def run_final_round(zygote: isolation.Zygote, rows: list, thread_num: int, dynam
     if outcome.status != "ok":
         return f"{outcome.status}: {outcome.detail}"
     for r in rows:
-        r.extra["side_by_side"] = outcome.result[r.name]
+        r.extra["side_by_side"] = outcome.result["side_by_side"][r.name]
+        r.extra["cold_start"] = outcome.result["cold_start"][r.name]
     return None
 
 

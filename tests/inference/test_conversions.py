@@ -66,7 +66,8 @@ def test_optimize_converts_once_per_runtime_and_stays_right():
     opt = InferenceOptimizer()
     opt.optimize(model, data, includes=["onnxruntime_fp32", "onnxruntime_int8_qdq",
                                         "openvino_fp32", "openvino_bf16", "openvino_int8"],
-                 latency_sample_num=5, latency_budget=1, final_round=False)
+                 latency_sample_num=5, latency_budget=1, final_round=False,
+                 early_stop_factor=None)
     rows = {r.name: r for r in opt.results}
     assert all(r.status == "ok" for r in rows.values()), {n: r.detail for n, r in rows.items()}
     cache = os.path.join(opt._workdir.name, "conversions")

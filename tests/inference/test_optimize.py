@@ -147,6 +147,10 @@ def test_final_round_times_the_closest_candidates_side_by_side(searched, tmp_pat
     base = opt._result("original").extra["side_by_side"]
     for r in timed:
         assert records[r.name]["speedup"] == round(base / r.extra["side_by_side"], 3)
+        # load() and the first call, as a user's process would: longer than one warm call
+        assert r.extra["cold_start"] > r.extra["side_by_side"], r.name
+        assert records[r.name]["cold_start_s"] == round(r.extra["cold_start"], 4)
+    assert "cold start s" in opt.summary()
     best, desc = opt.get_best_model()
     assert best.method.name == ranked([r for r in opt.results if r.usable])[0].name
     assert "side by side" in opt.summary()
