@@ -48,6 +48,15 @@ def build_method(model: torch.nn.Module, method: Method, input_sample: Any,
 MIN_CANDIDATE_SECONDS = 30.0
 
 
+def _within_budget(timeout: float, time_budget: Optional[float], started: float) -> float:
+    """A step's time limit: ``timeout``, cut to what is left of ``time_budget`` (but not
+    below MIN_CANDIDATE_SECONDS)."""
+    if time_budget is None:
+        return timeout
+    left = time_budget - (time.monotonic() - started)
+    return min(timeout, max(left, MIN_CANDIDATE_SECONDS))
+
+
 def _build_cache(cache_dir: Optional[str], no_cache: bool, model: torch.nn.Module, sample: tuple,
                  dynamic_axes: Any, calib: list) -> Callable[[Method], Optional[str]]:
     """method -> its build-cache entry for this search (None when caching is off)."""
@@ -434,9 +443,8 @@ class InferenceOptimizer:
                                          candidate_dir(self._workdir.name, method),
                                          os.path.join(self._workdir.name, "conversions"),
                                          cache(method))
-                    timeout = timeout_per_method
-                    if time_budget is not None and method.name != "original":
-                        timeout = min(timeout, max(time_budget - spent, MIN_CANDIDATE_SECONDS))
+                    timeout = (timeout_per_method if method.name == "original" else
+                               _within_budget(timeout_per_method, time_budget, started))
                     row = run_candidate(zygote, task, timeout, memory)
                     if method.name == "original" and row.status == "ok" and metric is not None:
                         row.accuracy = baseline_accuracy
@@ -446,12 +454,9 @@ class InferenceOptimizer:
                 rows = finalists(self.results) if final_round and not stop else []
                 if rows:
                     bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
-                    timeout = timeout_per_method
-                    if time_budget is not None:
-                        left = time_budget - (time.monotonic() - started)
-                        timeout = min(timeout, max(left, MIN_CANDIDATE_SECONDS))
-                    problem = run_final_round(zygote, rows, threads, dynamic_axes, timeout,
-                                              memory)
+                    problem = run_final_round(
+                        zygote, rows, threads, dynamic_axes,
+                        _within_budget(timeout_per_method, time_budget, started), memory)
                     if problem:
                         warnings.warn(f"optimize(): the final side-by-side timing did not finish "
                                       f"({problem}); picks use each method's own timing")
