@@ -103,3 +103,24 @@ def test_the_check_sees_an_upward_import():
 def test_peers_stay_apart(peer):
     assert len(violations("nano.quantize.api", f"import {peer}\n")) == 1
     assert violations("nano.optimizer", f"import {peer}\n") == []
+
+
+def test_every_error_class_derives_from_nano_error():
+    """Nano's errors can be caught as one family (the signal unwinding class excepted: it is
+    a BaseException on purpose, like KeyboardInterrupt)."""
+    import importlib
+    import inspect
+
+    from nano.errors import NanoError
+
+    found = []
+    for path in SOURCES:
+        name = module_name(path)
+        if name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == name and issubclass(cls, BaseException) \
+                    and not issubclass(cls, NanoError) and cls_name != "Terminated":
+                found.append(f"{name}.{cls_name}")
+    assert found == []

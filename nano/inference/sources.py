@@ -16,8 +16,10 @@ from typing import Any, Optional, TypeGuard
 
 import torch
 
+from nano.errors import NanoError
 
-class SourceError(ValueError):
+
+class SourceError(NanoError, ValueError):
     """The model file or factory cannot be used; the message says why."""
 
 

@@ -7,11 +7,12 @@ import logging
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
+from nano.errors import NanoError
 from nano.launcher.termination import signals_unwind
 from nano.noise import quiet_third_party
 
 
-class UsageError(Exception):
+class UsageError(NanoError):
     """A mistake in the command line; reported as one line with exit status 2."""
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
+from nano.errors import NanoError
 from nano.launcher.topology import Topology
 
 
-class SchedulingError(ValueError):
+class SchedulingError(NanoError, ValueError):
     """The requested split cannot be made; the message says what to change."""
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, TYPE_CHECKING
 
 import torch
 
-from nano.errors import NanoTypeError, NanoValueError
+from nano.errors import NanoError, NanoTypeError, NanoValueError
 from nano.inference import backends
 from nano.inference.criterion import Criterion
 from nano.inference.data import ForwardParams, as_batches, sample_call, split_batch
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-class AccuracyCriterionError(RuntimeError):
+class AccuracyCriterionError(NanoError, RuntimeError):
     """No INT8 configuration met the accuracy criterion.
 
     ``best_model`` is the most accurate candidate built, ``best_drop`` its

@@ -14,7 +14,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
-from nano.errors import NanoValueError
+from nano.errors import NanoError, NanoValueError
 from nano.inference.backends.spec import BackendSpec
 from nano.inference.methods import Method
 from nano.noise import quiet_third_party
@@ -39,7 +39,7 @@ BACKENDS = (
 )
 
 
-class MissingDependency(ImportError):
+class MissingDependency(NanoError, ImportError):
     """An optional runtime is not installed; the message says what to install."""
 
 
