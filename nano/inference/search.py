@@ -120,7 +120,7 @@ def evaluate_candidate(task: CandidateTask) -> dict:
         result["output_error"] = output_error(outputs, data.references)
     if task.save_dir:
         # saved where the search can load it again; a state-dict kind needs the user's module
-        # to load, so it is saved beside only to weigh it
+        # to load, so it is not saved, only weighed
         if not model.needs_model_to_load:
             model.save(task.save_dir)
             result["saved_to"] = task.save_dir
@@ -132,7 +132,7 @@ def evaluate_candidate(task: CandidateTask) -> dict:
                     logger.warning("could not keep %s in the build cache: %s",
                                    task.method.name, e)
         else:
-            result["artifact_bytes"] = _weigh(model, task.save_dir + ".weighed")
+            result["artifact_bytes"] = _state_dict_bytes(model)
     result["peak_rss_bytes"] = peak_rss_bytes()
     result["reused"] = reused
     return result
@@ -151,17 +151,14 @@ def _cached(task: CandidateTask, module: torch.nn.Module) -> Optional[Accelerate
         return None
 
 
-def _weigh(model: AcceleratedModel, where: str) -> Optional[int]:
-    """The size of ``model`` saved (then removed), or None if it cannot be saved (the row
-    still stands: only its size column stays empty)."""
-    try:
-        model.save(where)
-        return directory_bytes(where)
-    except Exception as e:  # the search judges speed and accuracy, not saving
-        logger.debug("%s could not be saved to weigh it: %s", model.method.name, e)
+def _state_dict_bytes(model: AcceleratedModel) -> Optional[int]:
+    """What save() writes for a state-dict kind, counted without writing it: its tensors'
+    bytes (the file adds a few KB of pickle around them)."""
+    source_state = getattr(model, "source_state", None)
+    if source_state is None:
         return None
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
+    return sum(t.numel() * t.element_size() for t in source_state().values()
+               if isinstance(t, torch.Tensor))
 
 
 def directory_bytes(directory: str) -> int:
