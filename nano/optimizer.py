@@ -26,6 +26,7 @@ from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
 from nano.inference.model import AcceleratedModel, load_model
 from nano.inference.prepare import prepare, private_eval_copy
+from nano.inference.search_plan import SearchPlan
 from nano.inference.search import (CandidateResult, CandidateTask, SearchData, build_candidate,
                                    candidate_dir, default_memory_limit, finalists, ranked,
                                    reference_outputs, run_candidate, run_final_round, speedup)
@@ -337,8 +338,8 @@ class InferenceOptimizer:
         candidate runs in its own process with a hard ``timeout_per_method``.
         Timing takes up to ``latency_sample_num`` calls or ``latency_budget``
         seconds after warm-up; a candidate whose first 5 calls are over
-        ``early_stop_factor`` times the best median so far stops early (None
-        measures everything). With ``final_round`` the fastest candidates of
+        ``early_stop_factor`` times the best median so far (of the rows passing
+        the default accuracy judgement) stops early (None measures everything). With ``final_round`` the fastest candidates of
         each precision (up to 4, within 1.5x of the best) are then timed again
         side by side in one process, and the picks order them by that timing.
 
@@ -358,10 +359,12 @@ class InferenceOptimizer:
 
         BigDL-Nano's forms: ``input_sample`` (the call to time and trace with,
         instead of training_data's first batch), ``use_ipex`` (True: only IPEX
-        methods, False: none), ``search_mode`` ("default" and "all" both try
-        every method: Nano's list is already the curated one; "grid" tries the
-        methods matching the accelerator/precision/use_ipex given, which it
-        requires), ``output_filename`` (the summary is also written there).
+        methods, False: none), ``search_mode`` ("default": likely winners first,
+        leaving out the methods the rows so far show cannot win, each such row
+        saying why, see ``nano.inference.search_plan``; "all": every method;
+        "grid": every method matching the accelerator/precision/use_ipex given,
+        which it requires; a method named in ``includes`` is always tried),
+        ``output_filename`` (the summary is also written there).
         """
         compat.check_options("optimize", bigdl_options)
         if search_mode not in ("default", "all", "grid"):
@@ -391,6 +394,8 @@ class InferenceOptimizer:
                                  False if accelerator is None else accelerator, precision)
         if use_ipex is not None:
             methods = [m for m in methods if m.use_ipex == bool(use_ipex) or m.name == "original"]
+        plan = SearchPlan(model, search_mode, includes)
+        methods = plan.order(methods)
         from nano.launcher.topology import read_topology
 
         threads = thread_num or read_topology().thread_budget
@@ -429,8 +434,9 @@ class InferenceOptimizer:
                          file=sys.stderr) as bar:
                 stop = None  # why the rest of the list is not tried
                 for method in methods:
-                    if stop:
-                        self.results.append(CandidateResult(method, "skipped", stop))
+                    skipped = stop or plan.skip_reason(method, self.results, self._passes_default)
+                    if skipped:
+                        self.results.append(CandidateResult(method, "skipped", skipped))
                         bar.update(1)
                         continue
                     spent = time.monotonic() - started
@@ -517,7 +523,10 @@ class InferenceOptimizer:
         return original
 
     def _best_median(self) -> Optional[float]:
-        times = [r.latency.median for r in self.results if r.usable and r.latency is not None]
+        """The best median so far among the rows that pass the default judgement (a fast
+        but wrong model must not stop the others early)."""
+        times = [r.latency.median for r in self.results
+                 if r.usable and r.latency is not None and self._passes_default(r)]
         return min(times) if times else None
 
     def _require_search(self):
@@ -548,6 +557,12 @@ class InferenceOptimizer:
         """Save the table as .txt, .csv, .json, or a .png/.svg/.pdf bar chart (by extension;
         any other extension is refused)."""
         report.save_records(self.records(), path)
+
+    def _passes_default(self, r: CandidateResult) -> bool:
+        """``r`` passes the default accuracy judgement (False while the original has not
+        been timed: there is nothing to judge against)."""
+        original = self._result("original")
+        return original is not None and original.usable and self._passes(r, None)
 
     def _passes(self, r: CandidateResult, accuracy_criterion) -> bool:
         if r.name == "original":
