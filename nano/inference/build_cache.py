@@ -11,7 +11,8 @@ without the user's module are kept (the torch kinds rebuild in a moment).
 
 The directory is ``cache_dir=``, else ``$NANO_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/nano`` (``~/.cache/nano``); ``NANO_CACHE_DIR=off`` or
-``no_cache=True`` turns it off.
+``no_cache=True`` turns it off. The cache is kept under ``$NANO_CACHE_MAX_GB`` GB
+(default 5) by removing the least recently used models' entries.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ import torch
 
 from nano.inference.methods import Method
 from nano.inference.structure import flatten_output
+
+# a store's copy in progress: ``<entry>.<pid>.partial``
+PARTIAL = ".partial"
+# how large the cache may grow (NANO_CACHE_MAX_GB overrides): ResNet-18's entries take
+# about 0.4 GB
+DEFAULT_MAX_GB = 5.0
 
 # packages whose version changes what a build produces (Nano's own included)
 RUNTIME_PACKAGES = ("nano", "torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "torchao",
@@ -105,10 +112,76 @@ def entry_dir(root: str, key: str, method: Method) -> str:
 
 
 def store(saved: str, entry: str) -> None:
-    """Copy the saved model directory ``saved`` into the cache as ``entry``, atomically."""
-    os.makedirs(os.path.dirname(entry), exist_ok=True)
-    partial = f"{entry}.{os.getpid()}.partial"
+    """Copy the saved model directory ``saved`` into the cache as ``entry``, atomically,
+    then trim the cache to its size limit."""
+    key_dir = os.path.dirname(entry)
+    os.makedirs(key_dir, exist_ok=True)
+    _remove_abandoned_copies(key_dir)
+    partial = f"{entry}.{os.getpid()}{PARTIAL}"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(saved, partial)
     shutil.rmtree(entry, ignore_errors=True)
     os.replace(partial, entry)
+    touch(entry)
+    evict(os.path.dirname(key_dir), max_bytes(), keep=key_dir)
+
+
+def touch(entry: str) -> None:
+    """Mark ``entry``'s model as just used (eviction removes the least recently used)."""
+    try:
+        os.utime(os.path.dirname(entry))
+    except OSError:
+        pass
+
+
+def max_bytes() -> int:
+    """The cache's size limit: ``$NANO_CACHE_MAX_GB`` GB, else DEFAULT_MAX_GB."""
+    value = os.environ.get("NANO_CACHE_MAX_GB", "")
+    try:
+        gigabytes = float(value) if value else DEFAULT_MAX_GB
+    except ValueError:
+        gigabytes = DEFAULT_MAX_GB
+    return int(gigabytes * 1e9)
+
+
+def evict(root: str, limit: int, keep: Optional[str] = None) -> list:
+    """Remove whole models' entries, least recently used first, until ``root`` holds at
+    most ``limit`` bytes (``keep``, the model being searched, stays); returns what went."""
+    models = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+                       for f in files)
+            models.append((os.path.getmtime(path), path, size))
+    total = sum(size for _, _, size in models)
+    removed = []
+    for _, path, size in sorted(models):
+        if total <= limit:
+            break
+        if path != keep:
+            shutil.rmtree(path, ignore_errors=True)
+            total -= size
+            removed.append(path)
+    return removed
+
+
+def _remove_abandoned_copies(key_dir: str) -> None:
+    """Remove the half-made copies of processes that died while storing (interrupted
+    between copytree and the rename)."""
+    for name in os.listdir(key_dir):
+        if not name.endswith(PARTIAL):
+            continue
+        pid = name[:-len(PARTIAL)].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(key_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -108,8 +108,10 @@ def evaluate_candidate(task: CandidateTask) -> dict:
     latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,
                               task.latency_budget, slower_than=task.best_median,
                               early_stop_factor=task.early_stop_factor)
-    result = {"build_seconds": build_seconds, "latency": latency}
+    result = {"build_seconds": build_seconds, "latency": latency, "reused": reused}
     if latency.stopped_early:
+        if not reused:  # too slow this time, but a later search may judge it again
+            _keep_in_cache(task, model)
         return result
     if data.metric is not None:
         result["accuracy"] = evaluate_metric(model, data.metric, data.eval_samples, data.targets,
@@ -125,17 +127,26 @@ def evaluate_candidate(task: CandidateTask) -> dict:
             model.save(task.save_dir)
             result["saved_to"] = task.save_dir
             result["artifact_bytes"] = directory_bytes(task.save_dir)
-            if task.cache_entry and not reused:
-                try:
-                    build_cache.store(task.save_dir, task.cache_entry)
-                except OSError as e:  # a full or read-only cache costs the next run only
-                    logger.warning("could not keep %s in the build cache: %s",
-                                   task.method.name, e)
+            if not reused:
+                _keep_in_cache(task, model, saved=True)
         else:
             result["artifact_bytes"] = _state_dict_bytes(model)
     result["peak_rss_bytes"] = peak_rss_bytes()
-    result["reused"] = reused
     return result
+
+
+def _keep_in_cache(task: CandidateTask, model: AcceleratedModel, saved: bool = False) -> None:
+    """Store the built candidate in the build cache (if it has an entry and is saved by
+    itself, not as a state dict needing the user's module); ``saved``: already in
+    ``task.save_dir``."""
+    if not task.cache_entry or not task.save_dir or model.needs_model_to_load:
+        return
+    try:
+        if not saved:
+            model.save(task.save_dir)
+        build_cache.store(task.save_dir, task.cache_entry)
+    except OSError as e:  # a full or read-only cache costs the next run only
+        logger.warning("could not keep %s in the build cache: %s", task.method.name, e)
 
 
 def _cached(task: CandidateTask, module: torch.nn.Module) -> Optional[AcceleratedModel]:
@@ -144,7 +155,9 @@ def _cached(task: CandidateTask, module: torch.nn.Module) -> Optional[Accelerate
     if not task.cache_entry or not os.path.isdir(task.cache_entry):
         return None
     try:
-        return load_model(task.cache_entry, module, thread_num=task.thread_num)
+        model = load_model(task.cache_entry, module, thread_num=task.thread_num)
+        build_cache.touch(task.cache_entry)
+        return model
     except Exception as e:  # a damaged or stale entry is never used
         logger.info("dropping the cached %s (%s)", task.method.name, e)
         shutil.rmtree(task.cache_entry, ignore_errors=True)
@@ -205,18 +218,20 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
     for key in ("artifact_bytes", "peak_rss_bytes"):
         if r.get(key) is not None:
             row.extra[key] = r[key]
-    if r.get("reused"):
-        row.detail = "built earlier: loaded from the build cache"
+    notes = []
     if latency.stopped_early:
         row.status = "slow"
-        row.detail = (f"stopped early: over {task.early_stop_factor:g}x the best median so far "
-                      f"after 5 calls")
+        notes.append(f"stopped early: over {task.early_stop_factor:g}x the best median so far "
+                     f"after 5 calls")
     elif row.accuracy is None and row.output_error is not None and row.output_error > OUTPUT_TOLERANCE[
             task.method.precision]:
         row.status = "drift"
-        row.detail = (f"outputs drift: relative error {row.output_error:.2g} > "
-                      f"{OUTPUT_TOLERANCE[task.method.precision]:g} allowed for "
-                      f"{task.method.precision}")
+        notes.append(f"outputs drift: relative error {row.output_error:.2g} > "
+                     f"{OUTPUT_TOLERANCE[task.method.precision]:g} allowed for "
+                     f"{task.method.precision}")
+    if r.get("reused"):
+        notes.append("built earlier: loaded from the build cache")
+    row.detail = "; ".join(notes)
     return row
 
 
@@ -269,7 +284,19 @@ def time_finalists(task: FinalRoundTask) -> dict:
         cold[method.name] = time.perf_counter() - start
         fns[method.name] = lambda model=model: model(*args, **kwargs)
     with torch.no_grad():
-        return {"side_by_side": time_side_by_side(fns), "cold_start": cold}
+        return {"side_by_side": time_side_by_side(fns, round_seconds=final_round_slice(len(fns))),
+                "cold_start": cold}
+
+
+# The final round's timing takes about this long in all (its loads and warm-up calls
+# aside), shared among the finalists: 0.2 s per finalist and round for up to 3 of them,
+# down to 0.05 s (at least 3 calls each) for 12 or more.
+FINAL_ROUND_SECONDS = 3.0
+
+
+def final_round_slice(finalists: int, rounds: int = 5) -> float:
+    """Seconds each finalist is timed for in each of the final round's ``rounds``."""
+    return min(0.2, max(0.05, FINAL_ROUND_SECONDS / (rounds * max(finalists, 1))))
 
 
 def speedup(row: CandidateResult, original: Optional[CandidateResult]) -> Optional[float]:

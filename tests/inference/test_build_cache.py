@@ -104,3 +104,68 @@ def test_the_key_follows_what_a_build_depends_on():
         next(twin.parameters()).add_(1e-3)
     assert model_key(twin, sample, True, calib) != key  # weights
     assert model_key(torch.nn.Sequential(model), sample, True, calib) != key  # code
+
+
+def _entry(root, key, method, size):
+    path = os.path.join(root, key, method)
+    os.makedirs(path)
+    with open(os.path.join(path, "weights.bin"), "wb") as f:
+        f.write(b"\0" * size)
+    return path
+
+
+def test_eviction_removes_the_least_recently_used_models_first(tmp_path):
+    from nano.inference.build_cache import evict, touch
+
+    old = _entry(tmp_path, "old", "openvino_fp32-1", 400)
+    mid = _entry(tmp_path, "mid", "openvino_fp32-1", 400)
+    new = _entry(tmp_path, "new", "openvino_fp32-1", 400)
+    for i, path in enumerate((old, mid, new)):
+        os.utime(os.path.dirname(path), (1000 + i, 1000 + i))
+    touch(old)  # used just now: the old model is the most recent
+    assert evict(str(tmp_path), 900) == [os.path.dirname(mid)]
+    assert os.path.isdir(old) and os.path.isdir(new)
+    # the model being searched stays, even when it alone is over the limit
+    assert evict(str(tmp_path), 0, keep=os.path.dirname(new)) == [os.path.dirname(old)]
+    assert os.listdir(tmp_path) == ["new"]
+
+
+def test_the_size_limit_comes_from_the_environment(monkeypatch):
+    from nano.inference.build_cache import DEFAULT_MAX_GB, max_bytes
+
+    monkeypatch.setenv("NANO_CACHE_MAX_GB", "0.5")
+    assert max_bytes() == 500_000_000
+    monkeypatch.setenv("NANO_CACHE_MAX_GB", "lots")
+    assert max_bytes() == int(DEFAULT_MAX_GB * 1e9)
+
+
+def test_a_copy_left_by_a_dead_process_is_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from nano.inference.build_cache import store
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    key_dir = tmp_path / "builds" / "k"
+    abandoned = _entry(key_dir.parent, "k", f"openvino_fp32-1.{dead}.partial", 10)
+    running = _entry(key_dir.parent, "k", f"onnxruntime_fp32-1.{os.getpid()}.partial", 10)
+    saved = _entry(tmp_path, "saved", "m", 10)
+    store(saved, str(key_dir / "jit_fp32-1"))
+    assert sorted(os.listdir(key_dir)) == sorted(["jit_fp32-1", os.path.basename(running)])
+    assert not os.path.exists(abandoned)
+
+
+@pytest.mark.slow
+def test_a_candidate_stopped_early_is_kept_for_the_next_search(tmp_path):
+    """It is judged again next time (the best so far may differ), without its build."""
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    opt = InferenceOptimizer()
+    kwargs = dict(includes=["onnxruntime_fp32"], latency_sample_num=5, latency_budget=1,
+                  final_round=False, cache_dir=str(tmp_path), early_stop_factor=1e-6)
+    opt.optimize(model, _data(), **kwargs)
+    assert opt._result("onnxruntime_fp32").status == "slow"
+    opt.optimize(model, _data(), **kwargs)
+    row = opt._result("onnxruntime_fp32")
+    assert row.status == "slow" and "build cache" in row.detail
