@@ -72,6 +72,9 @@ def _parser() -> OneLineParser:
     p.add_argument("--latency-samples", type=positive_int, default=100)
     p.add_argument("--time-budget", type=positive_float, metavar="SECONDS",
                    help="start no method once this is spent; the rows not tried say so")
+    p.add_argument("--all", action="store_true",
+                   help="try every method (default: likely winners first, leaving out the "
+                        "ones that cannot win, each row saying why)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="keep built candidates here for the next run (default ~/.cache/nano)")
     p.add_argument("--no-cache", action="store_true", help="build every candidate afresh")
@@ -199,6 +202,7 @@ def _main(argv: list[str]) -> int:
                      precision=precisions, timeout_per_method=args.timeout,
                      latency_sample_num=args.latency_samples, latency_budget=5.0,
                      time_budget=args.time_budget, no_cache=args.no_cache,
+                     search_mode="all" if args.all else "default",
                      cache_dir=args.cache_dir,
                      latency_target=None if args.latency_target_ms is None
                      else args.latency_target_ms / 1e3)

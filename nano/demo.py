@@ -42,14 +42,11 @@ def resnet_demo(batch: int = 1, full: bool = False, out: str = "nano-out") -> No
     _finish(opt, "resnet18", out, None, "within the output tolerance", "resnet18()")
 
 
-def minilm_demo(full: bool = False, out: str = "nano-out", batch: int = 8) -> None:
-    """optimize() the all-MiniLM-L6-v2 encoder; keep the fastest whose embeddings have cosine
-    similarity >= 0.99 to the original's on held-out sentences."""
-    from nano import InferenceOptimizer
+def minilm_search(batch: int = 8) -> tuple:
+    """The MiniLM demo's optimize() arguments: ``(model, training, validation, cosine)``,
+    where validation batches carry the original's embeddings as targets."""
     from nano.models.minilm import SENTENCES, load_minilm
 
-    print(f"\noptimize(): all-MiniLM-L6-v2 sentence embeddings (22.7 M parameters), batch {batch}")
-    print("===============================================================================")
     tokenizer, model = load_minilm()
 
     def encode(sentences):
@@ -68,6 +65,17 @@ def minilm_demo(full: bool = False, out: str = "nano-out", batch: int = 8) -> No
     def cosine(pred, reference):
         return torch.nn.functional.cosine_similarity(pred.float(), reference, dim=-1).min().item()
 
+    return model, training, validation, cosine
+
+
+def minilm_demo(full: bool = False, out: str = "nano-out", batch: int = 8) -> None:
+    """optimize() the all-MiniLM-L6-v2 encoder; keep the fastest whose embeddings have cosine
+    similarity >= 0.99 to the original's on held-out sentences."""
+    from nano import InferenceOptimizer
+
+    print(f"\noptimize(): all-MiniLM-L6-v2 sentence embeddings (22.7 M parameters), batch {batch}")
+    print("===============================================================================")
+    model, training, validation, cosine = minilm_search(batch)
     opt = InferenceOptimizer()
     opt.optimize(model, training, validation_data=validation, metric=cosine,
                  excludes=None if full else COMPILE_METHODS, latency_sample_num=50,

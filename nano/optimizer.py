@@ -440,8 +440,8 @@ class InferenceOptimizer:
                         bar.update(1)
                         continue
                     spent = time.monotonic() - started
-                    bar.set_postfix_str(method.name + (f", {spent:.0f}/{time_budget:g} s"
-                                                       if time_budget else ""))
+                    bar.set_postfix_str(f"{method.name}, {spent:.0f} s" + (
+                        f" of {time_budget:g} s" if time_budget else ""))
                     best = self._best_median()
                     task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
                                          latency_budget, best if early_stop_factor else None,

@@ -119,3 +119,24 @@ def test_time_budget_leaves_the_rest_untried(tmp_path):
     skipped = [r for name, r in rows.items() if name != "original"]
     assert skipped and all(r["status"] == "skipped" for r in skipped)
     assert all("time_budget=0.01 s spent" in r["detail"] for r in skipped)
+
+
+def test_all_tries_what_the_default_search_leaves_out(tmp_path):
+    (tmp_path / "mlp.py").write_text(textwrap.dedent("""
+        import torch
+
+        def make():
+            torch.manual_seed(0)
+            return torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU())
+    """))
+    common = ("mlp:make", "--input-shape", "3,6", "--accelerator", "pytorch,jit",
+              "--precision", "fp32", "--latency-samples", "5", "--format", "json")
+    rows = {}
+    for mode in ("default", "all"):
+        out = bench(*common, *(["--all"] if mode == "all" else []), cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        rows[mode] = {r["method"]: r for r in json.loads(out.stdout)["results"]}
+    for name in ("fp32_channels_last", "jit_fp32_channels_last"):
+        assert rows["default"][name]["status"] == "skipped"
+        assert "this model has none" in rows["default"][name]["detail"]
+        assert rows["all"][name]["status"] == "ok"

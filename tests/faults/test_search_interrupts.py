@@ -99,8 +99,12 @@ def test_optimize_on_a_model_that_crashes_everywhere_keeps_the_table(tmp_path, m
     with pytest.raises(SearchFailed, match="original model could not be run"):
         opt.optimize(CrashesInSearch(), torch.randn(8, 4), accelerator="pytorch",
                      precision="fp32")
-    rows = {r["method"]: r["status"] for r in opt.records()}
-    assert rows["original"] == "crashed" and set(rows.values()) <= {"crashed", "unavailable"}
+    rows = {r["method"]: r for r in opt.records()}
+    assert rows["original"]["status"] == "crashed"
+    for name, r in rows.items():
+        # a model without convolutions: its channels_last rows are left out, not run
+        assert r["status"] in ({"crashed", "unavailable", "skipped"} if "channels_last" in name
+                               else {"crashed", "unavailable"}), (name, r)
 
 
 def test_bench_times_out_a_model_that_hangs_on_the_first_call(tmp_path):

@@ -127,7 +127,8 @@ def test_optimize_includes_int8_with_calibration_data(digits_cnn, digits, calib)
     _, (tx, ty) = digits
     opt = InferenceOptimizer()
     opt.optimize(digits_cnn, calib, validation_data=(tx, ty), metric=accuracy, precision="int8",
-                 latency_sample_num=10, latency_budget=1, early_stop_factor=None)
+                 latency_sample_num=10, latency_budget=1, early_stop_factor=None,
+                 search_mode="all")
     rows = {r.name: r for r in opt.results}
     assert set(rows) == {"original", "compile_int8", "onnxruntime_int8_qdq",
                          "onnxruntime_int8_qlinear", "onnxruntime_int8_integer", "openvino_int8"}
