@@ -457,7 +457,8 @@ class InferenceOptimizer:
                     self.results.append(row)
                     bar.update(1)
                     stop = self._stop_reason(row, started, time_budget, latency_target)
-                rows = finalists(self.results) if final_round and not stop else []
+                rows = (finalists(self.results, self._passes_default) if final_round and not stop
+                        else [])
                 if rows:
                     bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
                     problem = run_final_round(

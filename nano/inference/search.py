@@ -100,9 +100,15 @@ def evaluate_candidate(task: CandidateTask) -> dict:
     model = _cached(task, data.model)
     reused = model is not None
     if model is None:
-        model = build_candidate(task.method, data.model, data.sample, task.thread_num,
-                                task.dynamic_axes, data.calib,
-                                conversion_cache=task.conversion_cache)
+        try:
+            model = build_candidate(task.method, data.model, data.sample, task.thread_num,
+                                    task.dynamic_axes, data.calib,
+                                    conversion_cache=task.conversion_cache)
+        except Exception as e:
+            # only the build's failure is kept: the key covers what a build depends on, not
+            # the metric or the validation data that timing and judging use
+            _remember_failure(task, e)
+            raise
     build_seconds = time.perf_counter() - start
     args, kwargs = data.sample
     latency = measure_latency(lambda: model(*args, **kwargs), task.latency_sample_num,
@@ -147,6 +153,19 @@ def _keep_in_cache(task: CandidateTask, model: AcceleratedModel, saved: bool = F
         build_cache.store(task.save_dir, task.cache_entry)
     except OSError as e:  # a full or read-only cache costs the next run only
         logger.warning("could not keep %s in the build cache: %s", task.method.name, e)
+
+
+def _remember_failure(task: CandidateTask, error: Exception) -> None:
+    from nano.inference.errors import summarize_error
+
+    if not task.cache_entry:
+        return
+    try:
+        build_cache.remember_failure(task.cache_entry,
+                                     f"{type(error).__name__}: {summarize_error(error, 400)}")
+    except OSError as e:
+        logger.warning("could not note %s's failure in the build cache: %s", task.method.name,
+                       e)
 
 
 def _cached(task: CandidateTask, module: torch.nn.Module) -> Optional[AcceleratedModel]:
@@ -195,6 +214,12 @@ def reference_outputs(model: torch.nn.Module, samples: list) -> list:
         return [call(private, s) for s in samples]
 
 
+def _failure(method: Method, detail: str) -> str:
+    """A failed build's row text: a converting runtime's failure says so."""
+    return f"failed to convert: {detail}" if backends.backend_for(method).SPEC.converts \
+        else detail
+
+
 def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
                   memory_limit: Optional[int]) -> CandidateResult:
     """Run one candidate in isolation and turn how it ended into a result row."""
@@ -202,13 +227,17 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
     if reason:
         logger.debug("%s unavailable: %s", task.method.name, reason)
         return CandidateResult(task.method, "unavailable", reason)
+    known = build_cache.remembered_failure(task.cache_entry) if task.cache_entry else None
+    if known:
+        return CandidateResult(task.method, "failed", f"{_failure(task.method, known)}; "
+                               "remembered from an earlier search (build cache)")
     outcome = zygote.run(evaluate_candidate, task, timeout, memory_limit)
     logger.debug("%s: %s in %.1f s %s", task.method.name, outcome.status, outcome.seconds,
               outcome.detail)
     if outcome.status != "ok":
         detail = outcome.detail
-        if outcome.status == "failed" and backends.backend_for(task.method).SPEC.converts:
-            detail = f"failed to convert: {detail}"
+        if outcome.status == "failed":
+            detail = _failure(task.method, detail)
         return CandidateResult(task.method, outcome.status, detail, cost_seconds=outcome.seconds)
     r = outcome.result
     latency: Latency = r["latency"]
@@ -253,13 +282,16 @@ class FinalRoundTask:
     dynamic_axes: Any
 
 
-def finalists(results: list) -> list:
+def finalists(results: list, passes: Callable[[CandidateResult], bool] = lambda r: True
+              ) -> list:
     """The rows worth timing again side by side, with the original (the speed-ups are taken
-    from this round); empty when no other row ran."""
+    from this round); empty when no other row ran. Only rows that ``passes`` (the default
+    accuracy judgement) count: a fast INT8 row that fails it must not set the window that
+    keeps a slower right one out."""
     chosen = []
     for precision in sorted({r.method.precision for r in results}):
         rows = sorted((r for r in results if r.method.precision == precision
-                       and r.usable and r.name != "original"),
+                       and r.usable and r.name != "original" and passes(r)),
                       key=lambda r: r.latency.median)
         if rows:
             limit = rows[0].latency.median * FINAL_WINDOW
