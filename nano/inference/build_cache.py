@@ -7,7 +7,9 @@ the model's weights, its code and configuration, the sample's structure,
 shapes and dtypes, the dynamic dims, the calibration data, the method with
 its options, and the versions of Python, Nano and the runtimes. An entry that
 does not load is removed and rebuilt, never used. Only kinds that load
-without the user's module are kept (the torch kinds rebuild in a moment).
+without the user's module are kept (the torch kinds rebuild in a moment). A build
+that failed is remembered under the same key (not a transient error: no OSError or
+MemoryError), so the next search does not spend its time failing again.
 
 The directory is ``cache_dir=``, else ``$NANO_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/nano`` (``~/.cache/nano``); ``NANO_CACHE_DIR=off`` or
@@ -17,6 +19,7 @@ The directory is ``cache_dir=``, else ``$NANO_CACHE_DIR``, else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -32,6 +35,11 @@ from nano.inference.structure import flatten_output
 
 # a store's copy in progress: ``<entry>.<pid>.partial``
 PARTIAL = ".partial"
+# beside an entry: why its build failed (``<entry>.failed``, JSON)
+FAILED = ".failed"
+# errors that say something about the machine at that moment, not about the build
+TRANSIENT_ERRORS = ("OSError", "PermissionError", "MemoryError", "TimeoutError",
+                    "ConnectionError", "KeyboardInterrupt")
 # how large the cache may grow (NANO_CACHE_MAX_GB overrides): ResNet-18's entries take
 # about 0.4 GB
 DEFAULT_MAX_GB = 5.0
@@ -124,6 +132,39 @@ def store(saved: str, entry: str) -> None:
     os.replace(partial, entry)
     touch(entry)
     evict(os.path.dirname(key_dir), max_bytes(), keep=key_dir)
+
+
+def remember_failure(entry: str, detail: str) -> None:
+    """Keep why ``entry``'s build failed, so the next search of the same model (same key:
+    same weights, code and runtime versions) does not fail at length again. Transient
+    errors are not kept."""
+    if detail.split(":", 1)[0].strip() in TRANSIENT_ERRORS:
+        return
+    os.makedirs(os.path.dirname(entry), exist_ok=True)
+    partial = f"{entry}{FAILED}.{os.getpid()}{PARTIAL}"
+    with open(partial, "w") as f:
+        json.dump({"detail": detail}, f)
+    os.replace(partial, entry + FAILED)
+    touch(entry)
+
+
+def remembered_failure(entry: str) -> Optional[str]:
+    """Why ``entry``'s build failed in an earlier search, or None (a marker that does not
+    read is removed)."""
+    path = entry + FAILED
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            detail = json.load(f)["detail"]
+        if isinstance(detail, str):
+            touch(entry)
+            return detail
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    with contextlib.suppress(OSError):
+        os.remove(path)
+    return None
 
 
 def touch(entry: str) -> None:

@@ -169,3 +169,59 @@ def test_a_candidate_stopped_early_is_kept_for_the_next_search(tmp_path):
     opt.optimize(model, _data(), **kwargs)
     row = opt._result("onnxruntime_fp32")
     assert row.status == "slow" and "build cache" in row.detail
+
+
+@pytest.mark.slow
+def test_a_failed_build_is_remembered_and_a_failed_judgement_is_not(tmp_path):
+    from tests.inference.models import Unexportable
+
+    torch.manual_seed(0)
+    broken = {"metric": True}
+
+    def metric(model, data):
+        # fails for the TorchScript row while ``broken``: the build was fine, the metric not
+        name = getattr(getattr(model, "method", None), "name", "")
+        if broken["metric"] and name == "jit_fp32":
+            raise ValueError("a bug in the user's metric")
+        return 1.0
+
+    data = torch.rand(4, 4)  # the calibration data is part of the key
+
+    def search(model):
+        opt = InferenceOptimizer()
+        opt.optimize(model, data, validation_data=torch.rand(4, 4), metric=metric,
+                     includes=["jit_fp32", "onnxruntime_fp32"], latency_sample_num=5,
+                     latency_budget=1, final_round=False, cache_dir=str(tmp_path))
+        return {r.name: r for r in opt.results}
+
+    model = Unexportable()
+    first = search(model)
+    assert first["onnxruntime_fp32"].status == "failed"
+    assert "eigvalsh" in first["onnxruntime_fp32"].detail
+    assert first["jit_fp32"].status == "failed" and "a bug in the user's metric" in \
+        first["jit_fp32"].detail
+    broken["metric"] = False
+    second = search(model)
+    row = second["onnxruntime_fp32"]
+    assert row.status == "failed" and row.cost_seconds == 0
+    assert row.detail.startswith("failed to convert: ")
+    assert row.detail.endswith("; remembered from an earlier search (build cache)")
+    assert "eigvalsh" in row.detail
+    assert second["jit_fp32"].status == "ok"  # the metric was fixed: judged again
+    # another model (other weights) is not told the first one's failure
+    with torch.no_grad():
+        model.l.weight.add_(1.0)
+    assert "remembered" not in search(model)["onnxruntime_fp32"].detail
+
+
+def test_a_failure_marker_that_does_not_read_is_dropped(tmp_path):
+    from nano.inference.build_cache import remember_failure, remembered_failure
+
+    entry = str(tmp_path / "k" / "onnxruntime_fp32-1")
+    remember_failure(entry, "OSError: No space left on device")  # transient: not kept
+    assert remembered_failure(entry) is None
+    remember_failure(entry, "RuntimeError: no rule for aten::linalg_eigvalsh")
+    assert remembered_failure(entry) == "RuntimeError: no rule for aten::linalg_eigvalsh"
+    with open(entry + ".failed", "w") as f:
+        f.write("{not json")
+    assert remembered_failure(entry) is None and not os.path.exists(entry + ".failed")
