@@ -542,8 +542,12 @@ class InferenceOptimizer:
     def summary(self, file: Optional[IO[str]] = None) -> str:
         """Print (and return) the results table and the total cost of the search."""
         final = any("side_by_side" in r.extra for r in self.results)
+        tried = sum(r.status not in ("skipped", "unavailable") for r in self.results)
+        skipped = sum(r.status == "skipped" for r in self.results)
         text = (report.format_table(self.records()) +
-                f"\n\n{len(self.results)} methods tried in {self._total_seconds:.1f} s "
+                f"\n\n{tried} method{'' if tried == 1 else 's'} tried" + (f" ({skipped} left out, each row says why)"
+                                                 if skipped else "") +
+                f" in {self._total_seconds:.1f} s "
                 f"with {self._thread_num} threads; speed-up is against 'original'"
                 + (", timed side by side with it for the final round's rows." if final
                    else ".") +

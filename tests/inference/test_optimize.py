@@ -362,6 +362,7 @@ def test_time_budget_and_latency_target():
     assert "not tried: time_budget=0.01 s spent" in rows["jit_fp32"].detail
     assert opt.get_best_model()[0].method.name == "original"
     assert "skipped" in opt.summary()
+    assert "1 method tried (2 left out, each row says why) in" in opt.summary()
 
     opt.optimize(model, data, latency_target=0.02, **kept)  # the eager 50 ms does not meet it
     rows = {r.name: r for r in opt.results}
