@@ -19,6 +19,10 @@ _LAZY = {
     "Trainer": "nano.trainer.lightning_trainer",
     "TorchNano": "nano.trainer.torch_nano",
     "nano": "nano.trainer.torch_nano",
+    "patch_cuda": "nano.cuda_patch",
+    "unpatch_cuda": "nano.cuda_patch",
+    "patch_torch": "nano.torch_patch",
+    "unpatch_torch": "nano.torch_patch",
 }
 
 __all__ = sorted(_LAZY)

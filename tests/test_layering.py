@@ -19,8 +19,8 @@ LAYERS = {
     "nano.errors": 0, "nano.noise": 0,
     "nano.launcher": 1,
     "nano.inference": 2,
-    "nano.quantize": 3, "nano.multiprocess": 3, "nano.trainer": 3,
-    "nano.optimizer": 4,
+    "nano.quantize": 3, "nano.multiprocess": 3, "nano.trainer": 3, "nano.cuda_patch": 3,
+    "nano.optimizer": 4, "nano.torch_patch": 4,
     "nano.models": 5, "nano.bench_cli": 5, "nano.demo": 5, "nano.__main__": 5, "nano": 5,
 }
 
