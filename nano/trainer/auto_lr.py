@@ -10,26 +10,61 @@ do not diverge. At optimizer step ``t`` (0-based) the factor is::
 The factor is applied only for the duration of ``optimizer.step()`` (a step
 pre-hook multiplies each group's lr, a post-hook divides it back), so the lr
 the user's schedulers read and write stays the unscaled one.
+
+BigDL-Nano's ``auto_lr={"warmup_epochs": n}`` is ``AutoLR(warmup_epochs=n)``: the ramp
+spans n epochs of optimizer steps, counted from the data loader when training starts.
+Unlike BigDL-Nano, whose first step used the unscaled lr, Nano's first step already
+uses ``1 + (N - 1) / warmup_steps`` times it (the ramp reaches N at the last warm-up
+step instead of one step after it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class AutoLR:
-    """Scale lr by the world size, ramping linearly over ``warmup_steps`` optimizer steps."""
+    """Scale lr by the world size, ramping linearly over ``warmup_steps`` optimizer steps
+    (or ``warmup_epochs`` epochs of them, BigDL-Nano's form)."""
 
     warmup_steps: int = 100
+    warmup_epochs: Optional[int] = None
 
     def __post_init__(self):
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
-                or self.warmup_steps < 1:
+        if not _whole(self.warmup_steps) or self.warmup_steps < 1:
             raise ValueError(f"AutoLR.warmup_steps must be a whole number >= 1, "
                              f"got {self.warmup_steps!r}")
+        if self.warmup_epochs is not None and (not _whole(self.warmup_epochs)
+                                               or self.warmup_epochs < 0):
+            raise ValueError(f"AutoLR.warmup_epochs must be a whole number >= 0, "
+                             f"got {self.warmup_epochs!r}")
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "AutoLR":
+        """BigDL-Nano's ``auto_lr={"warmup_epochs": n}`` (or ``{"warmup_steps": n}``)."""
+        unknown = sorted(set(config) - {"warmup_epochs", "warmup_steps"})
+        if unknown:
+            raise ValueError(f"auto_lr takes 'warmup_epochs' or 'warmup_steps', got {unknown}")
+        return cls(**config)
+
+    def per_epoch(self, steps_per_epoch: Optional[int]) -> "AutoLR":
+        """This ramp with warmup_epochs turned into steps (``steps_per_epoch``: optimizer
+        steps in one epoch of one process)."""
+        if self.warmup_epochs is None:
+            return self
+        if not steps_per_epoch:
+            raise ValueError("auto_lr={'warmup_epochs': n} counts steps from the training "
+                             "DataLoader: pass it to setup() with the model (or use "
+                             "AutoLR(warmup_steps=...))")
+        return AutoLR(warmup_steps=max(1, self.warmup_epochs * steps_per_epoch))
 
     def factor(self, step: int, world_size: int) -> float:
         """The lr multiplier at optimizer step ``step`` (0-based)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 
 from nano.trainer.auto_lr import attach_lr_scaling
@@ -28,5 +30,12 @@ class NanoTrainingCallback(pl.Callback):
                 optimizers.append(opt)
             trainer.strategy.optimizers = optimizers
         if self.options.auto_lr is not None:
+            config = self.options.auto_lr
+            if config.warmup_epochs is not None:
+                trainer.estimated_stepping_batches  # sets the training data up, to count it
+                batches = trainer.num_training_batches
+                steps = math.ceil(batches / trainer.accumulate_grad_batches) \
+                    if math.isfinite(batches) else None
+                config = config.per_epoch(steps)
             for opt in trainer.optimizers:
-                attach_lr_scaling(opt, trainer.world_size, self.options.auto_lr)
+                attach_lr_scaling(opt, trainer.world_size, config)

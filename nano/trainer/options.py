@@ -51,14 +51,17 @@ def normalize_precision(precision: Any, topology: Topology) -> str:
     return value
 
 
-def _auto_lr(value: Union[bool, AutoLR]) -> Optional[AutoLR]:
+def _auto_lr(value: Union[bool, dict, AutoLR]) -> Optional[AutoLR]:
     if value is True:
         return AutoLR()
     if value is False or value is None:
         return None
     if isinstance(value, AutoLR):
         return value
-    raise ValueError(f"auto_lr must be True, False or nano.trainer.AutoLR(...), got {value!r}")
+    if isinstance(value, dict):
+        return AutoLR.from_dict(value)
+    raise ValueError(f"auto_lr must be True, False, nano.trainer.AutoLR(...) or "
+                     f"{{'warmup_epochs': n}}, got {value!r}")
 
 
 def _cpu_sets(num_processes: int, cpu_for_each_process: Optional[Sequence[Sequence[int]]],
@@ -87,7 +90,7 @@ def _cpu_sets(num_processes: int, cpu_for_each_process: Optional[Sequence[Sequen
 def training_options(num_processes: int = 1, precision: Union[int, str] = 32,
                      channels_last: bool = False, use_ipex: bool = False,
                      cpu_for_each_process: Optional[Sequence[Sequence[int]]] = None,
-                     auto_lr: Union[bool, AutoLR] = True, distributed_backend: str = "subprocess",
+                     auto_lr: Union[bool, dict, AutoLR] = True, distributed_backend: str = "subprocess",
                      topology: Optional[Topology] = None, place: bool = True) -> TrainingOptions:
     """Validate the shared keyword options and return them as one :class:`TrainingOptions`.
 

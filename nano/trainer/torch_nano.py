@@ -99,6 +99,7 @@ class TorchNano(Fabric):
                           distributed_backend=distributed_backend)
         self._nano_options = placement.options
         self._nano_launches = placement.launches
+        self._nano_steps_per_epoch: Optional[int] = None
         strategy = DDPStrategy(process_group_backend="gloo") if placement.distributed else "auto"
         super().__init__(strategy=strategy, plugins=_precision_plugins(placement.options),
                          **placement.device_kwargs(), **fabric_kwargs)
@@ -109,43 +110,90 @@ class TorchNano(Fabric):
         """Your training loop; override it. Runs on every rank."""
         raise NotImplementedError("subclass TorchNano and implement train(self, ...)")
 
+    @property
+    def num_processes(self) -> int:
+        """How many processes train (BigDL-Nano's name; Fabric's is ``world_size``)."""
+        return self._nano_options.num_processes
+
     def setup(  # type: ignore[override]  # BigDL-Nano's setup also takes the loaders
             self, model: torch.nn.Module, *optimizers_and_loaders: Any) -> Any:
-        """Prepare ``model``, its optimizers and data loaders: returns ``(model, *optimizers, *loaders)``.
+        """Prepare ``model``, its optimizers and data loaders: returns ``(model, *rest)``, the
+        rest prepared in the order given. Optimizers may come one by one or as a list
+        (BigDL-Nano's ``setup(model, [opt1, opt2], loader)``; a list comes back as a list).
 
         Applies channels_last, IPEX and lr scaling, then Fabric's DDP wrapping,
-        bf16 autocast and distributed samplers.
+        bf16 autocast and distributed samplers. A model without trainable parameters
+        is moved, not wrapped (DDP refuses it).
         """
-        optimizers = [o for o in optimizers_and_loaders if isinstance(o, Optimizer)]
-        loaders = [d for d in optimizers_and_loaders if isinstance(d, DataLoader)]
-        if len(optimizers) + len(loaders) != len(optimizers_and_loaders):
-            bad = [type(o).__name__ for o in optimizers_and_loaders
-                   if not isinstance(o, (Optimizer, DataLoader))]
+        flat = [o for item in optimizers_and_loaders
+                for o in (item if _optimizer_list(item) else [item])]
+        optimizers = [o for o in flat if isinstance(o, Optimizer)]
+        loaders = [d for d in flat if isinstance(d, DataLoader)]
+        if len(optimizers) + len(loaders) != len(flat):
+            bad = [type(o).__name__ for o in flat if not isinstance(o, (Optimizer, DataLoader))]
             raise TypeError(f"TorchNano.setup(model, *optimizers, *dataloaders) got {bad}")
+        prepared: dict = {}
+        if loaders:
+            ready = self.setup_dataloaders(*loaders)
+            for loader, r in zip(loaders, ready if len(loaders) > 1 else [ready]):
+                prepared[id(loader)] = r
         options = self._nano_options
         if options.channels_last:
             use_channels_last(model)
         if options.use_ipex:
             model, first = ipex_optimize(model, optimizers[0] if optimizers else None, options.bf16)
-            optimizers[:1] = [first] if optimizers else []
-        if options.auto_lr is not None:
+            if optimizers:
+                prepared[id(optimizers[0])] = first
+                optimizers[0] = first
+        if options.auto_lr is not None and optimizers:
+            config = options.auto_lr.per_epoch(self._nano_steps_per_epoch)
             for opt in optimizers:
-                attach_lr_scaling(opt, self.world_size, options.auto_lr)
-        prepared = super().setup(model, *optimizers)
-        prepared = list(prepared) if optimizers else [prepared]
-        if loaders:
-            ready = self.setup_dataloaders(*loaders)
-            prepared += list(ready) if len(loaders) > 1 else [ready]
-        return tuple(prepared) if len(prepared) > 1 else prepared[0]
+                attach_lr_scaling(opt, self.world_size, config)
+        if any(p.requires_grad for p in model.parameters()):
+            ready_model, *ready_optimizers = _as_list(super().setup(model, *optimizers))
+        else:
+            ready_model = self.to_device(model)
+            ready_optimizers = _as_list(self.setup_optimizers(*optimizers)) if optimizers else []
+        for opt, r in zip(optimizers, ready_optimizers):
+            prepared[id(opt)] = r
+        rest = [[prepared[id(o)] for o in item] if _optimizer_list(item) else prepared[id(item)]
+                for item in optimizers_and_loaders]
+        return (ready_model, *rest) if rest else ready_model
+
+    def setup_dataloaders(self, *dataloaders: DataLoader, **kwargs: Any) -> Any:
+        """Fabric's, noting the first loader's length (per process) for auto_lr's
+        ``warmup_epochs``."""
+        ready = super().setup_dataloaders(*dataloaders, **kwargs)
+        first = ready[0] if isinstance(ready, (list, tuple)) else ready
+        try:
+            self._nano_steps_per_epoch = len(first)
+        except TypeError:  # an iterable dataset has no length
+            pass
+        return ready
+
+
+def _optimizer_list(item: Any) -> bool:
+    return isinstance(item, (list, tuple)) and bool(item) \
+        and all(isinstance(o, Optimizer) for o in item)
+
+
+def _as_list(prepared: Any) -> list:
+    return list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
 
 
 class _FunctionNano(TorchNano):
     """Runs a plain ``train(model, optimizer, loader, ...)`` function with its objects prepared."""
 
     def train(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        models = find_modules(args, kwargs)
-        optimizers = find(Optimizer, args, kwargs)
         prepared = {}
+        # the loaders first: auto_lr's warmup_epochs counts steps from them
+        for loader in find(DataLoader, args, kwargs):
+            prepared[id(loader)] = self.setup_dataloaders(loader)
+        # a module without trainable parameters (a loss such as nn.MSELoss()) is used as is:
+        # DDP refuses such a module
+        models = [m for m in find_modules(args, kwargs)
+                  if any(p.requires_grad for p in m.parameters())]
+        optimizers = find(Optimizer, args, kwargs)
         for model in models:
             params = {id(p) for p in model.parameters()}
             own = [o for o in optimizers if id(o) not in prepared
@@ -159,8 +207,6 @@ class _FunctionNano(TorchNano):
             wrapped = self.setup_optimizers(*leftover)
             for original, w in zip(leftover, wrapped if len(leftover) > 1 else [wrapped]):
                 prepared[id(original)] = w
-        for loader in find(DataLoader, args, kwargs):
-            prepared[id(loader)] = self.setup_dataloaders(loader)
         args, kwargs = replace(args, kwargs, lambda v: prepared.get(id(v), v))
         return fn(*args, **kwargs)
 

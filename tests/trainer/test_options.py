@@ -55,7 +55,7 @@ def test_cpu_for_each_process_must_match():
     ({"num_processes": "2"}, "num_processes must be a whole number"),
     ({"distributed_backend": "fork"}, "distributed_backend must be one of"),
     ({"channels_last": "yes"}, "channels_last must be True or False"),
-    ({"auto_lr": 2}, "auto_lr must be True, False or"),
+    ({"auto_lr": 2}, "auto_lr must be True, False, nano.trainer.AutoLR"),
 ])
 def test_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):

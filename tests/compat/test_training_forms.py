@@ -1,0 +1,59 @@
+"""BigDL-Nano's training forms, as its documentation shows them, against Nano."""
+
+import pytest
+import torch
+
+from nano import Trainer, nano
+from nano.trainer import AutoLR
+from tests.compat import training_jobs as jobs
+
+
+def test_auto_lr_takes_bigdl_nanos_warmup_epochs():
+    assert AutoLR.from_dict({"warmup_epochs": 2}) == AutoLR(warmup_epochs=2)
+    assert AutoLR(warmup_epochs=2).per_epoch(8) == AutoLR(warmup_steps=16)
+    assert AutoLR(warmup_epochs=0).per_epoch(8) == AutoLR(warmup_steps=1)  # no ramp: N at once
+    assert AutoLR(warmup_steps=5).per_epoch(None) == AutoLR(warmup_steps=5)
+    with pytest.raises(ValueError, match="auto_lr takes 'warmup_epochs' or 'warmup_steps', got "
+                                         r"\['warmup'\]"):
+        nano(auto_lr={"warmup": 1})
+    with pytest.raises(ValueError, match="warmup_epochs must be a whole number >= 0"):
+        Trainer(auto_lr={"warmup_epochs": -1})
+    with pytest.raises(ValueError, match="pass it to setup"):
+        jobs.NoLoaderNano(auto_lr={"warmup_epochs": 1}).train(jobs.two_layers())
+
+
+@pytest.mark.slow
+def test_nano_decorator_with_a_loss_module_and_two_processes():
+    """Every nn.Module argument used to be wrapped in DDP, and nn.MSELoss() killed the ranks."""
+    model = jobs.two_layers()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    losses = nano(num_processes=2)(jobs.loop_with_loss_module)(model, opt, jobs.data(),
+                                                                torch.nn.MSELoss())
+    assert len(losses) == 3 * 4  # rank 0's: 4 of the 8 batches per epoch
+    assert losses[-1] < losses[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.slow
+def test_torch_nano_setup_with_a_list_of_optimizers_and_a_second_model():
+    model, critic = jobs.two_layers(), torch.nn.Linear(2, 1)
+    before = [p.detach().clone() for p in list(model.parameters()) + list(critic.parameters())]
+    assert jobs.TwoOptimizers(num_processes=2).train(model, jobs.data(), critic) == 2
+    after = list(model.parameters()) + list(critic.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before, after))  # every model trained
+    assert jobs.TwoOptimizers().train(jobs.two_layers(), jobs.data(), critic) == 1
+
+
+@pytest.mark.slow
+def test_warmup_epochs_ramps_over_an_epoch_of_steps():
+    # 2 processes, 8 batches: 4 steps per epoch per process, so the ramp takes 4 steps
+    seen = jobs.WarmupNano(num_processes=2, auto_lr={"warmup_epochs": 1}).train(
+        jobs.two_layers(), jobs.data())
+    assert seen == [0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2, 0.2]
+    trainer = Trainer(num_processes=2, auto_lr={"warmup_epochs": 1}, max_epochs=2, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False)
+    lit = jobs.LitRegression()
+    trainer.fit(lit, jobs.data())
+    assert lit.steps.item() == 8
+    assert lit.lrs[:8].tolist() == pytest.approx([0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2, 0.2])
