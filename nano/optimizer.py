@@ -9,7 +9,7 @@ import tempfile
 import time
 import warnings
 from types import MappingProxyType
-from typing import Any, Callable, IO, Mapping, Optional, Sequence, TYPE_CHECKING, Union, cast
+from typing import Any, Callable, IO, Mapping, Optional, Sequence, TYPE_CHECKING, Union
 
 import torch
 
@@ -24,7 +24,7 @@ from nano.launcher.termination import signals_unwind
 from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric, metric_style
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
-from nano.inference.model import AcceleratedModel, load_model
+from nano.inference.model import AcceleratedModel, load_model, save_model
 from nano.inference.prepare import prepare, private_eval_copy
 from nano.inference.search_plan import SearchPlan
 from nano.inference.search import (CandidateResult, CandidateTask, SearchData, build_candidate,
@@ -268,12 +268,7 @@ class InferenceOptimizer:
         A plain ``nn.Module`` is saved as an ``original`` model (its state
         dict). ``compression="bf16"`` stores state-dict weights in bf16.
         """
-        if not isinstance(model, AcceleratedModel):
-            if not isinstance(model, torch.nn.Module):
-                raise NanoTypeError(f"save() takes a model returned by Nano or an nn.Module, got "
-                                    f"{type(model).__name__}")
-            model = backends.build_without_sample(Method("pytorch"), model, None)
-        cast(AcceleratedModel, model).save(path, compression)
+        save_model(model, path, compression)
 
     @staticmethod
     def load(path: str, model: Optional[torch.nn.Module] = None, input_sample: Any = None,

@@ -279,6 +279,19 @@ def read_metadata(directory: str) -> dict:
     return meta
 
 
+def save_model(model: torch.nn.Module, path: str, compression: Optional[str] = None) -> None:
+    """Save a Nano model, or a plain ``nn.Module`` as an ``original`` model (its state dict),
+    to directory ``path``."""
+    if not isinstance(model, AcceleratedModel):
+        if not isinstance(model, torch.nn.Module):
+            raise NanoTypeError(f"save() takes a model returned by Nano or an nn.Module, got "
+                                f"{type(model).__name__}")
+        from nano.inference.backends import build_without_sample
+
+        model = build_without_sample(Method("pytorch"), model, None)
+    model.save(path, compression)
+
+
 def load_model(directory: str, model: Optional[torch.nn.Module] = None,
                thread_num: Optional[int] = None) -> AcceleratedModel:
     """Load a directory written by ``AcceleratedModel.save``; ``thread_num`` overrides the

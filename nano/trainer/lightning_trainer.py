@@ -18,15 +18,20 @@ Three situations, one class:
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from nano.trainer.arguments import load_module_states, module_states
+from nano.errors import NanoValueError
+from nano.inference.model import AcceleratedModel, load_model, save_model
 from nano.trainer.callbacks import NanoTrainingCallback
+from nano.trainer.compiled_module import CompiledModule
 from nano.trainer.local_ranks import run_distributed
 from nano.trainer.placement import place
 
@@ -50,6 +55,24 @@ def _run_as_rank(trainer_cls, init_kwargs: dict, method: str, model, args: tuple
         return None
     return _Outcome(value, module_states((model,) + args, kwargs),
                     _cpu_metrics(trainer.callback_metrics))
+
+
+def as_lightning_module(model: AcceleratedModel) -> pl.LightningModule:
+    """The LightningModule ``model`` was built from, with ``self(...)`` in its steps calling
+    ``model`` (BigDL-Nano's ``trainer.validate(InferenceOptimizer.trace(lit, ...))``). Steps
+    that call a submodule directly (``self.net(x)``) run that submodule, not ``model``. The
+    user's module is not changed: this is a shallow copy."""
+    original = model.original
+    if not isinstance(original, pl.LightningModule):
+        raise NanoValueError(
+            f"Trainer.validate/test/predict need a LightningModule, and this accelerated "
+            f"model was built from a {type(original).__name__ if original is not None else 'module it no longer has (loaded without model=)'}: "
+            f"trace the LightningModule itself (Trainer.compile(model, loss) makes one), or "
+            f"pass model= to InferenceOptimizer.load")
+    view = copy.copy(original)
+    # an instance attribute, not a submodule: the copy shares the original's module dicts
+    object.__setattr__(view, "forward", lambda *args, **kwargs: model(*args, **kwargs))
+    return view
 
 
 class Trainer(pl.Trainer):
@@ -118,20 +141,57 @@ class Trainer(pl.Trainer):
         return super().fit(model, *args, **kwargs)
 
     def validate(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
-        """``lightning.Trainer.validate``; with num_processes > 1, in that many pinned processes."""
+        """``lightning.Trainer.validate``; with num_processes > 1, in that many pinned
+        processes. An accelerated model from InferenceOptimizer (built from a
+        LightningModule) is validated in this process: see :func:`as_lightning_module`."""
+        if isinstance(model, AcceleratedModel):
+            return super().validate(as_lightning_module(model), *args, **kwargs)
         if self._nano_launches:
             return self._launch("validate", model, args, kwargs)
         return super().validate(model, *args, **kwargs)
 
     def test(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
-        """``lightning.Trainer.test``; with num_processes > 1, in that many pinned processes."""
+        """``lightning.Trainer.test``; with num_processes > 1, in that many pinned processes
+        (an accelerated model: in this process, as for validate)."""
+        if isinstance(model, AcceleratedModel):
+            return super().test(as_lightning_module(model), *args, **kwargs)
         if self._nano_launches:
             return self._launch("test", model, args, kwargs)
         return super().test(model, *args, **kwargs)
+
+    @staticmethod
+    def compile(model: torch.nn.Module, loss: Optional[torch.nn.Module] = None,
+                optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = None,
+                metrics: Optional[Sequence[Any]] = None) -> pl.LightningModule:
+        """BigDL-Nano's form: a LightningModule made of a plain ``model`` (batches are
+        ``(*inputs, target)``), its ``loss``, ``optimizer``, lr ``scheduler`` and torchmetrics
+        ``metrics``, ready for ``fit``/``validate``/``test``/``predict``. A LightningModule
+        is returned as it is."""
+        if isinstance(model, pl.LightningModule):
+            return model
+        return CompiledModule(model, loss, optimizer, scheduler, metrics)
+
+    @staticmethod
+    def save(model: torch.nn.Module, path: str) -> None:
+        """Save ``model`` (a Nano model from InferenceOptimizer, or any module, saved as its
+        state dict) to directory ``path``; the same as ``InferenceOptimizer.save``."""
+        save_model(model, path)
+
+    @staticmethod
+    def load(path: str, model: Optional[torch.nn.Module] = None) -> torch.nn.Module:
+        """Load what :meth:`save` wrote; ``model`` (the original module) is needed for a
+        state dict, and gets the loaded weights in place (BigDL-Nano's form)."""
+        loaded = load_model(path, model)
+        if model is not None and loaded.needs_model_to_load:
+            model.load_state_dict(loaded.source_state())
+            return model
+        return loaded
 
     def predict(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
         """``lightning.Trainer.predict``, always in this process so predictions keep data order."""
         if self._nano_launches and model is None:
             model = self._nano_last_model
+        if isinstance(model, AcceleratedModel):
+            model = as_lightning_module(model)
         self._nano_remote_metrics = None
         return super().predict(model, *args, **kwargs)

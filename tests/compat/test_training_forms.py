@@ -57,3 +57,74 @@ def test_warmup_epochs_ramps_over_an_epoch_of_steps():
     trainer.fit(lit, jobs.data())
     assert lit.steps.item() == 8
     assert lit.lrs[:8].tolist() == pytest.approx([0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2, 0.2])
+
+
+def test_trainer_compile_fit_validate_test_predict_save_load(tmp_path):
+    import torchmetrics
+
+    from nano import InferenceOptimizer
+
+    model = jobs.two_layers()
+    lit = Trainer.compile(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.05),
+                          metrics=[torchmetrics.MeanAbsoluteError()])
+    assert Trainer.compile(lit) is lit  # a LightningModule is kept as it is
+    trainer = Trainer(max_epochs=5, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    before = trainer.validate(lit, jobs.data(), verbose=False)[0]
+    trainer.fit(lit, jobs.data())
+    after = trainer.validate(lit, jobs.data(), verbose=False)[0]
+    assert set(after) == {"val/loss", "val/MeanAbsoluteError"}
+    assert after["val/loss"] < before["val/loss"] / 2
+    assert set(trainer.test(lit, jobs.data(), verbose=False)[0]) == {
+        "test/loss", "test/MeanAbsoluteError"}
+    predictions = trainer.predict(lit, jobs.data())
+    x = torch.cat([b[0] for b in jobs.data()])
+    torch.testing.assert_close(torch.cat(predictions), model(x))
+
+    # Trainer.save / Trainer.load: BigDL-Nano's forms, the same files as InferenceOptimizer's
+    Trainer.save(model, str(tmp_path / "plain"))
+    fresh = jobs.two_layers()
+    with torch.no_grad():
+        fresh[0].weight.zero_()
+    assert Trainer.load(str(tmp_path / "plain"), fresh) is fresh  # weights loaded in place
+    torch.testing.assert_close(fresh(x), model(x))
+    fast = InferenceOptimizer.trace(model, accelerator="jit", input_sample=x[:2])
+    Trainer.save(fast, str(tmp_path / "jit"))
+    torch.testing.assert_close(Trainer.load(str(tmp_path / "jit"))(x), model(x))
+
+
+def test_trainer_compile_says_what_is_missing():
+    from nano.errors import NanoValueError
+
+    lit = Trainer.compile(jobs.two_layers())  # no loss, no optimizer: fine for predict
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(NanoValueError, match="compiled without an optimizer"):
+        trainer.fit(lit, jobs.data())
+    with pytest.raises(NanoValueError, match="optimizer=.... takes a torch optimizer"):
+        Trainer.compile(jobs.two_layers(), torch.nn.MSELoss(), optimizer="sgd")
+
+
+def test_validate_test_predict_take_an_accelerated_model():
+    from nano import InferenceOptimizer
+    from nano.errors import NanoValueError
+
+    model = jobs.two_layers()
+    lit = Trainer.compile(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.05))
+    trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(lit, jobs.data())
+    x = torch.cat([b[0] for b in jobs.data()])
+    fast = InferenceOptimizer.trace(lit, accelerator="jit", input_sample=x[:2])
+    calls = []
+    fast.register_forward_hook(lambda *_: calls.append(1))
+    eager = trainer.validate(lit, jobs.data(), verbose=False)[0]["val/loss"]
+    got = trainer.validate(fast, jobs.data(), verbose=False)[0]["val/loss"]
+    assert len(calls) == 8 and got == pytest.approx(eager, rel=1e-5)  # the fast model ran
+    assert trainer.test(fast, jobs.data(), verbose=False)[0]["test/loss"] == pytest.approx(eager,
+                                                                                            rel=1e-5)
+    torch.testing.assert_close(torch.cat(trainer.predict(fast, jobs.data())), model(x))
+    assert "forward" not in lit.__dict__  # the user's module is left as it was
+    plain = InferenceOptimizer.trace(jobs.two_layers(), accelerator="jit", input_sample=x[:2])
+    with pytest.raises(NanoValueError, match="built from a Sequential: trace the LightningModule"):
+        trainer.validate(plain, jobs.data())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -76,12 +77,32 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def lightning_scripting(module: torch.nn.Module):
+    """Mark the LightningModules in ``module`` as being scripted while torch.jit looks at
+    them. torch.jit probes every attribute with hasattr(), and a LightningModule's
+    ``trainer`` raises RuntimeError (not AttributeError) outside a Trainer, which failed
+    every trace of a LightningModule; Lightning's own ``to_torchscript`` sets this flag
+    the same way."""
+    flagged = [m for m in module.modules()
+               if getattr(m, "_jit_is_scripting", None) is False
+               and "_jit_is_scripting" not in m.__dict__]  # the class's default, not set here
+    for m in flagged:
+        m.__dict__["_jit_is_scripting"] = True
+    try:
+        yield
+    finally:
+        for m in flagged:
+            del m.__dict__["_jit_is_scripting"]
+
+
 def _trace(module, sample, method, strict: bool = False):
     # Autocast must be recorded as explicit casts in the graph, so that the frozen
     # module runs in bf16 without an autocast context around the call.
     previous = torch._C._jit_set_autocast_mode(False)
     try:
-        with torch.no_grad(), autocast(method), low_precision_tracing(method):
+        with torch.no_grad(), autocast(method), low_precision_tracing(method), \
+                lightning_scripting(module):
             traced = torch.jit.trace(module, tuple(sample), check_trace=False, strict=strict)
             return torch.jit.freeze(traced.eval())
     finally:
@@ -91,7 +112,8 @@ def _trace(module, sample, method, strict: bool = False):
 def _script(module):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance
-        return torch.jit.freeze(torch.jit.script(module).eval())
+        with lightning_scripting(module):
+            return torch.jit.freeze(torch.jit.script(module).eval())
 
 
 JIT_METHODS = (None, "trace", "script")
