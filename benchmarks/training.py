@@ -8,7 +8,7 @@ on rank 0; "wall s" is the whole fit() call including process start-up.
 Accuracy is on the held-out digits, from the weights that came back to the
 caller. Target: nano >= 1.5x plain Lightning at equal accuracy.
 
-    python benchmarks/training.py [--epochs 4] [--batch 64] [--only lightning|loop]
+    python benchmarks/training.py [--epochs 8] [--batch 64] [--only lightning|loop]
 """
 
 from __future__ import annotations
@@ -169,7 +169,9 @@ def table(title, rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=4)
+    # 8, not 4: after 4 epochs the held-out accuracy of these 397 digits still moved by up to
+    # 7 points between runs that differ only in data order (0.917-0.985)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch", type=int, default=64, help="global batch (split between processes)")
     p.add_argument("--only", choices=["lightning", "loop"])
     args = p.parse_args()

@@ -5,9 +5,9 @@ All three share :mod:`nano.trainer.options` (validation), :mod:`nano.trainer.loc
 ranks, incl. multi-node) and :mod:`nano.trainer.auto_lr` (lr scaling).
 """
 
-from nano.trainer.auto_lr import AutoLR
+from nano.trainer.auto_lr import AutoLR, LRScaling, lr_scaling
 from nano.trainer.local_ranks import WorkerError
 from nano.trainer.lightning_trainer import Trainer
 from nano.trainer.torch_nano import TorchNano, nano
 
-__all__ = ["AutoLR", "TorchNano", "Trainer", "WorkerError", "nano"]
+__all__ = ["AutoLR", "LRScaling", "lr_scaling", "TorchNano", "Trainer", "WorkerError", "nano"]

@@ -94,30 +94,54 @@ BigDL-Nano's ``auto_lr={"warmup_epochs": n}`` (or ``{"warmup_steps": n}``)."""
         return 1.0 + (world_size - 1) * min(1.0, (step + 1) / self.warmup_steps)
 
 
+@dataclass
+class LRScaling:
+    """The lr scaling attached to one optimizer, readable while training (BigDL-Nano's
+    auto-lr tests read the warm-up length): ``steps`` optimizer steps taken so far, and
+    ``factor``, the multiplier the last (or the running) step used."""
+
+    world_size: int
+    config: AutoLR
+    steps: int = 0
+    factor: float = 1.0
+
+    @property
+    def warmup_steps(self) -> int:
+        """Optimizer steps until the lr reaches world_size times its own."""
+        return self.config.warmup_steps
+
+
+def lr_scaling(optimizer: torch.optim.Optimizer) -> Optional[LRScaling]:
+    """The scaling auto_lr attached to ``optimizer`` (unwrapped from Fabric's wrapper), or
+    None when its lr is not scaled (one process, an adaptive optimizer, auto_lr=False)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return getattr(inner, "_nano_lr_scaling", None)
+
+
 def attach_lr_scaling(optimizer: torch.optim.Optimizer, world_size: int, config: AutoLR) -> None:
     """Make every ``optimizer.step()`` use lr x ``config.factor(step, world_size)``.
 
     Does nothing for one process, or for an adaptive optimizer unless ``config.adaptive``.
     Attaching twice to the same optimizer is a no-op.
     """
-    if world_size <= 1 or getattr(optimizer, "_nano_lr_scaling", False):
+    if world_size <= 1 or lr_scaling(optimizer) is not None:
         return
     if not config.scales(optimizer):
         logger.info("auto_lr: %s's lr is not scaled (an adaptive optimizer; "
                     "AutoLR(adaptive=True) scales it)", type(optimizer).__name__)
         return
-    setattr(optimizer, "_nano_lr_scaling", True)
-    state = {"step": 0, "factor": 1.0}
+    state = LRScaling(world_size, config)
+    setattr(optimizer, "_nano_lr_scaling", state)
 
     def before(opt, _args, _kwargs):
-        state["factor"] = config.factor(state["step"], world_size)
+        state.factor = config.factor(state.steps, world_size)
         for group in opt.param_groups:
-            group["lr"] = group["lr"] * state["factor"]
+            group["lr"] = group["lr"] * state.factor
 
     def after(opt, _args, _kwargs):
         for group in opt.param_groups:
-            group["lr"] = group["lr"] / state["factor"]
-        state["step"] += 1
+            group["lr"] = group["lr"] / state.factor
+        state.steps += 1
 
     optimizer.register_step_pre_hook(before)
     optimizer.register_step_post_hook(after)

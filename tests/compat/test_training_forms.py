@@ -48,9 +48,10 @@ def test_torch_nano_setup_with_a_list_of_optimizers_and_a_second_model():
 @pytest.mark.slow
 def test_warmup_epochs_ramps_over_an_epoch_of_steps():
     # 2 processes, 8 batches: 4 steps per epoch per process, so the ramp takes 4 steps
-    seen = jobs.WarmupNano(num_processes=2, auto_lr={"warmup_epochs": 1}).train(
+    seen, scaling = jobs.WarmupNano(num_processes=2, auto_lr={"warmup_epochs": 1}).train(
         jobs.two_layers(), jobs.data())
     assert seen == [0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2, 0.2]
+    assert scaling == (4, 8, 2.0)  # warm-up steps, steps taken, the last factor
     trainer = Trainer(num_processes=2, auto_lr={"warmup_epochs": 1}, max_epochs=2, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False)
     lit = jobs.LitRegression()
