@@ -305,3 +305,24 @@ def test_patch_torch_makes_lightning_trainer_nano_and_unpatch_undoes_it():
     finally:
         unpatch_cuda()
     assert all(a is b for a, b in zip(before, snapshot()))
+
+
+def test_a_lightning_script_trains_under_patch_torch():
+    import lightning
+
+    from nano import Trainer, patch_torch, unpatch_torch
+    from tests.compat import training_jobs as jobs
+
+    patch_torch()
+    try:
+        model = jobs.two_layers().cuda()
+        lit = Trainer.compile(model, torch.nn.MSELoss(),
+                              torch.optim.SGD(model.parameters(), lr=0.05))
+        trainer = lightning.Trainer(max_epochs=2, accelerator="auto", logger=False,
+                                    enable_checkpointing=False, enable_progress_bar=False)
+        assert isinstance(trainer, Trainer)
+        before = trainer.validate(lit, jobs.data(), verbose=False)[0]["val/loss"]
+        trainer.fit(lit, jobs.data())
+        assert trainer.validate(lit, jobs.data(), verbose=False)[0]["val/loss"] < before
+    finally:
+        unpatch_torch()
