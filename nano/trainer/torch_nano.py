@@ -138,12 +138,12 @@ class TorchNano(Fabric):
             for loader, r in zip(loaders, ready if len(loaders) > 1 else [ready]):
                 prepared[id(loader)] = r
         options = self._nano_options
+        originals = list(optimizers)  # what the caller holds, in the order prepared
         if options.channels_last:
             use_channels_last(model)
         if options.use_ipex:
             model, first = ipex_optimize(model, optimizers[0] if optimizers else None, options.bf16)
             if optimizers:
-                prepared[id(optimizers[0])] = first
                 optimizers[0] = first
         if options.auto_lr is not None and optimizers:
             config = options.auto_lr.per_epoch(self._nano_steps_per_epoch)
@@ -154,7 +154,7 @@ class TorchNano(Fabric):
         else:
             ready_model = self.to_device(model)
             ready_optimizers = _as_list(self.setup_optimizers(*optimizers)) if optimizers else []
-        for opt, r in zip(optimizers, ready_optimizers):
+        for opt, r in zip(originals, ready_optimizers):
             prepared[id(opt)] = r
         rest = [[prepared[id(o)] for o in item] if _optimizer_list(item) else prepared[id(item)]
                 for item in optimizers_and_loaders]

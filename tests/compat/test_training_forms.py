@@ -129,3 +129,24 @@ def test_validate_test_predict_take_an_accelerated_model():
     plain = InferenceOptimizer.trace(jobs.two_layers(), accelerator="jit", input_sample=x[:2])
     with pytest.raises(NanoValueError, match="built from a Sequential: trace the LightningModule"):
         trainer.validate(plain, jobs.data())
+
+
+def test_setup_returns_the_prepared_optimizer_when_ipex_replaces_it(monkeypatch):
+    """IPEX hands back a new optimizer; setup must return it prepared (Fabric-wrapped), in
+    the caller's position, not the bare replacement."""
+    import nano.trainer.torch_nano as torch_nano
+    from nano import TorchNano
+
+    replacement = {}
+
+    def fake_ipex(model, optimizer, bf16):
+        replacement["opt"] = torch.optim.SGD(model.parameters(), lr=0.01)
+        return model, replacement["opt"]
+
+    monkeypatch.setattr(torch_nano, "ipex_optimize", fake_ipex)
+    fabric = TorchNano(use_ipex=True)
+    model = jobs.two_layers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    _, ready, loader = fabric.setup(model, opt, jobs.data())
+    assert ready is not replacement["opt"] and ready.optimizer is replacement["opt"]
+    assert len(loader) == 8
