@@ -295,17 +295,36 @@ class InputSignature:
         return flat
 
     def rebuild(self, flat: Sequence[torch.Tensor]) -> tuple[tuple, dict]:
-        """Inverse of flatten: the ``(args, kwargs)`` to call the original module with."""
+        """Inverse of flatten: the ``(args, kwargs)`` to call the original module with.
+
+        Parameters the sample left to their defaults are left out, as the user's call left
+        them out (after such a gap, given parameters go by keyword). Passing every default
+        positionally broke wrappers that add a keyword themselves: transformers' BERT
+        answered "got multiple values for argument 'use_cache'"."""
         it = iter(flat)
-        args, kwargs = [], {}
-        for name, kind in self.params:
-            value = _build(self.specs[name], it)
-            if kind in ("positional_only", "positional"):
-                args.append(value)
-            elif kind == "var_positional":
+        values = {name: _build(self.specs[name], it) for name, _ in self.params}
+        var_pos = next((n for n, k in self.params if k == "var_positional"), None)
+        # positional-only parameters, and all of them before a non-empty *args, must go by
+        # position: up to the last one that has to, defaults included
+        must = [i for i, (name, kind) in enumerate(self.params)
+                if kind == "positional_only" and name not in self.defaulted
+                or kind in ("positional_only", "positional") and var_pos and values[var_pos]]
+        last = max(must, default=-1)
+        args: list = []
+        kwargs: dict = {}
+        by_position = True
+        for i, (name, kind) in enumerate(self.params):
+            value = values[name]
+            if kind == "var_positional":
                 args.extend(value)
             elif kind == "var_keyword":
                 kwargs.update(value)
+            elif i <= last:
+                args.append(value)
+            elif name in self.defaulted:
+                by_position = False
+            elif kind in ("positional_only", "positional") and by_position:
+                args.append(value)
             else:
                 kwargs[name] = value
         return tuple(args), kwargs

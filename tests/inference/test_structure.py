@@ -39,7 +39,29 @@ def test_signature_binds_positional_and_keyword():
     assert flat[0] is x and flat[1] is e
     assert sig.flatten((), {"x": x, "extra": e})[1] is e
     args, kwargs = sig.rebuild(flat)
-    assert args[0] is x and args[1] is e and args[2] == 2.0 and kwargs == {}  # scale's default
+    # scale was left to its default by the sample, and is left out again
+    assert len(args) == 2 and args[0] is x and args[1] is e and kwargs == {}
+
+
+class AddsItsOwnKeyword(torch.nn.Module):
+    """Like transformers' BERT: a wrapper fills ``use_cache`` itself, so a call passing it
+    positionally fails with "got multiple values for argument 'use_cache'"."""
+
+    def forward(self, ids, mask=None, token_types=None, use_cache=None):
+        return ids * (1 if mask is None else mask) + (0 if token_types is None else token_types)
+
+    def __call__(self, *args, **kwargs):
+        kwargs.setdefault("use_cache", False)
+        return super().__call__(*args, **kwargs)
+
+
+def test_rebuild_leaves_defaults_out_and_passes_what_follows_a_gap_by_keyword():
+    ids, types = torch.ones(2, 3), torch.full((2, 3), 2.0)
+    model = AddsItsOwnKeyword()
+    sig = InputSignature.from_sample(model, (ids,), {"token_types": types})
+    args, kwargs = sig.rebuild(sig.flatten((ids,), {"token_types": types}))
+    assert len(args) == 1 and args[0] is ids and list(kwargs) == ["token_types"]
+    torch.testing.assert_close(model(*args, **kwargs), ids + types)
 
 
 def test_signature_errors_are_clear():
