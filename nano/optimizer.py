@@ -395,10 +395,13 @@ class InferenceOptimizer:
 
         threads = thread_num or read_topology().thread_budget
         params = ForwardParams.of(model)
+        given = None if input_sample is None else sample_call(model, input_sample)
+        if given is not None:
+            params = params.called_as(given)
         # the first batches calibrate INT8, as many as quantize() uses
         train = as_batches(training_data, "training_data", limit=CALIBRATION_BATCHES)
         calib = [split_batch(b, params, "training_data")[0] for b in train]
-        sample = calib[0] if input_sample is None else sample_call(model, input_sample)
+        sample = calib[0] if given is None else given
         check_fits(private_eval_copy(model), calib[0], "training_data")
         if input_sample is not None:
             check_fits(private_eval_copy(model), sample, "input_sample")

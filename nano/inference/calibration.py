@@ -34,9 +34,12 @@ def calibration_samples(model: torch.nn.Module, calib_data: Any, input_sample: A
     except (TypeError, ValueError) as e:
         raise DataMismatch(str(e)) from None
     params = ForwardParams.of(model)
+    reference = None if input_sample is None else sample_call(model, input_sample)
+    if reference is not None:
+        params = params.called_as(reference)
     samples = [split_batch(batch, params, "calib_data")[0] for batch in batches]
-    if input_sample is not None:
-        _check_like(samples[0], sample_call(model, input_sample))
+    if reference is not None:
+        _check_like(samples[0], reference)
     check_fits(private_eval_copy(model), samples[0], "calib_data")
     return samples
 

@@ -10,7 +10,7 @@ showing the shapes given, raised before any long work starts.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -91,6 +91,16 @@ class ForwardParams:
                              any(p.kind == p.VAR_KEYWORD for p in params),
                              tuple(p.name for p in params
                                    if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)))
+
+    def called_as(self, call: tuple[tuple, dict]) -> "ForwardParams":
+        """These parameters as the user's sample call uses them: a sample of ``k``
+        positional inputs says the model takes exactly ``k``. A batch of two tensors is
+        then two inputs, not an input and a target, for a forward whose parameters all
+        have defaults (transformers' ``(input_ids, attention_mask)``)."""
+        args, kwargs = call
+        if kwargs or not args:
+            return self
+        return replace(self, required=len(args), positional=len(args), var_positional=False)
 
     def fits(self, n: int) -> bool:
         return self.required <= n and (n <= self.positional or self.var_positional)

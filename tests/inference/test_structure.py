@@ -106,3 +106,23 @@ def test_channels_last_reaches_tensors_in_every_container():
     assert out["b"].volume.is_contiguous(memory_format=torch.channels_last_3d)
     assert out["rest"][1] == 1.5 and torch.equal(out["rest"][0], value["rest"][0])
 
+
+
+class AllOptional(torch.nn.Module):
+    """transformers' style: every input has a default."""
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None):
+        return input_ids.float() * attention_mask
+
+
+def test_an_input_sample_says_a_two_tensor_batch_is_two_inputs():
+    """Without it a batch (ids, mask) of an all-optional forward reads as an input and a
+    target: quantize() of BERT with input_sample=(ids, mask) refused its own calib_data."""
+    from nano.inference.calibration import calibration_samples
+
+    ids, mask = torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long)
+    batches = [(ids, mask), (ids, mask)]
+    samples = calibration_samples(AllOptional(), batches, input_sample=(ids, mask))
+    assert all(len(args) == 2 and not kwargs for args, kwargs in samples)
+    # without a sample, the historical reading (inputs..., target) stands
+    assert len(calibration_samples(AllOptional(), [(ids, mask, mask)])[0][0]) == 2
