@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import warnings
-from typing import Any, Optional, Sequence, TYPE_CHECKING
+from typing import Any, Iterator, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
@@ -78,7 +78,7 @@ def unavailable_reason(method: Method) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def lightning_scripting(module: torch.nn.Module):
+def lightning_scripting(module: torch.nn.Module) -> Iterator[None]:
     """Mark the LightningModules in ``module`` as being scripted while torch.jit looks at
     them. torch.jit probes every attribute with hasattr(), and a LightningModule's
     ``trainer`` raises RuntimeError (not AttributeError) outside a Trainer, which failed
