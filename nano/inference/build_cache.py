@@ -215,7 +215,12 @@ def _remove_abandoned_copies(key_dir: str) -> None:
             continue
         pid = name[:-len(PARTIAL)].rsplit(".", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(os.path.join(key_dir, name), ignore_errors=True)
+            path = os.path.join(key_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:  # a failure note being written
+                with contextlib.suppress(OSError):
+                    os.remove(path)
 
 
 def _alive(pid: int) -> bool:

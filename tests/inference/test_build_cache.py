@@ -150,10 +150,12 @@ def test_a_copy_left_by_a_dead_process_is_removed(tmp_path):
     key_dir = tmp_path / "builds" / "k"
     abandoned = _entry(key_dir.parent, "k", f"openvino_fp32-1.{dead}.partial", 10)
     running = _entry(key_dir.parent, "k", f"onnxruntime_fp32-1.{os.getpid()}.partial", 10)
+    note = key_dir / f"compile_int8-1.failed.{dead}.partial"  # a failure note half-written
+    note.write_text("{")
     saved = _entry(tmp_path, "saved", "m", 10)
     store(saved, str(key_dir / "jit_fp32-1"))
     assert sorted(os.listdir(key_dir)) == sorted(["jit_fp32-1", os.path.basename(running)])
-    assert not os.path.exists(abandoned)
+    assert not os.path.exists(abandoned) and not note.exists()
 
 
 @pytest.mark.slow
