@@ -334,9 +334,10 @@ class InferenceOptimizer:
         Timing takes up to ``latency_sample_num`` calls or ``latency_budget``
         seconds after warm-up; a candidate whose first 5 calls are over
         ``early_stop_factor`` times the best median so far (of the rows passing
-        the default accuracy judgement) stops early (None measures everything). With ``final_round`` the fastest candidates of
-        each precision (up to 4, within 1.5x of the best) are then timed again
-        side by side in one process, and the picks order them by that timing.
+        the default accuracy judgement) stops early (None measures everything).
+        With ``final_round`` the fastest passing candidates of each precision (up
+        to 4, within 1.5x of the best) are then timed again side by side in one
+        process, and the picks order them by that timing.
 
         ``time_budget`` (seconds): no candidate starts once it is spent, a running one
         is stopped when it runs out (each still gets at least 30 s), and the rows not
