@@ -152,6 +152,7 @@ class InferenceOptimizer:
         self._metric = None
         self._direction = "max"
         self._total_seconds = 0.0
+        self._search_mode = "default"
 
     @staticmethod
     def trace(model: torch.nn.Module, input_sample: Any = None, accelerator: Optional[str] = None,
@@ -419,6 +420,7 @@ class InferenceOptimizer:
             baseline_accuracy = evaluate_metric(private_eval_copy(model), metric, eval_samples,
                                                 targets, validation_data)
         self._reset(model, sample, threads, dynamic_axes, metric, direction)
+        self._search_mode = search_mode
         self._calib = calib
         cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, calib)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
@@ -611,6 +613,22 @@ class InferenceOptimizer:
                 f"accuracy_criterion={accuracy_criterion!r}; see summary() for what ran")
         best = ranked(candidates)[0]
         assert best.latency is not None  # usable rows are timed
+        if precs is not None and self._search_mode == "default":
+            # rows this precision lost to faster ones of another precision (the plan's
+            # "best so far" and the early stop look at every precision)
+            left = [r.name for r in self.results if r.method.precision in precs
+                    and (r.status == "slow" or r.status == "skipped"
+                         and any(why in r.detail for why in ("best so far", "slower than",
+                                                             "faster than")))]
+            others = any(r.usable and r.method.precision not in precs for r in self.results
+                         if r.name != "original")
+            if left and others:
+                warnings.warn(
+                    f"get_best_model(precision={precision!r}): the default search left out or "
+                    f"stopped {len(left)} such method(s) ({', '.join(left[:4])}"
+                    f"{', ...' if len(left) > 4 else ''}) because faster ones of other "
+                    f"precisions ran; for the best of this precision, optimize(..., "
+                    f"precision={precision!r}) or search_mode='all'", stacklevel=2)
         description = (f"{best.name}: {best.latency.median * 1e3:.3f} ms median, "
                        f"{speedup(best, self._original()) or 1.0:.2f}x the original")
         if "side_by_side" in best.extra:

@@ -1,6 +1,8 @@
 """search_mode="default": likely winners first, and methods that cannot win left out with a
 reason (the rows here are made up; test_optimize runs the real search)."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -154,3 +156,22 @@ def test_every_method_is_tried_in_all_and_grid_and_when_named(plan):
         assert plan.skip_reason(get_method(name), rows, passes) is None
     # the original is never left out
     assert SearchPlan(Mlp()).skip_reason(get_method("original"), rows, passes) is None
+
+
+def test_a_per_precision_pick_after_a_default_search_says_what_was_left_out(monkeypatch):
+    """On the zoo's ResNet-18, OpenVINO INT8 ran 18x eager, every fp32 method was left out or
+    stopped early, and get_best_model(precision="fp32") returned the original."""
+    from nano import InferenceOptimizer
+
+    opt = InferenceOptimizer()
+    opt.results = [row("original", 30), row("openvino_int8", 2), row("openvino_fp32", 20, "slow"),
+                   row("jit_fp32", status="skipped")]
+    opt.results[-1].detail = "skipped: jit_bf16 ran 6.0x the best so far (openvino_int8); ..."
+    monkeypatch.setattr(opt, "get_model", lambda name: name)
+    with pytest.warns(UserWarning, match=r"left out or stopped 2 such method\(s\) \(openvino_fp32, "
+                                         r"jit_fp32\).*optimize\(..., precision='fp32'\)"):
+        assert opt.get_best_model(precision="fp32")[0] == "original"
+    opt._search_mode = "all"  # an exhaustive search has nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.get_best_model(precision="fp32")
