@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -188,9 +188,8 @@ def _hf(model_class: str, config_class: str, **config) -> Callable[[], nn.Module
         import transformers
 
         torch.manual_seed(0)
-        settings = dict(attn_implementation="eager")
-        cfg = getattr(transformers, config_class)(**config)
-        return getattr(transformers, model_class)._from_config(cfg, **settings).eval()
+        cfg = getattr(transformers, config_class)(**config, attn_implementation="eager")
+        return getattr(transformers, model_class)(cfg).eval()
     return make
 
 
@@ -215,17 +214,12 @@ def _whisper_sample(batch: int) -> tuple:
 
 
 def _whisper_encoder() -> nn.Module:
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.WhisperConfig(num_mel_bins=16, d_model=64, encoder_layers=2,
-                                        encoder_attention_heads=4, encoder_ffn_dim=128,
-                                        decoder_layers=1, decoder_attention_heads=4,
-                                        max_source_positions=32, vocab_size=1000,
-                                        pad_token_id=0, bos_token_id=0, eos_token_id=1,
-                                        decoder_start_token_id=0)
-    config._attn_implementation = "eager"
-    return transformers.WhisperModel(config).get_encoder().eval()
+    whisper: Any = _hf("WhisperModel", "WhisperConfig", num_mel_bins=16, d_model=64, encoder_layers=2,
+               encoder_attention_heads=4, encoder_ffn_dim=128, decoder_layers=1,
+               decoder_attention_heads=4, max_source_positions=32, vocab_size=1000,
+               pad_token_id=0, bos_token_id=0, eos_token_id=1,
+               decoder_start_token_id=0)()
+    return whisper.get_encoder().eval()
 
 
 ZOO: dict[str, ZooModel] = {m.name: m for m in (
