@@ -76,6 +76,7 @@ def _build_cache(cache_dir: Optional[str], no_cache: bool, model: torch.nn.Modul
     if root is None:
         return lambda method: None
     key = build_cache.model_key(model, sample, dynamic_axes, calib)
+    build_cache.evict(root, build_cache.max_bytes(), keep=os.path.join(root, key))
     return lambda method: build_cache.entry_dir(root, key, method)
 
 

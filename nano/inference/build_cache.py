@@ -120,8 +120,7 @@ def entry_dir(root: str, key: str, method: Method) -> str:
 
 
 def store(saved: str, entry: str) -> None:
-    """Copy the saved model directory ``saved`` into the cache as ``entry``, atomically,
-    then trim the cache to its size limit."""
+    """Copy the saved model directory ``saved`` into the cache as ``entry``, atomically."""
     key_dir = os.path.dirname(entry)
     os.makedirs(key_dir, exist_ok=True)
     _remove_abandoned_copies(key_dir)
@@ -131,7 +130,6 @@ def store(saved: str, entry: str) -> None:
     shutil.rmtree(entry, ignore_errors=True)
     os.replace(partial, entry)
     touch(entry)
-    evict(os.path.dirname(key_dir), max_bytes(), keep=key_dir)
 
 
 def remember_failure(entry: str, detail: str) -> None:
@@ -187,9 +185,12 @@ def max_bytes() -> int:
 
 def evict(root: str, limit: int, keep: Optional[str] = None) -> list:
     """Remove whole models' entries, least recently used first, until ``root`` holds at
-    most ``limit`` bytes (``keep``, the model being searched, stays); returns what went."""
+    most ``limit`` bytes (``keep``, the model being searched, stays); returns what went.
+    A search calls it once, as it opens the cache (walking the cache on every store would
+    read it again for each candidate), so the cache can pass the limit by one model's
+    entries until the next search."""
     models = []
-    for name in os.listdir(root):
+    for name in os.listdir(root) if os.path.isdir(root) else []:
         path = os.path.join(root, name)
         if os.path.isdir(path):
             size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
