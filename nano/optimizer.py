@@ -153,7 +153,7 @@ class InferenceOptimizer:
         self._metric = None
         self._direction = "max"
         self._total_seconds = 0.0
-        self._search_mode = "default"
+        self._plan: Optional[SearchPlan] = None
 
     @staticmethod
     def trace(model: torch.nn.Module, input_sample: Any = None, accelerator: Optional[str] = None,
@@ -421,7 +421,7 @@ class InferenceOptimizer:
             baseline_accuracy = evaluate_metric(private_eval_copy(model), metric, eval_samples,
                                                 targets, validation_data)
         self._reset(model, sample, threads, dynamic_axes, metric, direction)
-        self._search_mode = search_mode
+        self._plan = plan
         self._calib = calib
         cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, calib)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
@@ -614,13 +614,11 @@ class InferenceOptimizer:
                 f"accuracy_criterion={accuracy_criterion!r}; see summary() for what ran")
         best = ranked(candidates)[0]
         assert best.latency is not None  # usable rows are timed
-        if precs is not None and self._search_mode == "default":
+        if precs is not None and self._plan is not None and not self._plan.exhaustive:
             # rows this precision lost to faster ones of another precision (the plan's
             # "best so far" and the early stop look at every precision)
             left = [r.name for r in self.results if r.method.precision in precs
-                    and (r.status == "slow" or r.status == "skipped"
-                         and any(why in r.detail for why in ("best so far", "slower than",
-                                                             "faster than")))]
+                    and (r.status == "slow" or r.name in self._plan.outpaced)]
             others = any(r.usable and r.method.precision not in precs for r in self.results
                          if r.name != "original")
             if left and others:

@@ -115,6 +115,9 @@ class SearchPlan:
         self.named = frozenset(includes or ())
         self.has_convolution = any(isinstance(m, _CONVOLUTIONS) for m in model.modules())
         self._hopeless: dict = {}  # family -> why it was dropped
+        # the methods left out because faster ones (of any precision) ran: what a pick of
+        # one precision may have lost
+        self.outpaced: set = set()
 
     def order(self, methods: list) -> list:
         """``methods`` with the original first, then likely winners first (as given in
@@ -134,6 +137,18 @@ class SearchPlan:
         if method.channels_last and not self.has_convolution:
             return ("skipped: channels_last only changes how convolutions lay out memory, and "
                     "this model has none")
+        for r in rows:
+            if _same_static_quantization(r.method, method) and r.usable and not passes(r):
+                return (f"skipped: {r.name} failed the accuracy judgement, and {method.name} "
+                        f"quantizes the same way (static, same calibration) in another format")
+        why = self._outpaced_reason(method, rows, passes)
+        if why:
+            self.outpaced.add(method.name)
+        return why
+
+    def _outpaced_reason(self, method: Method, rows: list,
+                         passes: Callable[[CandidateResult], bool]) -> Optional[str]:
+        """Why faster rows already make ``method`` unable to win, or None."""
         self._note_hopeless(rows, passes)
         dominator = DOMINATED_BY.get(method.accelerator)
         if dominator is not None:
@@ -145,10 +160,6 @@ class SearchPlan:
             if (dominator, False) in self._hopeless:
                 return (f"skipped: {method.accelerator} ran slower than {dominator} on every "
                         f"benchmark model, and {self._hopeless[(dominator, False)]}")
-        for r in rows:
-            if _same_static_quantization(r.method, method) and r.usable and not passes(r):
-                return (f"skipped: {r.name} failed the accuracy judgement, and {method.name} "
-                        f"quantizes the same way (static, same calibration) in another format")
         why = self._hopeless.get(_family(method))
         return f"skipped: {why}; its other methods are expected slower" if why else None
 

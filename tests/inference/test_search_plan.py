@@ -87,6 +87,7 @@ def test_a_family_is_dropped_once_one_of_it_cannot_win():
         "skipped: jit_bf16_channels_last ran 2.4x the best so far (openvino_int8); its other "
         "methods are expected slower")
     assert got["openvino_bf16"] is None and got["bf16"] is None  # other families go on
+    assert plan.outpaced == {"jit_fp32", "jit_bf16"}
     # within HOPELESS of the best, the family goes on
     close = [row("original", 30), row("openvino_int8", 5),
              row("jit_bf16_channels_last", 5 * HOPELESS * 0.99)]
@@ -166,12 +167,13 @@ def test_a_per_precision_pick_after_a_default_search_says_what_was_left_out(monk
     opt = InferenceOptimizer()
     opt.results = [row("original", 30), row("openvino_int8", 2), row("openvino_fp32", 20, "slow"),
                    row("jit_fp32", status="skipped")]
-    opt.results[-1].detail = "skipped: jit_bf16 ran 6.0x the best so far (openvino_int8); ..."
+    opt._plan = SearchPlan(resnet18())
+    opt._plan.outpaced.add("jit_fp32")  # as skip_reason records a method faster rows outpaced
     monkeypatch.setattr(opt, "get_model", lambda name: name)
     with pytest.warns(UserWarning, match=r"left out or stopped 2 such method\(s\) \(openvino_fp32, "
                                          r"jit_fp32\).*optimize\(..., precision='fp32'\)"):
         assert opt.get_best_model(precision="fp32")[0] == "original"
-    opt._search_mode = "all"  # an exhaustive search has nothing to say
+    opt._plan = SearchPlan(resnet18(), "all")  # an exhaustive search has nothing to say
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         opt.get_best_model(precision="fp32")
