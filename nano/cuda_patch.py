@@ -175,7 +175,7 @@ def _autocast_init(original: Callable) -> Callable:
 def _scaler_init(original: Callable) -> Callable:
     @functools.wraps(original)
     def __init__(self, device="cuda", *args, **kwargs):
-        if is_cuda(device) or device == "cuda":
+        if is_cuda(device):
             original(self, "cpu", enabled=False)  # passes losses and steps through
         else:
             original(self, device, *args, **kwargs)
