@@ -15,13 +15,15 @@ import torch
 
 from nano.errors import NanoTypeError, NanoValueError, SearchFailed
 from nano.inference import backends, compat, report
-from nano.inference.calibration import CALIBRATION_BATCHES
+from nano.inference.calibration import (CALIBRATION_BATCHES, HELD_OUT_BATCHES,
+                                        calibration_and_held_out)
 from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
                                  split_batch)
 from nano.inference.criterion import Criterion, output_error_limit
 from nano.inference.isolation import Zygote
 from nano.launcher.termination import signals_unwind
-from nano.inference.measure import OUTPUT_TOLERANCE, evaluate_metric, metric_style
+from nano.inference.judgement import JUDGEMENTS, OutputJudgement
+from nano.inference.measure import evaluate_metric, metric_style
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
 from nano.inference.model import AcceleratedModel, load_model, save_model
@@ -154,6 +156,8 @@ class InferenceOptimizer:
         self._direction = "max"
         self._total_seconds = 0.0
         self._plan: Optional[SearchPlan] = None
+        self._judgement: Optional[OutputJudgement] = None
+        self._judged_on_calibration = False
 
     @staticmethod
     def trace(model: torch.nn.Module, input_sample: Any = None, accelerator: Optional[str] = None,
@@ -321,16 +325,21 @@ class InferenceOptimizer:
                  use_ipex: Optional[bool] = None, output_filename: Optional[str] = None,
                  time_budget: Optional[float] = None, latency_target: Optional[float] = None,
                  no_cache: bool = False, cache_dir: Optional[str] = None,
-                 **bigdl_options: Any) -> None:
+                 accuracy: Optional[str] = None, **bigdl_options: Any) -> None:
         """Try every applicable method on ``model`` and record speed and accuracy.
 
         ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
         input sample (its first batch) and calibrates the INT8 methods (up to
         16 batches). With ``metric`` and ``validation_data``
         each candidate's accuracy is measured (``metric(pred, target)`` or
-        ``metric(model, data)`` when its first parameter is named ``model``);
-        without a metric, outputs on held-out batches are compared with the
-        original. ``accelerator``/``precision`` (a name or a tuple of names)
+        ``metric(model, data)`` when its first parameter is named ``model``).
+        Without a metric, outputs on held-out batches (``validation_data``, else
+        training batches calibration did not use) are judged against the
+        original's by what they are (``nano.inference.judgement``): classifier
+        and token logits by top-1 agreement, embeddings by their smallest cosine
+        similarity, other outputs by relative L2 error; ``accuracy`` ("top1",
+        "cosine" or "rel_l2") names one judgement for every output instead.
+        ``accelerator``/``precision`` (a name or a tuple of names)
         and ``includes``/``excludes`` (method names) narrow the search. Each
         candidate runs in its own process with a hard ``timeout_per_method``.
         Timing takes up to ``latency_sample_num`` calls or ``latency_budget``
@@ -365,6 +374,12 @@ class InferenceOptimizer:
         ``output_filename`` (the summary is also written there).
         """
         compat.check_options("optimize", bigdl_options)
+        if accuracy is not None and accuracy not in JUDGEMENTS:
+            raise NanoValueError(f"accuracy must be one of {', '.join(map(repr, JUDGEMENTS))} "
+                                 f"(None: each output judged by its kind), got {accuracy!r}")
+        if accuracy is not None and metric is not None:
+            raise NanoValueError("pass metric or accuracy, not both: accuracy names the "
+                                 "judgement used without a metric")
         if search_mode not in ("default", "all", "grid"):
             raise NanoValueError(f"search_mode must be 'default', 'all' or 'grid', got "
                                  f"{search_mode!r}")
@@ -401,9 +416,15 @@ class InferenceOptimizer:
         given = None if input_sample is None else sample_call(model, input_sample)
         if given is not None:
             params = params.called_as(given)
-        # the first batches calibrate INT8, as many as quantize() uses
-        train = as_batches(training_data, "training_data", limit=CALIBRATION_BATCHES)
-        calib = [split_batch(b, params, "training_data")[0] for b in train]
+        # the first batches calibrate INT8 (as many as quantize() uses); without
+        # validation_data, outputs are judged on the batches after them
+        train = as_batches(training_data, "training_data",
+                           limit=CALIBRATION_BATCHES + (0 if validation_data is not None
+                                                        else HELD_OUT_BATCHES))
+        calib_batches, held_batches = ((train[:CALIBRATION_BATCHES], [])
+                                       if validation_data is not None
+                                       else calibration_and_held_out(train))
+        calib = [split_batch(b, params, "training_data")[0] for b in calib_batches]
         sample = calib[0] if given is None else given
         check_fits(private_eval_copy(model), calib[0], "training_data")
         if input_sample is not None:
@@ -413,9 +434,10 @@ class InferenceOptimizer:
                         for b in as_batches(validation_data, "validation_data")]
             check_fits(private_eval_copy(model), held_out[0][0], "validation_data")
         else:
-            held_out = [split_batch(b, params, "training_data") for b in train[1:5] or train[:1]]
+            held_out = [split_batch(b, params, "training_data") for b in held_batches]
         eval_samples, targets = [s for s, _ in held_out], [t for _, t in held_out]
         references = reference_outputs(model, eval_samples)
+        judgement = OutputJudgement.decide(model, references[0], accuracy)
         baseline_accuracy = None
         if metric is not None:
             baseline_accuracy = evaluate_metric(private_eval_copy(model), metric, eval_samples,
@@ -423,9 +445,11 @@ class InferenceOptimizer:
         self._reset(model, sample, threads, dynamic_axes, metric, direction)
         self._plan = plan
         self._calib = calib
+        self._judgement = judgement
+        self._judged_on_calibration = validation_data is None and len(train) == 1
         cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, calib)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
-                          validation_data, calib)
+                          validation_data, calib, judgement)
         started = time.monotonic()
         memory = memory_limit or default_memory_limit()
         from tqdm.auto import tqdm
@@ -547,8 +571,8 @@ class InferenceOptimizer:
         tried = sum(r.status not in ("skipped", "unavailable") for r in self.results)
         skipped = sum(r.status == "skipped" for r in self.results)
         text = (report.format_table(self.records()) +
-                f"\n\n{tried} method{'' if tried == 1 else 's'} tried" + (f" ({skipped} left out, each row says why)"
-                                                 if skipped else "") +
+                f"\n\n{tried} method{'' if tried == 1 else 's'} tried" +
+                (f" ({skipped} left out, each row says why)" if skipped else "") +
                 f" in {self._total_seconds:.1f} s "
                 f"with {self._thread_num} threads; speed-up is against 'original'"
                 + (", timed side by side with it for the final round's rows." if final
@@ -556,9 +580,19 @@ class InferenceOptimizer:
                 "\npeak MB: the candidate's process at its peak (the shared model included); "
                 "size MB: what save() writes" + ("; cold start s: load() and the first call, "
                                                  "for the final round's rows." if final
-                                                 else "."))
+                                                 else ".") + self._judged_note())
         print(text, file=file or sys.stdout)
         return text
+
+    def _judged_note(self) -> str:
+        """Which judgement the output column used, and on what data."""
+        if self._metric is not None or self._judgement is None:
+            return ""
+        note = f"\noutputs judged without a metric: {self._judgement.describe()}"
+        if self._judged_on_calibration:
+            note += (" -- on the only training batch, which also calibrated INT8: pass "
+                     "validation_data (or more batches) for a held-out judgement")
+        return note + "."
 
     def save_summary(self, path: str) -> None:
         """Save the table as .txt, .csv, .json, or a .png/.svg/.pdf bar chart (by extension;
@@ -579,8 +613,9 @@ class InferenceOptimizer:
             base = self._original().accuracy
             return base is not None and r.accuracy is not None and criterion.passes(base,
                                                                                    r.accuracy)
-        limit = output_error_limit(accuracy_criterion, OUTPUT_TOLERANCE[r.method.precision])
-        return r.output_error is None or r.output_error <= limit
+        limit = (None if accuracy_criterion is None
+                 else output_error_limit(accuracy_criterion, 0.0))
+        return r.verdict is None or r.verdict.passes(r.method.precision, limit)
 
     def get_best_model(self, accelerator: Any = None, precision: Any = None,
                        accuracy_criterion: Any = None) -> tuple[AcceleratedModel, str]:
@@ -590,8 +625,9 @@ class InferenceOptimizer:
         plain PyTorch; None means any). ``accuracy_criterion``: with a metric,
         the largest accuracy drop against the original, as in quantize(): a
         relative drop (0.01 = 1%, the default) or {"absolute": x}; without one,
-        the largest relative output error (default: per precision, fp32 1e-3,
-        bf16/fp16 5e-2, int8 1e-1).
+        the largest error of each output's judgement (1 - top-1 agreement,
+        1 - smallest cosine, or the relative L2 error), for every precision
+        (default: per judgement and precision, ``nano.inference.judgement.TOLERANCE``).
         """
         self._require_search()
         if self._metric is not None:

@@ -17,6 +17,22 @@ from nano.inference.structure import flatten_output
 # 1.3-1.4x as long as 16 on a ResNet-18; a caller wanting more passes sample_size.
 CALIBRATION_BATCHES = 16
 
+# Without validation_data, optimize() judges outputs on training batches calibration did
+# not see: up to this many past the calibration batches.
+HELD_OUT_BATCHES = 8
+
+
+def calibration_and_held_out(batches: list) -> tuple[list, list]:
+    """``(calibration batches, held-out batches)`` from training data read up to
+    CALIBRATION_BATCHES + HELD_OUT_BATCHES batches: the last quarter (at least one), or more
+    to fill HELD_OUT_BATCHES where calibration has its CALIBRATION_BATCHES anyway. A single
+    batch is both: there is nothing else to judge on."""
+    n = len(batches)
+    if n <= 1:
+        return batches, batches
+    held = max(1, n // 4, min(HELD_OUT_BATCHES, n - CALIBRATION_BATCHES))
+    return batches[:min(n - held, CALIBRATION_BATCHES)], batches[n - held:]
+
 
 def calibration_samples(model: torch.nn.Module, calib_data: Any, input_sample: Any = None,
                         limit: int = CALIBRATION_BATCHES) -> list[tuple[tuple, dict]]:

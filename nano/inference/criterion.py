@@ -60,12 +60,16 @@ class Criterion:
 
 
 def output_error_limit(accuracy_criterion: Optional[float], default: float) -> float:
-    """Without a metric, the criterion is the largest relative output error allowed."""
+    """Without a metric, the criterion is the largest error of each output's judgement
+    (``nano.inference.judgement``): 1 - top-1 agreement, 1 - smallest cosine, or the
+    relative L2 error."""
     if accuracy_criterion is None:
         return default
     if isinstance(accuracy_criterion, bool) or not isinstance(accuracy_criterion, (int, float)) \
             or not 0 <= accuracy_criterion <= 1:
-        raise NanoValueError(f"without a metric, accuracy_criterion is the largest relative "
-                             f"output error allowed: a number between 0 and 1, got "
+        raise NanoValueError(f"without a metric, accuracy_criterion is the largest error of "
+                             f"each output's judgement allowed (1 - top-1 agreement, "
+                             f"1 - smallest cosine, or the relative L2 error): a number "
+                             f"between 0 and 1, got "
                              f"{accuracy_criterion!r}")
     return float(accuracy_criterion)

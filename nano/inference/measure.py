@@ -13,11 +13,6 @@ from typing import Any, Callable, Optional
 import torch
 
 from nano.inference.data import call
-from nano.inference.structure import flatten_output
-
-# Largest relative output error accepted without a metric, by precision.
-OUTPUT_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 5e-2, "int8": 1e-1}
-
 
 @dataclass
 class Latency:
@@ -99,24 +94,6 @@ def time_side_by_side(fns: dict, rounds: int = 5, round_seconds: float = 0.2,
                 times.append(time.perf_counter() - t)
             medians[name].append(statistics.median(times))
     return {name: statistics.median(m) for name, m in medians.items()}
-
-
-def output_error(outputs: list, references: list) -> float:
-    """Largest relative error over output tensors: max|a - b| / max|b| (exact-match share for
-    integer outputs)."""
-    worst = 0.0
-    for out, ref in zip(outputs, references):
-        for a, b in zip(flatten_output(out), flatten_output(ref)):
-            if a.shape != b.shape:
-                return math.inf
-            if b.is_floating_point():
-                a, b = a.float(), b.float()
-                scale = b.abs().max().item() if b.numel() else 0.0
-                err = (a - b).abs().max().item() / max(scale, 1e-6) if b.numel() else 0.0
-            else:
-                err = (a != b).float().mean().item() if b.numel() else 0.0
-            worst = max(worst, err if not math.isnan(err) else math.inf)
-    return worst
 
 
 def metric_style(metric: Callable) -> str:

@@ -34,12 +34,16 @@ def result_records(results: list, baseline: Optional[CandidateResult]) -> list[d
             "accuracy_change": (round(r.accuracy - base_acc, 6)
                                 if r.accuracy is not None and base_acc is not None else None),
             "output_error": r.output_error,
+            "judgement": r.verdict.describe(r.method.precision) if r.verdict else None,
             "build_s": round(r.build_seconds, 2) if r.build_seconds is not None else None,
             "cost_s": round(r.cost_seconds, 2),
             "peak_mb": _mb(r.extra.get("peak_rss_bytes")),
             "size_mb": _mb(r.extra.get("artifact_bytes")),
             "detail": r.detail,
         }
+        worst = r.verdict.worst(r.method.precision) if r.verdict else None
+        if worst is not None and worst.top5 is not None:
+            rec["top5"] = round(worst.top5, 4)
         if "side_by_side" in r.extra:
             rec["side_by_side_ms"] = round(r.extra["side_by_side"] * 1e3, 4)
             cold = r.extra.get("cold_start")
@@ -64,7 +68,7 @@ def format_table(records: list[dict]) -> str:
     """A fixed-width text table."""
     has_metric = any(r.get("accuracy") is not None for r in records)
     header = ["method", "status", "latency ms", "± IQR", "speed-up",
-              "accuracy" if has_metric else "output err", "build s", "peak MB", "size MB"]
+              "accuracy" if has_metric else "output vs original", "build s", "peak MB", "size MB"]
     final = any("side_by_side_ms" in r for r in records)
     if final:
         header += ["side by side ms", "cold start s"]
@@ -77,7 +81,7 @@ def format_table(records: list[dict]) -> str:
     rows = []
     for r in records:
         quality = (_fmt(r.get("accuracy"), ".4f") if has_metric
-                   else _fmt(r.get("output_error"), ".1e"))
+                   else r.get("judgement") or _fmt(r.get("output_error"), ".1e"))
         row = [r["method"], r["status"], _fmt(r["latency_ms"], ".3f"), _fmt(r["spread_ms"], ".3f"),
                (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
                _fmt(r["build_s"], ".1f"), _fmt(r.get("peak_mb"), ".0f"),

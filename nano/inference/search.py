@@ -13,8 +13,9 @@ import torch
 
 from nano.inference import backends, build_cache, isolation
 from nano.inference.data import call
-from nano.inference.measure import (OUTPUT_TOLERANCE, Latency, evaluate_metric, measure_latency,
-                                    output_error, time_side_by_side)
+from nano.inference.judgement import OutputJudgement, Verdict
+from nano.inference.measure import (Latency, evaluate_metric, measure_latency,
+                                    time_side_by_side)
 from nano.inference.methods import Method
 from nano.inference.model import load_model
 from nano.inference.prepare import prepare, private_eval_copy
@@ -37,6 +38,7 @@ class SearchData:
     metric: Optional[Callable] = None
     validation_data: Any = None
     calib: Optional[list] = None  # calibration inputs (args, kwargs) for the INT8 candidates
+    judgement: Optional[OutputJudgement] = None  # how outputs are judged without a metric
 
 
 @dataclass
@@ -64,11 +66,12 @@ class CandidateResult:
     detail: str = ""
     latency: Optional[Latency] = None
     accuracy: Optional[float] = None
-    output_error: Optional[float] = None
+    output_error: Optional[float] = None  # the judgement's error of the output furthest off
     build_seconds: Optional[float] = None
     cost_seconds: float = 0.0
     saved_to: Optional[str] = None
     extra: dict = field(default_factory=dict)
+    verdict: Optional[Verdict] = None  # each output judged against the original's
 
     @property
     def name(self) -> str:
@@ -122,10 +125,10 @@ def evaluate_candidate(task: CandidateTask) -> dict:
     if data.metric is not None:
         result["accuracy"] = evaluate_metric(model, data.metric, data.eval_samples, data.targets,
                                              data.validation_data)
-    if data.references:
+    if data.references and data.judgement is not None:
         with torch.no_grad():
             outputs = [call(model, s) for s in data.eval_samples]
-        result["output_error"] = output_error(outputs, data.references)
+        result["verdict"] = data.judgement.judge(outputs, data.references)
     if task.save_dir:
         # saved where the search can load it again; a state-dict kind needs the user's module
         # to load, so it is not saved, only weighed
@@ -241,9 +244,11 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
         return CandidateResult(task.method, outcome.status, detail, cost_seconds=outcome.seconds)
     r = outcome.result
     latency: Latency = r["latency"]
+    verdict: Optional[Verdict] = r.get("verdict")
+    precision = task.method.precision
     row = CandidateResult(task.method, "ok", "", latency, r.get("accuracy"),
-                          r.get("output_error"), r["build_seconds"], outcome.seconds,
-                          r.get("saved_to"))
+                          verdict.error(precision) if verdict else None, r["build_seconds"],
+                          outcome.seconds, r.get("saved_to"), verdict=verdict)
     for key in ("artifact_bytes", "peak_rss_bytes"):
         if r.get(key) is not None:
             row.extra[key] = r[key]
@@ -252,12 +257,9 @@ def run_candidate(zygote: isolation.Zygote, task: CandidateTask, timeout: float,
         row.status = "slow"
         notes.append(f"stopped early: over {task.early_stop_factor:g}x the best median so far "
                      f"after 5 calls")
-    elif row.accuracy is None and row.output_error is not None and row.output_error > OUTPUT_TOLERANCE[
-            task.method.precision]:
+    elif row.accuracy is None and verdict is not None and verdict.shortfall(precision):
         row.status = "drift"
-        notes.append(f"outputs drift: relative error {row.output_error:.2g} > "
-                     f"{OUTPUT_TOLERANCE[task.method.precision]:g} allowed for "
-                     f"{task.method.precision}")
+        notes.append(str(verdict.shortfall(precision)))
     if r.get("reused"):
         notes.append("built earlier: loaded from the build cache")
     row.detail = "; ".join(notes)

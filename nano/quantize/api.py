@@ -21,8 +21,8 @@ from nano.errors import NanoError, NanoTypeError, NanoValueError
 from nano.inference import backends
 from nano.inference.criterion import Criterion
 from nano.inference.data import ForwardParams, as_batches, sample_call, split_batch
-from nano.inference.measure import (OUTPUT_TOLERANCE, evaluate_metric, measure_latency,
-                                    metric_style, output_error)
+from nano.inference.judgement import OutputJudgement
+from nano.inference.measure import evaluate_metric, measure_latency, metric_style
 from nano.inference.methods import Method, normalize_accelerator, normalize_precision
 from nano.inference.prepare import prepare
 from nano.inference.calibration import calibration_samples
@@ -193,10 +193,11 @@ def _warn_on_drift(built, inputs) -> None:
     with torch.no_grad():
         ref = inputs.model(*inputs.args, **inputs.kwargs)  # the private fp32 copy
         out = built(*inputs.args, **inputs.kwargs)
-    err = output_error([out], [ref])
-    if err > OUTPUT_TOLERANCE["int8"]:
-        warnings.warn(f"INT8 outputs differ from fp32 by {err:.2g} (relative) on the sample; "
-                      f"check accuracy with metric= and accuracy_criterion=", stacklevel=3)
+    verdict = OutputJudgement.decide(inputs.model, ref).judge([out], [ref])
+    shortfall = verdict.shortfall("int8")
+    if shortfall:
+        warnings.warn(f"INT8 {shortfall} on the sample; check accuracy with metric= and "
+                      f"accuracy_criterion=", stacklevel=3)
 
 
 def _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, samples, targets,

@@ -1,6 +1,7 @@
 """optimize(): isolated candidates, honest rows, filters, reports."""
 
 import copy
+import io
 import json
 import subprocess
 import sys
@@ -233,14 +234,32 @@ def test_side_by_side_times_order_only_the_close_finalists():
     assert [r.name for r in ranked(plain)] == ["onnxruntime_fp32", "jit_fp32"]
 
 
-def test_without_metric_outputs_are_compared(digits_cnn, digits):
+def test_without_metric_outputs_are_judged_by_kind(digits_cnn, digits):
+    (x, _), _ = digits
+    batches = [(x[i:i + 16],) for i in range(0, 128, 16)]  # 8 batches: 6 calibrate, 2 judge
+    opt = InferenceOptimizer()
+    opt.optimize(digits_cnn, batches, includes=["jit_fp32", "openvino_bf16"],
+                 latency_sample_num=10, latency_budget=1,
+                 early_stop_factor=None)  # tiny model: runtimes' fixed costs
+    rows = {r.name: r for r in opt.results}
+    # classifier logits: top-1 agreement over the 32 held-out rows
+    for name in ("jit_fp32", "openvino_bf16"):
+        (leaf,) = rows[name].verdict.leaves
+        assert (leaf.kind, leaf.rows) == ("top1", 32)
+    assert rows["jit_fp32"].output_error == 0
+    assert "top-1" in opt.summary(file=io.StringIO())
+    assert rows["openvino_bf16"].status == "ok"
+
+
+def test_a_named_judgement_and_a_tight_criterion(digits_cnn, digits):
     (x, _), _ = digits
     opt = InferenceOptimizer()
-    opt.optimize(digits_cnn, x[:32], includes=["jit_fp32", "openvino_bf16"], latency_sample_num=10,
-                 latency_budget=1, early_stop_factor=None)  # tiny model: runtimes' fixed costs
+    opt.optimize(digits_cnn, [(x[i:i + 16],) for i in range(0, 64, 16)],
+                 includes=["jit_fp32", "openvino_bf16"], latency_sample_num=10,
+                 latency_budget=1, early_stop_factor=None, accuracy="rel_l2")
     rows = {r.name: r for r in opt.results}
-    assert rows["jit_fp32"].output_error < 1e-5
-    assert 0 < rows["openvino_bf16"].output_error < 5e-2
+    assert rows["openvino_bf16"].verdict.leaves[0].kind == "rel_l2"
+    assert 0 < rows["openvino_bf16"].output_error < 3e-2
     # a criterion tighter than bf16 rounding excludes the bf16 candidate
     model, _ = opt.get_best_model(accuracy_criterion=1e-6)
     assert model.method.precision == "fp32"
