@@ -14,7 +14,7 @@ from typing import Any, Callable, IO, Mapping, Optional, Sequence, TYPE_CHECKING
 import torch
 
 from nano.errors import NanoTypeError, NanoValueError, SearchFailed
-from nano.inference import backends, compat, report
+from nano.inference import backends, compat, int8_ladder, report
 from nano.inference.calibration import (CALIBRATION_BATCHES, HELD_OUT_BATCHES,
                                         calibration_and_held_out)
 from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
@@ -22,7 +22,7 @@ from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_c
 from nano.inference.criterion import Criterion, output_error_limit
 from nano.inference.isolation import Zygote
 from nano.launcher.termination import signals_unwind
-from nano.inference.judgement import JUDGEMENTS, OutputJudgement
+from nano.inference.judgement import JUDGEMENTS, HeldOut, OutputJudgement
 from nano.inference.measure import evaluate_metric, metric_style
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
@@ -158,6 +158,7 @@ class InferenceOptimizer:
         self._plan: Optional[SearchPlan] = None
         self._judgement: Optional[OutputJudgement] = None
         self._judged_on_calibration = False
+        self._held_out: Optional[HeldOut] = None
 
     @staticmethod
     def trace(model: torch.nn.Module, input_sample: Any = None, accelerator: Optional[str] = None,
@@ -450,6 +451,7 @@ class InferenceOptimizer:
         cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, calib)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
                           validation_data, calib, judgement)
+        self._held_out = data.held_out()
         started = time.monotonic()
         memory = memory_limit or default_memory_limit()
         from tqdm.auto import tqdm
@@ -459,8 +461,13 @@ class InferenceOptimizer:
                     tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
                          file=sys.stderr) as bar:
                 stop = None  # why the rest of the list is not tried
-                for method in methods:
-                    skipped = stop or plan.skip_reason(method, self.results, self._passes_default)
+                todo = list(methods)
+                while todo:
+                    method = todo.pop(0)
+                    skipped = (stop or int8_ladder.stop_reason(method, self.results,
+                                                                plan.exhaustive,
+                                                                self._passes_default)
+                               or plan.skip_reason(method, self.results, self._passes_default))
                     if skipped:
                         self.results.append(CandidateResult(method, "skipped", skipped))
                         bar.update(1)
@@ -483,6 +490,12 @@ class InferenceOptimizer:
                     self.results.append(row)
                     bar.update(1)
                     stop = self._stop_reason(row, started, time_budget, latency_target)
+                    if int8_ladder.is_default_int8(method) and row.usable \
+                            and not self._passes_default(row):
+                        ladder = int8_ladder.steps(method)
+                        todo[:0] = ladder
+                        bar.total += len(ladder)
+                        bar.refresh()
                 rows = (finalists(self.results, self._passes_default) if final_round and not stop
                         else [])
                 if rows:
@@ -697,13 +710,14 @@ class InferenceOptimizer:
     def get_model(self, method_name: str) -> AcceleratedModel:
         """The model built by ``method_name`` during optimize() (loaded or rebuilt here)."""
         self._require_search()
-        get_method(method_name)
         row = self._result(method_name)
+        if row is None:
+            get_method(method_name)  # a typo: the error lists the valid names
         if row is None or not row.usable:
             raise RuntimeError(f"{method_name} has no usable model: "
                                f"{row.status + ': ' + row.detail if row else 'not tried'}")
         if method_name not in self._built:
             self._built[method_name] = build_candidate(
                 row.method, self._model, self._sample, self._thread_num, self._dynamic_axes,
-                self._calib, row.saved_to)
+                self._calib, row.saved_to, held_out=self._held_out)
         return self._built[method_name]

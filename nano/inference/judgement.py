@@ -226,3 +226,23 @@ def _judge_leaf(name: str, kind: str, pairs: list) -> LeafVerdict:
     scale = b.double().norm().item()
     error = diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
     return LeafVerdict(name, kind, error, a.shape[0])
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out inputs ``(args, kwargs)``, the original's outputs on them and how they are
+    judged: what a quantizer that measures which layers cost accuracy builds against."""
+
+    samples: list
+    references: list
+    judgement: OutputJudgement
+
+    def score(self, outputs: list, precision: str = "int8", indexes: Optional[list] = None
+              ) -> float:
+        """1 for outputs equal to the original's, 0 at the edge of the default tolerance for
+        ``precision``, below 0 past it: 1 - the largest error/tolerance over the outputs.
+        ``indexes``: which samples ``outputs`` answer (default: all, in order)."""
+        refs = self.references if indexes is None else [self.references[i] for i in indexes]
+        verdict = self.judgement.judge(outputs, refs)
+        return 1.0 - max((v.error / max(_default(v.kind, precision), 1e-9)
+                          for v in verdict.leaves), default=0.0)

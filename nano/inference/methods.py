@@ -89,6 +89,12 @@ class Method:
             name += "_ipex"
         if self.channels_last:
             name += "_channels_last"
+        if self.precision == "int8" and self.options:
+            from nano.inference.quant_config import QuantConfig
+
+            label = QuantConfig.from_options(self.option_dict).label()
+            if label:  # one of optimize()'s INT8 ladder configurations
+                name += "+" + label
         return name
 
     @property

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, TYPE_CHECKING, Union
 
 import torch
 
 from nano.errors import NanoTypeError, NanoValueError
 from nano.inference.data import check_fits, sample_call
 from nano.inference.structure import FlatModule, InputSignature, output_spec
+
+if TYPE_CHECKING:
+    from nano.inference.judgement import HeldOut
 
 
 @dataclass
@@ -26,6 +29,16 @@ class BuildInputs:
     dynamic_axes: Union[bool, dict] = True
     calib: Optional[list] = None  # calibration inputs as (args, kwargs), for INT8 builders
     conversion_cache: Optional[str] = None  # a directory builds of these inputs share
+    held_out: Optional[HeldOut] = None  # for INT8 that measures which layers cost accuracy
+
+    def require_held_out(self, what: str) -> HeldOut:
+        """The held-out data, or an error saying ``what`` needs it."""
+        if self.held_out is None:
+            from nano.errors import NanoValueError
+
+            raise NanoValueError(f"{what} measures each layer's cost on held-out data: it is "
+                                 f"one of optimize()'s INT8 ladder steps, which has that data")
+        return self.held_out
 
     def flat_sample(self) -> list:
         return self.signature.flatten(self.args, self.kwargs)

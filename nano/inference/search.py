@@ -13,7 +13,7 @@ import torch
 
 from nano.inference import backends, build_cache, isolation
 from nano.inference.data import call
-from nano.inference.judgement import OutputJudgement, Verdict
+from nano.inference.judgement import HeldOut, OutputJudgement, Verdict
 from nano.inference.measure import (Latency, evaluate_metric, measure_latency,
                                     time_side_by_side)
 from nano.inference.methods import Method
@@ -39,6 +39,12 @@ class SearchData:
     validation_data: Any = None
     calib: Optional[list] = None  # calibration inputs (args, kwargs) for the INT8 candidates
     judgement: Optional[OutputJudgement] = None  # how outputs are judged without a metric
+
+    def held_out(self) -> Optional[HeldOut]:
+        """The held-out data as an INT8 build that measures accuracy takes it."""
+        if self.judgement is None or not self.references:
+            return None
+        return HeldOut(self.eval_samples, self.references, self.judgement)
 
 
 @dataclass
@@ -85,13 +91,16 @@ class CandidateResult:
 
 def build_candidate(method: Method, model: torch.nn.Module, sample: tuple, thread_num: int,
                     dynamic_axes: Any, calib: Optional[list], saved_to: Optional[str] = None,
-                    conversion_cache: Optional[str] = None) -> AcceleratedModel:
+                    conversion_cache: Optional[str] = None,
+                    held_out: Optional[HeldOut] = None) -> AcceleratedModel:
     """A candidate's model: loaded from the directory the search saved it in, or built
-    (reusing the search's checked conversions)."""
+    (reusing the search's checked conversions; ``held_out`` for INT8 that measures which
+    layers cost accuracy)."""
     if saved_to:
         return load_model(saved_to, model)
     inputs = prepare(model, sample, thread_num, dynamic_axes, calib)
     inputs.conversion_cache = conversion_cache
+    inputs.held_out = held_out
     return backends.build(method, inputs)
 
 
@@ -106,7 +115,8 @@ def evaluate_candidate(task: CandidateTask) -> dict:
         try:
             model = build_candidate(task.method, data.model, data.sample, task.thread_num,
                                     task.dynamic_axes, data.calib,
-                                    conversion_cache=task.conversion_cache)
+                                    conversion_cache=task.conversion_cache,
+                                    held_out=data.held_out())
         except Exception as e:
             # only the build's failure is kept: the key covers what a build depends on, not
             # the metric or the validation data that timing and judging use
@@ -312,7 +322,8 @@ def time_finalists(task: FinalRoundTask) -> dict:
     for method, saved in zip(task.methods, task.saved_to):
         start = time.perf_counter()
         model = build_candidate(method, data.model, data.sample, task.thread_num,
-                                task.dynamic_axes, data.calib, saved)
+                                task.dynamic_axes, data.calib, saved,
+                                held_out=data.held_out())
         with torch.no_grad():
             model(*args, **kwargs)
         cold[method.name] = time.perf_counter() - start

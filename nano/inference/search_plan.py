@@ -102,7 +102,10 @@ def _static_int8(method: Method) -> bool:
 def _same_static_quantization(a: Method, b: Method) -> bool:
     """``a`` and ``b`` are the same runtime's static INT8 (their scales come from the same
     calibration; only the graph format differs, as ONNX Runtime's QDQ and QOperator)."""
-    return a != b and _family(a) == _family(b) and _static_int8(a) and _static_int8(b)
+    from nano.inference.int8_ladder import base_of
+
+    return (a != b and _family(a) == _family(b) and _static_int8(a) and _static_int8(b)
+            and base_of(a) != base_of(b))  # steps of one INT8 ladder are its remedy
 
 
 class SearchPlan:

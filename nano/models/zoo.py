@@ -1,12 +1,14 @@
-"""A model zoo: small models of the families users bring, each built in seconds with random
-weights, with an input sample of the shape it takes.
+"""A model zoo: small models of the families users bring, each built in seconds, with an
+input sample of the shape it takes.
 
 ``ZOO`` maps a name to a :class:`ZooModel`; ``build(name, batch)`` returns ``(model,
 sample)`` where ``sample`` is a tuple of the forward's positional inputs. The
 ``transformers`` entries are built from configurations (nothing is downloaded) and are
-unavailable without that package (``pip install 'nano[minilm]'``). Weights are random:
-the zoo is for speed and for checking that every runtime computes the same thing, not
-for accuracy.
+unavailable without that package (``pip install 'nano[minilm]'``). The classifiers are
+quickly trained on synthetic tasks (their samples are that task's inputs), so their
+logits are as decided as a trained model's; the other entries keep random weights. The
+zoo is for speed and for checking that every runtime computes what the original does,
+not for a task's accuracy.
 """
 
 from __future__ import annotations
@@ -23,13 +25,22 @@ from nano.models.resnet import resnet18
 
 @dataclass(frozen=True)
 class ZooModel:
-    """One zoo entry: ``make()`` builds the model, ``sample(batch)`` its inputs."""
+    """One zoo entry: ``make()`` builds the model, ``sample(batch)`` its inputs.
+
+    A classifier has a ``task``: ``task(batch)`` gives ``(inputs, labels)`` of a synthetic
+    problem it is trained on for TRAIN_STEPS when built, and ``sample`` draws that task's
+    inputs. Its logits then separate classes the way a trained model's do: with random
+    weights the top two logits of most inputs are nearly tied, and any rounding flips
+    them, which says nothing about a runtime.
+    """
 
     name: str
     family: str  # "cnn", "transformer", "recurrent", "recommender"
     make: Callable[[], nn.Module]
     sample: Callable[[int], tuple]
     needs: Optional[str] = None  # a package the entry needs
+    task: Optional[Callable[[int], tuple]] = None
+    head_only: bool = False  # train the last Linear alone (a CNN's full training is slow)
 
     def unavailable_reason(self) -> Optional[str]:
         """Why this entry cannot be built here, or None."""
@@ -40,6 +51,86 @@ class ZooModel:
 
 def _images(size: int = 64, channels: int = 3) -> Callable[[int], tuple]:
     return lambda batch: (torch.randn(batch, channels, size, size),)
+
+
+def _prototype_images(size: int = 64, classes: int = 10) -> Callable[[int], tuple]:
+    """Images of ``classes`` smooth random patterns under noise, labelled by pattern."""
+    g = torch.Generator().manual_seed(7)
+    patterns = nn.functional.interpolate(torch.randn(classes, 3, 4, 4, generator=g), size=size,
+                                         mode="bilinear", align_corners=False)
+
+    def task(batch: int) -> tuple:
+        labels = torch.randint(0, classes, (batch,))
+        return (patterns[labels] + 0.7 * torch.randn(batch, 3, size, size),), labels
+    return task
+
+
+def _counting_tokens(length: int = 32, vocab: int = 1000, step: int = 7
+                     ) -> Callable[[int], tuple]:
+    """Token ids that count up by ``step`` from a random start, with an attention mask;
+    the label of each position is the next id (a language model's task)."""
+    def task(batch: int) -> tuple:
+        start = torch.randint(0, vocab, (batch, 1))
+        ids = (start + step * torch.arange(length + 1)) % vocab
+        mask = torch.ones(batch, length, dtype=torch.long)
+        return (ids[:, :-1], mask), ids[:, 1:]
+    return task
+
+
+def _bucketed_tokens(length: int = 24, vocab: int = 1000, classes: int = 5
+                     ) -> Callable[[int], tuple]:
+    """Random token ids, labelled by which of ``classes`` ranges most of them fall in."""
+    def task(batch: int) -> tuple:
+        labels = torch.randint(0, classes, (batch,))
+        width = vocab // classes
+        ids = labels[:, None] * width + torch.randint(0, width, (batch, length))
+        noise = torch.rand(batch, length) < 0.3
+        ids = torch.where(noise, torch.randint(0, vocab, (batch, length)), ids)
+        return (ids,), labels
+    return task
+
+
+def _inputs_of(task: Callable[[int], tuple]) -> Callable[[int], tuple]:
+    return lambda batch: task(batch)[0]
+
+
+# Steps of quick training for the classifiers (batch 32, Adam): enough for each to get most
+# of its synthetic task right in a few seconds on 2 cores.
+TRAIN_STEPS = 40
+HEAD_SAMPLES, HEAD_STEPS = 256, 200
+
+
+def _train(model: nn.Module, task: Callable[[int], tuple], steps: int = TRAIN_STEPS) -> nn.Module:
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        inputs, labels = task(32)
+        logits = model(*inputs)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           labels.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _train_head(model: nn.Module, task: Callable[[int], tuple]) -> nn.Module:
+    """Train the model's last Linear on the features the rest computes (a linear probe)."""
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    features: list = []
+    hook = head.register_forward_hook(lambda m, args, out: features.append(args[0]))
+    inputs, labels = task(HEAD_SAMPLES)
+    with torch.no_grad():
+        model.eval()(*inputs)
+    hook.remove()
+    x = features[0]
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(HEAD_STEPS):
+        loss = nn.functional.cross_entropy(head(x), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
 
 
 def _tokens(length: int = 32, vocab: int = 1000) -> Callable[[int], tuple]:
@@ -222,12 +313,19 @@ def _whisper_encoder() -> nn.Module:
     return whisper.get_encoder().eval()
 
 
+_IMAGES = _prototype_images()
+_COUNTING = _counting_tokens()
+_BUCKETED = _bucketed_tokens()
+
 ZOO: dict[str, ZooModel] = {m.name: m for m in (
-    ZooModel("resnet18", "cnn", resnet18, _images()),
-    ZooModel("mobilenet_v3_style", "cnn", mobilenet_v3_style, _images()),
-    ZooModel("efficientnet_style", "cnn", efficientnet_style, _images()),
+    ZooModel("resnet18", "cnn", resnet18, _inputs_of(_IMAGES), task=_IMAGES, head_only=True),
+    ZooModel("mobilenet_v3_style", "cnn", mobilenet_v3_style, _inputs_of(_IMAGES),
+             task=_IMAGES),
+    ZooModel("efficientnet_style", "cnn", efficientnet_style, _inputs_of(_IMAGES),
+             task=_IMAGES),
     ZooModel("unet_style", "cnn", UNetStyle, _images()),
-    ZooModel("vit_style", "transformer", ViTStyle, _images()),
+    ZooModel("vit_style", "transformer", ViTStyle, _inputs_of(_IMAGES), task=_IMAGES,
+             head_only=True),
     ZooModel("bert", "transformer", _hf("BertModel", "BertConfig", **_BERT_SIZE), _tokens(),
              "transformers"),
     ZooModel("distilbert", "transformer",
@@ -239,14 +337,14 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in (
              _tokens(), "transformers"),
     ZooModel("gpt2_lm", "transformer", lambda: CausalLMLogits(_hf(
         "GPT2LMHeadModel", "GPT2Config", vocab_size=1000, n_embd=64, n_layer=2, n_head=4,
-        n_positions=64, use_cache=False, bos_token_id=0, eos_token_id=0)()), _tokens(),
-        "transformers"),
+        n_positions=64, use_cache=False, bos_token_id=0, eos_token_id=0)()),
+        _inputs_of(_COUNTING), "transformers", task=_COUNTING),
     ZooModel("t5_encoder", "transformer",
              _hf("T5EncoderModel", "T5Config", vocab_size=1000, d_model=64, d_kv=16, d_ff=128,
                  num_layers=2, num_heads=4), _tokens(), "transformers"),
     ZooModel("whisper_encoder", "transformer", _whisper_encoder, _whisper_sample, "transformers"),
-    ZooModel("lstm_gru", "recurrent", RecurrentClassifier, lambda b: (torch.randint(0, 1000,
-                                                                                    (b, 24)),)),
+    ZooModel("lstm_gru", "recurrent", RecurrentClassifier, _inputs_of(_BUCKETED),
+             task=_BUCKETED),
     ZooModel("recommender", "recommender", Recommender, _recommender_sample),
 )}
 
@@ -260,7 +358,13 @@ def build(name: str, batch: int = 1) -> tuple[nn.Module, tuple]:
     if reason:
         raise ImportError(f"zoo model {name!r} {reason}")
     torch.manual_seed(0)
-    model = _settle_batch_norm(entry.make(), entry.sample).eval()
+    model = entry.make()
+    model = _settle_batch_norm(model, entry.sample)
+    if entry.task:
+        with torch.enable_grad():  # a caller under no_grad still gets the trained model
+            model = (_train_head(model, entry.task) if entry.head_only
+                     else _train(model, entry.task))
+    model.eval()
     torch.manual_seed(1)
     return model, entry.sample(batch)
 

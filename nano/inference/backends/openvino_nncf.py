@@ -27,7 +27,13 @@ _COMPUTE_TYPES = ("Convolution", "MatMul", "GroupConvolution")
 SPEC = BackendSpec(
     accelerator="openvino", precisions=("int8",), candidates=(Flavour("int8"),), converts=True,
     options=("openvino_config",),
-    quantizer=QuantizerSpec(accuracy_control=True))
+    quantizer=QuantizerSpec(accuracy_control=True,
+                            keep_fp32=("none", "first_last", "sensitive", "measured")))
+
+
+# NNCF's accuracy control reverts one group of layers to fp32 per iteration; past this many
+# the model is mostly floating point and no faster than OpenVINO fp32/bf16.
+MAX_REVERTED_GROUPS = 8
 
 
 def first_last_compute_ops(ov_model: Any) -> list[str]:
@@ -52,7 +58,7 @@ def nncf_arguments(config: QuantConfig, ov_model: Any, calib_count: int) -> dict
     }
     if config.keep_fp32 == "sensitive" or _is_transformer(ov_model):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER  # keeps softmax/norms out of int8
-    if config.keep_fp32 != "none":
+    if config.keep_fp32 in ("first_last", "sensitive"):
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=first_last_compute_ops(ov_model))
     return kwargs
 
@@ -62,8 +68,38 @@ def unavailable_reason(method: Method) -> Optional[str]:
 
 
 def build(method: Method, inputs: BuildInputs) -> OpenVINOModel:
-    """Quantize with NNCF's post-training quantization."""
+    """Quantize with NNCF's post-training quantization; with keep_fp32="measured", NNCF's
+    accuracy control keeps in fp32 the layers costing the most accuracy on the held-out
+    data, until the outputs pass the default judgement (``nano.inference.judgement``)."""
+    if QuantConfig.of(method).keep_fp32 == "measured":
+        return _quantize(method, inputs, _judged_validation(inputs))
     return _quantize(method, inputs, None)
+
+
+def _judged_validation(inputs: BuildInputs) -> tuple:
+    """NNCF accuracy control's (data, validation_fn, max_drop, drop type) from the held-out
+    judgement: the score is 1 at the original's outputs and 0 at the tolerance's edge, so
+    an absolute drop of 1 is what the judgement allows."""
+    import torch
+
+    from nano.inference.structure import unflatten_output
+
+    held = inputs.require_held_out("keep_fp32='measured'")
+    items = [([t.numpy() for t in inputs.signature.flatten(*sample)], i)
+             for i, sample in enumerate(held.samples)]
+
+    def validate(compiled, data) -> tuple:
+        outputs, indexes = [], []
+        for arrays, i in data:
+            result = compiled(arrays)
+            outputs.append(unflatten_output(inputs.output, [torch.from_numpy(result[o])
+                                                            for o in compiled.outputs]))
+            indexes.append(i)
+        # per-sample scores too: NNCF ranks the layers by them
+        return (held.score(outputs, "int8", indexes),
+                [held.score([out], "int8", [i]) for out, i in zip(outputs, indexes)])
+
+    return items, validate, 1.0, "absolute"
 
 
 def build_with_accuracy_control(method: Method, inputs: BuildInputs,
@@ -75,6 +111,7 @@ def build_with_accuracy_control(method: Method, inputs: BuildInputs,
 
 def _quantize(method: Method, inputs, validation: Optional[tuple]) -> OpenVINOModel:
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     config = QuantConfig.of(method)
     ov_model = convert(inputs)
@@ -90,7 +127,9 @@ def _quantize(method: Method, inputs, validation: Optional[tuple]) -> OpenVINOMo
             quantized = nncf.quantize_with_accuracy_control(
                 ov_model, dataset, nncf.Dataset(data), validation_fn=fn, max_drop=max_drop,
                 drop_type=nncf.DropType.ABSOLUTE if drop_type == "absolute"
-                else nncf.DropType.RELATIVE, **kwargs)
+                else nncf.DropType.RELATIVE,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=MAX_REVERTED_GROUPS), **kwargs)
     return OpenVINOModel(quantized, method, inputs.signature, inputs.output, inputs.thread_num,
                          sample_shapes(inputs))
 

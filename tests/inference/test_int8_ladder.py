@@ -1,0 +1,163 @@
+"""optimize()'s INT8 ladder: a runtime's default INT8 that fails the judgement is followed
+by other configurations until one passes, each a row of its own."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from nano import InferenceOptimizer
+from nano.errors import NanoValueError
+from nano.inference import int8_ladder
+from nano.inference.methods import get_method
+from nano.inference.quant_config import QuantConfig
+from nano.inference.search import CandidateResult
+from nano.inference.measure import Latency
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_each_runtime_has_its_ladder_and_its_steps_are_named():
+    names = [m.name for m in int8_ladder.steps(get_method("openvino_int8"))]
+    assert names == ["openvino_int8+asym", "openvino_int8+first_last",
+                     "openvino_int8+asym_first_last", "openvino_int8+asym_sensitive",
+                     "openvino_int8+measured"]
+    # dynamic INT8 computes activation ranges as it runs: only the layers kept vary
+    assert [m.name for m in int8_ladder.steps(get_method("onnxruntime_int8_integer"))] == [
+        "onnxruntime_int8_integer+first_last"]
+    # PyTorch's INT8 is symmetric only
+    assert [m.name for m in int8_ladder.steps(get_method("compile_int8"))] == [
+        "compile_int8+first_last"]
+    for method in int8_ladder.steps(get_method("onnxruntime_int8_qdq")):
+        assert int8_ladder.is_step(method) and not int8_ladder.is_default_int8(method)
+        assert int8_ladder.base_of(method) == get_method("onnxruntime_int8_qdq")
+    assert int8_ladder.is_default_int8(get_method("openvino_int8"))
+    assert not int8_ladder.is_step(get_method("openvino_int8"))
+    assert not int8_ladder.is_default_int8(get_method("openvino_bf16"))
+
+
+def test_a_measured_count_only_with_measured():
+    assert QuantConfig(keep_fp32="measured", keep_count=2).label() == "measured2"
+    with pytest.raises(NanoValueError, match="keep_count applies to keep_fp32='measured'"):
+        QuantConfig(keep_count=2)
+    with pytest.raises(NanoValueError, match="keep_count must be a whole number"):
+        QuantConfig(keep_fp32="measured", keep_count=-1)
+
+
+def _row(method, status="ok", cost=1.0):
+    return CandidateResult(method, status, latency=Latency(1e-3, 1e-3, 1e-3, 5),
+                           cost_seconds=cost)
+
+
+def test_the_ladder_stops_at_a_passing_step_and_after_its_time():
+    first, second, third = int8_ladder.steps(get_method("openvino_int8"))[:3]
+    failing = [_row(get_method("openvino_int8")), _row(first)]
+    assert int8_ladder.stop_reason(second, failing, False, lambda r: False) is None
+    why = int8_ladder.stop_reason(third, failing + [_row(second)], False,
+                                  lambda r: r.method == second)
+    assert why.startswith("not tried: openvino_int8+first_last passed")
+    slow = [_row(get_method("openvino_int8")), _row(first, cost=int8_ladder.LADDER_SECONDS)]
+    assert "spent" in int8_ladder.stop_reason(second, slow, False, lambda r: False)
+    assert int8_ladder.stop_reason(second, slow, True, lambda r: False) is None  # "all"
+    # other methods are none of the ladder's business
+    assert int8_ladder.stop_reason(get_method("openvino_int8"), slow, False,
+                                   lambda r: False) is None
+
+
+class OutlierInput(nn.Module):
+    """Input feature 0 is ignored (zero weights) but huge in some batches: a per-tensor INT8
+    scale for the first layer's input then rounds every other feature to zero."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.mid, self.last = nn.Linear(16, 64), nn.Linear(64, 64), nn.Linear(64, 8)
+        with torch.no_grad():
+            self.first.weight[:, 0] = 0
+
+    def forward(self, x):
+        return self.last(torch.relu(self.mid(torch.relu(self.first(x)))))
+
+
+class OutlierInside(nn.Module):
+    """One hidden unit of the first layer is always huge and the next layer ignores it: keeping
+    the first and last layers in fp32 does not help, keeping the second does."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in ((16, 64), (64, 64), (64, 64),
+                                                                 (64, 8)))
+        with torch.no_grad():
+            self.layers[0].bias[0] = 1000.0
+            self.layers[1].weight[:, 0] = 0
+
+    def forward(self, x):
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def _batches(n, outliers=True):
+    out = []
+    for i in range(n):
+        x = torch.randn(16, 16)
+        if outliers and i % 2 == 0:
+            x[:, 0] = 1000.0
+        out.append((x,))
+    return out
+
+
+def _search(model, **options):
+    opt = InferenceOptimizer()
+    opt.optimize(model, _batches(8), validation_data=_batches(4, outliers=False),
+                 includes=["openvino_int8"], latency_sample_num=10, latency_budget=1,
+                 early_stop_factor=None, accuracy="rel_l2", **options)
+    return opt, {r.name: r for r in opt.results}
+
+
+@pytest.mark.slow
+def test_first_and_last_layers_kept_in_fp32_pass_and_the_ladder_stops_there(tmp_path):
+    model = OutlierInput().eval()
+    opt, rows = _search(model)
+    assert list(rows) == ["original", "openvino_int8", "openvino_int8+asym",
+                          "openvino_int8+first_last", "openvino_int8+asym_first_last",
+                          "openvino_int8+asym_sensitive", "openvino_int8+measured"]
+    assert rows["openvino_int8"].status == "drift"
+    assert rows["openvino_int8+first_last"].status == "ok"
+    assert rows["openvino_int8+measured"].status == "skipped"
+    best, _ = opt.get_best_model(precision="int8")
+    assert best.method.name == "openvino_int8+first_last"
+    # the pick is right on fresh values, also after save and load in a fresh process
+    fresh = torch.randn(5, 16)
+    with torch.no_grad():
+        want, got = model(fresh), best(fresh)
+    assert ((got - want).norm() / want.norm()).item() < 0.1
+    InferenceOptimizer.save(best, str(tmp_path / "m"))
+    torch.save({"x": fresh, "got": got}, tmp_path / "io.pt")
+    script = (f"import torch; from nano import InferenceOptimizer\n"
+              f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+              f"m = InferenceOptimizer.load({str(tmp_path / 'm')!r})\n"
+              f"print(m.method.name)\n"
+              f"torch.testing.assert_close(m(io['x']), io['got'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "openvino_int8+first_last"
+
+
+@pytest.mark.slow
+def test_measured_layers_kept_in_fp32_where_no_fixed_choice_passes():
+    model = OutlierInside().eval()
+    opt, rows = _search(model)
+    for name in ("openvino_int8", "openvino_int8+asym", "openvino_int8+first_last",
+                 "openvino_int8+asym_first_last", "openvino_int8+asym_sensitive"):
+        assert rows[name].status == "drift", (name, rows[name].detail)
+    measured = rows["openvino_int8+measured"]
+    assert measured.status == "ok", measured.detail
+    assert measured.output_error < 0.1
+    assert "openvino_int8+measured" in json.dumps(opt.records())
