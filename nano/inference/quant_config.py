@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from nano.inference.methods import Method
 
 # sensitive: first/last + norms and softmax; measured: the layers whose INT8 costs the most
-# output accuracy on held-out data (optimize()'s INT8 ladder, which has that data)
+# output accuracy on held-out data, as many as the judgement needs (optimize()'s INT8
+# ladder, which has that data)
 KEEP_FP32 = ("none", "first_last", "sensitive", "measured")
 
 
@@ -24,33 +25,24 @@ class QuantConfig:
     """One INT8 configuration to try: the knobs more than one quantizer turns.
 
     ``symmetric``: symmetric activation ranges (asymmetric fits skewed ranges such
-    as post-ReLU better); ``keep_fp32``: which layers stay in floating point;
-    ``keep_count``: with "measured", how many (0: as many as the accuracy judgement
-    needs, where the quantizer can search that itself).
+    as post-ReLU better); ``keep_fp32``: which layers stay in floating point.
     Weights are always per channel, and static or dynamic is the method's variant
     (``onnxruntime_int8_integer``, ``compile_int8_dynamic``), not a setting.
     """
 
     symmetric: bool = True
     keep_fp32: str = "none"
-    keep_count: int = 0
 
     def __post_init__(self):
         if self.keep_fp32 not in KEEP_FP32:
             raise NanoValueError(f"keep_fp32 must be one of {KEEP_FP32}, got {self.keep_fp32!r}")
-        if self.keep_count and self.keep_fp32 != "measured":
-            raise NanoValueError("keep_count applies to keep_fp32='measured' only")
-        if isinstance(self.keep_count, bool) or not isinstance(self.keep_count, int) \
-                or self.keep_count < 0:
-            raise NanoValueError(f"keep_count must be a whole number >= 0, got "
-                                 f"{self.keep_count!r}")
 
     def label(self) -> str:
         """A short name for a non-default configuration ("" for the default), as method
         names show it: ``openvino_int8+asym_first_last``."""
         parts = [] if self.symmetric else ["asym"]
         if self.keep_fp32 != "none":
-            parts.append(self.keep_fp32 + (str(self.keep_count) if self.keep_count else ""))
+            parts.append(self.keep_fp32)
         return "_".join(parts)
 
     def options(self) -> tuple:
@@ -88,8 +80,7 @@ class QuantConfig:
     def describe(self) -> str:
         parts = ["symmetric" if self.symmetric else "asymmetric"]
         if self.keep_fp32 == "measured":
-            parts.append(f"fp32 kept: the {self.keep_count or 'needed'} layers costing the "
-                         f"most accuracy")
+            parts.append("fp32 kept: the layers costing the most accuracy")
         elif self.keep_fp32 != "none":
             parts.append(f"fp32 kept: {self.keep_fp32.replace('_', '/')}")
         return ", ".join(parts)

@@ -23,7 +23,8 @@ def _data(seed=0):
 def _search(model, cache_dir, **kwargs):
     opt = InferenceOptimizer()
     opt.optimize(model, _data(), includes=CACHED, latency_sample_num=5, latency_budget=1,
-                 final_round=False, early_stop_factor=None, cache_dir=str(cache_dir), **kwargs)
+                 final_round=False, early_stop_factor=None, cache_dir=str(cache_dir),
+                 accuracy="rel_l2", **kwargs)  # random weights: logits nearly tied
     return opt, {r.name: r for r in opt.results}
 
 

@@ -40,12 +40,13 @@ def test_each_runtime_has_its_ladder_and_its_steps_are_named():
     assert not int8_ladder.is_default_int8(get_method("openvino_bf16"))
 
 
-def test_a_measured_count_only_with_measured():
-    assert QuantConfig(keep_fp32="measured", keep_count=2).label() == "measured2"
-    with pytest.raises(NanoValueError, match="keep_count applies to keep_fp32='measured'"):
-        QuantConfig(keep_count=2)
-    with pytest.raises(NanoValueError, match="keep_count must be a whole number"):
-        QuantConfig(keep_fp32="measured", keep_count=-1)
+def test_measured_needs_the_held_out_data_only_optimize_has():
+    from nano.inference.prepare import prepare
+
+    assert QuantConfig(symmetric=False, keep_fp32="measured").label() == "asym_measured"
+    inputs = prepare(nn.Linear(4, 2).eval(), torch.randn(2, 4))
+    with pytest.raises(NanoValueError, match="one of optimize\\(\\)'s INT8 ladder steps"):
+        inputs.require_held_out("keep_fp32='measured'")
 
 
 def _row(method, status="ok", cost=1.0):

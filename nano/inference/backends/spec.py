@@ -35,8 +35,6 @@ class QuantizerSpec:
     default); ``dynamic_variant``: the variant that serves ``approach="dynamic"``
     (None: static only); ``fixed``: QuantConfig knobs this quantizer cannot turn,
     as (field, value) pairs; ``keep_fp32``: the layer-keeping modes it can do;
-    ``measures_count``: its "measured" mode keeps a given ``keep_count`` of layers
-    (else it finds how many itself);
     ``accuracy_control``: it has its own accuracy-aware algorithm
     (``build_with_accuracy_control``); ``tuner``: an external tuner that can
     search its configurations ("neural_compressor") or "".
@@ -46,7 +44,6 @@ class QuantizerSpec:
     dynamic_variant: Optional[str] = None
     fixed: tuple[tuple[str, Any], ...] = ()
     keep_fp32: tuple[str, ...] = ("none", "first_last", "sensitive")
-    measures_count: bool = False
     accuracy_control: bool = False
     tuner: str = ""
 
@@ -57,10 +54,7 @@ class QuantizerSpec:
                 return f"{knob}={getattr(config, knob)!r} (fixed at {value!r})"
         if config.keep_fp32 not in self.keep_fp32:
             return f"keep_fp32={config.keep_fp32!r}"
-        if config.keep_count and not self.measures_count:
-            return f"keep_count={config.keep_count!r} (it keeps as many layers as it needs)"
-        if config.keep_fp32 == "measured" and not config.keep_count and self.measures_count:
-            return "keep_fp32='measured' without keep_count (how many layers to keep)"
+
         return None
 
     def supports(self, config: "QuantConfig") -> bool:
