@@ -231,6 +231,9 @@ class Zygote:
 def _child(msg: dict, zygote_pid: int) -> None:
     """In the forked child: run the task, write (kind, value) to the result file, exit."""
     os.setpgid(0, 0)  # so the parent can kill the child and anything it started
+    import torch
+
+    torch.set_num_threads(_THREADS)  # the zygote runs on one (see _zygote_main)
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_DFL)  # not the zygote's handlers
     die_with_parent(signal.SIGKILL, zygote_pid)
@@ -258,6 +261,7 @@ def _child(msg: dict, zygote_pid: int) -> None:
 
 
 _task_pid: Optional[int] = None  # in the zygote: the task now running
+_THREADS = 1  # in the zygote: the thread count a child starts with
 _janitor: list = []  # in the zygote: directories to remove if the caller dies
 
 
@@ -277,9 +281,16 @@ def _zygote_main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when to stop
     signal.signal(signal.SIGTERM, _caller_died)
     die_with_parent(signal.SIGTERM, int(os.environ.get("NANO_ISOLATION_PARENT", "0")) or None)
-    import torch  # noqa: F401 - imported once here, inherited by every child
+    import torch  # imported once here, inherited by every child
 
     from nano.noise import quiet_third_party_for_good
+
+    # One thread until a task runs: an OpenMP team started here (unpickling a GPT-2 model
+    # ran a parallel copy) would hang every forked child at its first parallel op. Each
+    # child gets the default back (_child), or sets its own.
+    global _THREADS
+    _THREADS = torch.get_num_threads()
+    torch.set_num_threads(1)
 
     quiet_third_party_for_good()
 

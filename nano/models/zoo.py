@@ -111,6 +111,7 @@ def _train(model: nn.Module, task: Callable[[int], tuple], steps: int = TRAIN_ST
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # a built model carries no gradients
     return model.eval()
 
 
@@ -130,6 +131,7 @@ def _train_head(model: nn.Module, task: Callable[[int], tuple]) -> nn.Module:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return model.eval()
 
 

@@ -62,3 +62,33 @@ def test_early_stop_when_far_slower():
     assert lat.stopped_early and lat.samples == 5
     lat = measure_latency(lambda: None, max_samples=50, time_budget=5, warmup=1)
     assert not lat.stopped_early and lat.samples == 50 and lat.p25 <= lat.median <= lat.p75
+
+
+class ParallelOnUnpickle:
+    """A payload whose unpickling runs an OpenMP parallel op in the zygote (a HF GPT-2
+    model's does): the zygote must not leave a thread team its forked children inherit."""
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        import torch
+
+        torch.randn(2000, 2000).clone()
+
+
+def parallel_task(_):
+    import torch
+
+    a = torch.randn(2000, 2000)
+    return [float(a.clone().sum()) for _ in range(3)][0] is not None and torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_a_payload_that_runs_parallel_code_when_loaded_does_not_hang_its_tasks():
+    import torch
+
+    with Zygote(ParallelOnUnpickle()) as z:
+        outcome = z.run(parallel_task, None, timeout=60)
+    assert outcome.status == "ok", outcome.detail
+    assert outcome.result == torch.get_num_threads()  # the child has its threads back
