@@ -50,7 +50,7 @@ HOPELESS = 2.0
 LIKELY_FIRST = {
     "conv": (
         "openvino_int8", "onnxruntime_int8_qlinear", "onnxruntime_int8_qdq",
-        "onnxruntime_int8_integer", "compile_int8",
+        "onnxruntime_int8_integer", "compile_int8", "compile_int8_torchao",
         "openvino_bf16", "openvino_fp16", "compile_bf16", "compile_bf16_channels_last",
         "jit_bf16_channels_last", "jit_bf16", "bf16_ipex", "bf16_channels_last", "bf16",
         "openvino_fp32", "onnxruntime_fp32", "compile_fp32", "openvino_compile_fp32",
@@ -58,7 +58,7 @@ LIKELY_FIRST = {
     ),
     "dense": (
         "openvino_int8", "onnxruntime_int8_qlinear", "onnxruntime_int8_qdq",
-        "onnxruntime_int8_integer", "compile_int8",
+        "onnxruntime_int8_integer", "compile_int8_torchao", "compile_int8",
         "openvino_bf16", "openvino_fp16", "compile_bf16", "jit_bf16", "bf16_ipex", "bf16",
         "openvino_fp32", "onnxruntime_fp32", "compile_fp32", "openvino_compile_fp32",
         "jit_fp32", "fp32_ipex",

@@ -34,6 +34,7 @@ BACKENDS = (
     "openvino_ir",
     "openvino_compile",
     "pt2e_int8",
+    "torchao_int8",
     "onnxruntime_int8",
     "openvino_nncf",
 )

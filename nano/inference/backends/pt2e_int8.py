@@ -33,7 +33,8 @@ INSTALL_HINT = "pip install torchao"
 QUANTIZER = QuantizerSpec(dynamic_variant="dynamic", fixed=(("symmetric", True),),
                           keep_fp32=("none", "first_last"), tuner="neural_compressor")
 SPEC = BackendSpec(accelerator="compile", serves=("pytorch",), precisions=("int8",),
-                   candidates=(Flavour("int8"),), quantizer=QUANTIZER)
+                   candidates=(Flavour("int8"),), quantizer=QUANTIZER,
+                   variants=("", "dynamic"))
 
 
 def quantizable_layers(model: torch.nn.Module) -> list[str]:

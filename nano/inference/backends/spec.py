@@ -74,7 +74,9 @@ class BackendSpec:
     honours the channels_last memory format; ``options``: the runtime options it
     reads from a Method; ``reads_onnx``: it can run an ONNX file given as the
     model; ``quantizer``: set for INT8 builders; ``serves``: other accelerators
-    whose INT8 this builder provides (PyTorch INT8 runs through torch.compile).
+    whose INT8 this builder provides (PyTorch INT8 runs through torch.compile);
+    ``variants``: the only variants it builds, where two backends share an accelerator
+    and precision (None: every variant).
     """
 
     accelerator: str
@@ -88,11 +90,13 @@ class BackendSpec:
     reads_onnx: bool = False
     quantizer: Optional[QuantizerSpec] = None
     serves: tuple[str, ...] = ()
+    variants: Optional[tuple[str, ...]] = None
 
     def builds(self, method: "Method") -> bool:
         """Whether ``method`` is this backend's to build (its precision checked apart)."""
         return (method.accelerator == self.accelerator and method.use_ipex == self.use_ipex
-                and (method.precision == "int8") == (self.quantizer is not None))
+                and (method.precision == "int8") == (self.quantizer is not None)
+                and (self.variants is None or method.variant in self.variants))
 
 
 @runtime_checkable

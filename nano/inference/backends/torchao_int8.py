@@ -1,0 +1,77 @@
+"""PyTorch INT8 for Linear-heavy models (``compile_int8_torchao``): torchao's dynamic int8
+activations x int8 weights on every Linear, compiled by inductor.
+
+PT2E's X86InductorQuantizer (``compile_int8``) annotates graph patterns and fails on
+the graphs of HF BERT-family models; torchao's ``quantize_`` swaps each Linear's weight
+for an int8 tensor subclass instead, which needs no pattern and no calibration (the
+activation scales are taken per call). Saved as the user's fp32 state dict: loading
+quantizes and compiles again (deterministic from the weights).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, TYPE_CHECKING, cast
+
+import torch
+
+from nano.inference.backends import module_available
+from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
+from nano.inference.backends.torch_compile import CompiledModel
+from nano.inference.methods import Method
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+    from nano.inference.structure import InputSignature
+
+INSTALL_HINT = "pip install torchao"
+VARIANT = "torchao"
+# dynamic activation scales, symmetric int8 weights, every Linear: no knob to turn
+SPEC = BackendSpec(
+    accelerator="compile", precisions=("int8",), candidates=(Flavour("int8", variant=VARIANT),),
+    variants=(VARIANT,),
+    quantizer=QuantizerSpec(variants=(VARIANT,), dynamic_variant=VARIANT,
+                            fixed=(("symmetric", True),), keep_fp32=("none",)))
+
+
+class TorchaoInt8Model(CompiledModel):
+    """A module whose Linear weights torchao quantized, compiled by inductor."""
+
+    def __init__(self, module, method, signature, output, thread_num, fp32_state=None):
+        super().__init__(module, method, signature, output, thread_num)
+        self._fp32_state = fp32_state or {}
+
+    def source_state(self) -> dict:
+        return self._fp32_state
+
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, method: Method,
+                    signature: Optional[InputSignature], output: Optional[dict],
+                    thread_num: Optional[int]) -> "TorchaoInt8Model":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        fp32_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        # exactly nn.Linear, called as a module: a subclass such as MultiheadAttention's
+        # out_proj hands its weight to a functional kernel that takes plain tensors only
+        quantize_(module, Int8DynamicActivationInt8WeightConfig(),
+                  filter_fn=lambda m, _name: type(m) is torch.nn.Linear)
+        if not any(type(m.weight.data) is not torch.Tensor
+                   for m in module.modules() if isinstance(m, torch.nn.Linear)):
+            raise RuntimeError("torchao quantized no Linear layer: the model would stay fp32")
+        torch.compiler.reset()
+        compiled = cast(torch.nn.Module, torch.compile(module))
+        return cls(compiled, method, signature, output, thread_num, fp32_state)
+
+
+def unavailable_reason(method: Method) -> Optional[str]:
+    return module_available("torchao.quantization", INSTALL_HINT)
+
+
+def build(method: Method, inputs: BuildInputs) -> TorchaoInt8Model:
+    # dynamo guards what it traced (a changed branch recompiles), unlike a frozen trace
+    model = TorchaoInt8Model.from_module(inputs.model, method, inputs.signature, inputs.output,
+                                         inputs.thread_num)
+    model(*inputs.args, **inputs.kwargs)  # compile now, not during the first user call
+    return model
+
+
+MODEL_CLASS = TorchaoInt8Model

@@ -1,0 +1,53 @@
+"""compile_int8_torchao: PyTorch's own INT8 on Linear-heavy models, where PT2E's pattern
+annotation fails (HF BERT-family graphs)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nano import InferenceOptimizer
+from nano.inference.backends import backend_for, quantizer_for
+from nano.inference.methods import get_method
+from nano.models.zoo import ZOO, build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_it_is_a_candidate_of_its_own_and_quantize_keeps_pt2e():
+    assert backend_for(get_method("compile_int8_torchao")).__name__.endswith("torchao_int8")
+    assert backend_for(get_method("compile_int8")).__name__.endswith("pt2e_int8")
+    assert quantizer_for("pytorch").__name__.endswith("pt2e_int8")
+
+
+@pytest.mark.slow
+def test_bert_on_fresh_values_and_after_load_in_a_fresh_process(tmp_path):
+    pytest.importorskip("transformers")
+    model, sample = build("bert", batch=2)
+    opt = InferenceOptimizer()
+    opt.optimize(model, [ZOO["bert"].sample(2) for _ in range(4)], input_sample=sample,
+                 includes=["compile_int8_torchao"], latency_sample_num=5, latency_budget=1,
+                 final_round=False, no_cache=True)
+    row = {r.name: r for r in opt.results}["compile_int8_torchao"]
+    assert row.status == "ok", row.detail
+    int8 = opt.get_model("compile_int8_torchao")
+    fresh = ZOO["bert"].sample(3)  # another batch size, other values
+    with torch.no_grad():
+        got, want = int8(*fresh).last_hidden_state, model(*fresh).last_hidden_state
+    cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
+    assert cos.min().item() > 0.99
+    InferenceOptimizer.save(int8, str(tmp_path / "m"))
+    torch.save({"x": fresh, "got": got}, tmp_path / "io.pt")
+    script = (f"import torch; from nano import InferenceOptimizer\n"
+              f"from nano.models.zoo import build\n"
+              f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+              f"m = InferenceOptimizer.load({str(tmp_path / 'm')!r}, "
+              f"model=build('bert')[0])\n"
+              f"print(m.method.name)\n"
+              f"torch.testing.assert_close(m(*io['x']).last_hidden_state, io['got'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "compile_int8_torchao"
