@@ -451,6 +451,9 @@ class InferenceOptimizer:
         cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, calib)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
                           validation_data, calib, judgement)
+        if metric is not None and direction == "max" and metric_style(metric) == "pred":
+            default = Criterion.parse(None)  # what _passes_default holds the ladder to
+            data.metric_drop = (default.value, default.kind)
         self._held_out = data.held_out()
         started = time.monotonic()
         memory = memory_limit or default_memory_limit()

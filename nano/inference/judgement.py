@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -231,11 +231,17 @@ def _judge_leaf(name: str, kind: str, pairs: list) -> LeafVerdict:
 @dataclass(frozen=True)
 class HeldOut:
     """Held-out inputs ``(args, kwargs)``, the original's outputs on them and how they are
-    judged: what a quantizer that measures which layers cost accuracy builds against."""
+    judged: what a quantizer that measures which layers cost accuracy builds against.
+    With the user's ``metric(pred, target)``, its ``targets`` and criterion (``max_drop``
+    of kind ``drop_type``, "relative" or "absolute", higher is better) judge instead."""
 
     samples: list
     references: list
     judgement: OutputJudgement
+    metric: Optional[Callable] = None
+    targets: Optional[list] = None
+    max_drop: float = 0.01
+    drop_type: str = "relative"
 
     def score(self, outputs: list, precision: str = "int8", indexes: Optional[list] = None
               ) -> float:

@@ -105,7 +105,8 @@ def metric_style(metric: Callable) -> str:
     return "model" if params and params[0] == "model" else "pred"
 
 
-def _concat(values: list) -> Any:
+def concat_values(values: list) -> Any:
+    """Per-batch values as one (concatenated tensors, else the list as is)."""
     if all(isinstance(v, torch.Tensor) for v in values):
         try:
             return torch.cat([v.reshape(1) if v.dim() == 0 else v for v in values])
@@ -123,7 +124,7 @@ def evaluate_metric(model: Callable[..., Any], metric: Callable, samples: list, 
         else:
             with torch.no_grad():
                 preds = [call(model, s) for s in samples]
-            value = metric(_concat(preds), _concat(targets))
+            value = metric(concat_values(preds), concat_values(targets))
     except Exception as e:
         raise RuntimeError(f"metric raised {type(e).__name__}: {e}") from e
     if isinstance(value, torch.Tensor) and value.numel() == 1:

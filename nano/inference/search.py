@@ -39,11 +39,16 @@ class SearchData:
     validation_data: Any = None
     calib: Optional[list] = None  # calibration inputs (args, kwargs) for the INT8 candidates
     judgement: Optional[OutputJudgement] = None  # how outputs are judged without a metric
+    metric_drop: Optional[tuple] = None  # (max drop, "relative"/"absolute") a pred-style metric allows
 
     def held_out(self) -> Optional[HeldOut]:
-        """The held-out data as an INT8 build that measures accuracy takes it."""
+        """The held-out data as an INT8 build that measures accuracy takes it (judged by the
+        metric where it is metric(pred, target) and higher is better)."""
         if self.judgement is None or not self.references:
             return None
+        if self.metric is not None and self.metric_drop is not None:
+            return HeldOut(self.eval_samples, self.references, self.judgement, self.metric,
+                           self.targets, *self.metric_drop)
         return HeldOut(self.eval_samples, self.references, self.judgement)
 
 

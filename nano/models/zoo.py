@@ -94,9 +94,9 @@ def _inputs_of(task: Callable[[int], tuple]) -> Callable[[int], tuple]:
     return lambda batch: task(batch)[0]
 
 
-# Steps of quick training for the classifiers (batch 32, Adam): enough for each to get most
-# of its synthetic task right in a few seconds on 2 cores.
-TRAIN_STEPS = 40
+# Steps of quick training for the classifiers (Adam): enough for each to get most of its
+# synthetic task right in a few seconds on 2 cores.
+TRAIN_STEPS, TRAIN_BATCH = 40, 32
 HEAD_SAMPLES, HEAD_STEPS = 256, 200
 
 
@@ -104,7 +104,7 @@ def _train(model: nn.Module, task: Callable[[int], tuple], steps: int = TRAIN_ST
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
-        inputs, labels = task(32)
+        inputs, labels = task(TRAIN_BATCH)
         logits = model(*inputs)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                            labels.reshape(-1))

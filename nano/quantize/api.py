@@ -211,6 +211,8 @@ def _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, sa
     best = (None, float("inf"))
     todo = [(c, None) for c in configs]
     if quantizer.SPEC.quantizer.accuracy_control and metric_style(metric) == "pred":
+        from nano.inference.backends.openvino_nncf import metric_validation
+
         # the runtime's own accuracy control right after the plain default (NNCF's reverts only
         # the layers that cost accuracy, which usually beats the coarser configurations after it)
         todo.insert(1, (configs[0], "accuracy_control"))
@@ -227,7 +229,7 @@ def _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, sa
         try:
             if special:
                 validation = (list(zip(samples, targets)),
-                              _nncf_validation(metric, inputs), criterion.value, criterion.kind)
+                              metric_validation(metric, inputs), criterion.value, criterion.kind)
                 model = quantizer.build_with_accuracy_control(_with(qmethod, config), inputs,
                                                               validation)
             else:
@@ -281,23 +283,3 @@ def _try_neural_compressor(quantizer, qmethod, inputs, criterion, baseline, metr
     model = quantizer.wrap_converted(graph, _with(qmethod, QuantConfig()), inputs)
     value = evaluate_metric(model, metric, samples, targets, vdata)
     return model if criterion.passes(baseline, value) else None
-
-
-def _nncf_validation(metric, inputs):
-    """NNCF's validation_fn(compiled_model, data) -> float, on top of a Nano metric."""
-    from nano.inference.structure import unflatten_output
-
-    def validate(compiled, data):
-        preds, targets = [], []
-        for sample, target in data:
-            flat = inputs.signature.flatten(*sample)
-            result = compiled([t.numpy() for t in flat])
-            outs = [torch.from_numpy(result[o]) for o in compiled.outputs]
-            preds.append(unflatten_output(inputs.output, outs))
-            targets.append(target)
-        from nano.inference.measure import _concat
-
-        value = metric(_concat(preds), _concat(targets))
-        return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-    return validate

@@ -8,7 +8,9 @@ layers that cost the most accuracy until the drop is within bounds.
 
 from __future__ import annotations
 
-from typing import Any, Optional, TYPE_CHECKING
+from typing import Any, Callable, Optional, TYPE_CHECKING
+
+import torch
 
 from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
@@ -76,15 +78,37 @@ def build(method: Method, inputs: BuildInputs) -> OpenVINOModel:
     return _quantize(method, inputs, None)
 
 
+def metric_validation(metric: Callable, inputs: BuildInputs) -> Callable:
+    """NNCF's validation_fn(compiled_model, data) -> float over ``(sample, target)`` items,
+    on top of a Nano ``metric(pred, target)``."""
+    from nano.inference.measure import concat_values
+    from nano.inference.structure import unflatten_output
+
+    def validate(compiled, data):
+        preds, targets = [], []
+        for sample, target in data:
+            flat = inputs.signature.flatten(*sample)
+            result = compiled([t.numpy() for t in flat])
+            outs = [torch.from_numpy(result[o]) for o in compiled.outputs]
+            preds.append(unflatten_output(inputs.output, outs))
+            targets.append(target)
+        value = metric(concat_values(preds), concat_values(targets))
+        return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+    return validate
+
+
 def _judged_validation(inputs: BuildInputs) -> tuple:
     """NNCF accuracy control's (data, validation_fn, max_drop, drop type) from the held-out
-    judgement: the score is 1 at the original's outputs and 0 at the tolerance's edge, so
-    an absolute drop of 1 is what the judgement allows."""
-    import torch
-
+    data: against the user's metric and criterion where the search has them, else against
+    the judgement, whose score is 1 at the original's outputs and 0 at the tolerance's
+    edge, so an absolute drop of 1 is what the judgement allows."""
     from nano.inference.structure import unflatten_output
 
     held = inputs.require_held_out("keep_fp32='measured'")
+    if held.metric is not None:
+        return (list(zip(held.samples, held.targets or [])),
+                metric_validation(held.metric, inputs), held.max_drop, held.drop_type)
     items = [([t.numpy() for t in inputs.signature.flatten(*sample)], i)
              for i, sample in enumerate(held.samples)]
 
