@@ -78,6 +78,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--cache-dir", metavar="DIR",
                    help="keep built candidates here for the next run (default ~/.cache/nano)")
     p.add_argument("--no-cache", action="store_true", help="build every candidate afresh")
+    p.add_argument("--accuracy", choices=("rel_l2", "top1", "cosine", "kind"), default="rel_l2",
+                   help="how outputs are judged against the original's (default rel_l2: the "
+                        "inputs are random, and a classifier's top-1 on noise says little; "
+                        "'kind': by what each output is, as optimize() does)")
     p.add_argument("--latency-target-ms", type=positive_float, metavar="MS",
                    help="stop at the first method at or under this latency that keeps the "
                         "outputs within tolerance")
@@ -204,6 +208,7 @@ def _main(argv: list[str]) -> int:
                      time_budget=args.time_budget, no_cache=args.no_cache,
                      search_mode="all" if args.all else "default",
                      cache_dir=args.cache_dir,
+                     accuracy=None if args.accuracy == "kind" else args.accuracy,
                      latency_target=None if args.latency_target_ms is None
                      else args.latency_target_ms / 1e3)
     except SearchFailed as e:

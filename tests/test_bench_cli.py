@@ -55,6 +55,7 @@ def test_module_factory_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("method,status") and lines[1].startswith("original,ok")
+    assert "rel-L2" in lines[1]  # random inputs: judged by relative L2 unless asked otherwise
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -67,6 +68,7 @@ def test_module_factory_end_to_end(tmp_path):
     (["x.pt", "--input-shape", "1,2", "--accelerator", "tpu"], "unknown accelerator 'tpu'"),
     (["x.pt", "--input-shape", "1,2", "--time-budget", "0"], "must be more than 0"),
     (["x.pt", "--input-shape", "1,2", "--latency-target-ms", "fast"], "expected a number"),
+    (["x.pt", "--input-shape", "1,2", "--accuracy", "top5"], "argument --accuracy: invalid"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, fragment):
     out = bench(*args, cwd=tmp_path)
