@@ -494,8 +494,9 @@ class InferenceOptimizer:
                     bar.update(1)
                     stop = self._stop_reason(row, started, time_budget, latency_target)
                     if int8_ladder.is_default_int8(method) and row.usable \
-                            and not self._passes_default(row):
-                        ladder = int8_ladder.steps(method)
+                            and not self._passes_default(row) \
+                            and (plan.exhaustive or self._miss(row) <= int8_ladder.NEAR_MISS):
+                        ladder = int8_ladder.steps(method, plan.exhaustive)
                         todo[:0] = ladder
                         bar.total += len(ladder)
                         bar.refresh()
@@ -620,6 +621,16 @@ class InferenceOptimizer:
         been timed: there is nothing to judge against)."""
         original = self._result("original")
         return original is not None and original.usable and self._passes(r, None)
+
+    def _miss(self, r: CandidateResult) -> float:
+        """How many times the default criterion's allowance ``r`` is off (over 1: fails)."""
+        if self._metric is not None:
+            criterion = Criterion.parse(None, self._direction == "max")
+            base = self._original().accuracy
+            if base is None or r.accuracy is None:
+                return float("inf")
+            return criterion.drop(base, r.accuracy) / max(criterion.value, 1e-12)
+        return r.verdict.miss(r.method.precision) if r.verdict else 0.0
 
     def _passes(self, r: CandidateResult, accuracy_criterion) -> bool:
         if r.name == "original":

@@ -84,6 +84,11 @@ class Verdict:
             return None
         return max(self.leaves, key=lambda v: v.error / max(_default(v.kind, precision), 1e-9))
 
+    def miss(self, precision: str) -> float:
+        """How many times its default tolerance the furthest output is off (1: the edge)."""
+        return max((v.error / max(_default(v.kind, precision), 1e-9) for v in self.leaves),
+                   default=0.0)
+
     def error(self, precision: str) -> Optional[float]:
         worst = self.worst(precision)
         return None if worst is None else worst.error
@@ -249,6 +254,4 @@ class HeldOut:
         ``precision``, below 0 past it: 1 - the largest error/tolerance over the outputs.
         ``indexes``: which samples ``outputs`` answer (default: all, in order)."""
         refs = self.references if indexes is None else [self.references[i] for i in indexes]
-        verdict = self.judgement.judge(outputs, refs)
-        return 1.0 - max((v.error / max(_default(v.kind, precision), 1e-9)
-                          for v in verdict.leaves), default=0.0)
+        return 1.0 - self.judgement.judge(outputs, refs).miss(precision)

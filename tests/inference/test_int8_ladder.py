@@ -21,6 +21,13 @@ from nano.inference.measure import Latency
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def test_a_default_search_climbs_a_short_ladder():
+    assert [m.name for m in int8_ladder.steps(get_method("openvino_int8"), False)] == [
+        "openvino_int8+first_last", "openvino_int8+asym_sensitive"]
+    assert [m.name for m in int8_ladder.steps(get_method("compile_int8"), False)] == [
+        "compile_int8+first_last"]
+
+
 def test_each_runtime_has_its_ladder_and_its_steps_are_named():
     names = [m.name for m in int8_ladder.steps(get_method("openvino_int8"))]
     assert names == ["openvino_int8+asym", "openvino_int8+first_last",
@@ -117,7 +124,7 @@ def _search(model, **options):
     opt = InferenceOptimizer()
     opt.optimize(model, _batches(8), validation_data=_batches(4, outliers=False),
                  includes=["openvino_int8"], latency_sample_num=10, latency_budget=1,
-                 early_stop_factor=None, accuracy="rel_l2", **options)
+                 early_stop_factor=None, accuracy="rel_l2", search_mode="all", **options)
     return opt, {r.name: r for r in opt.results}
 
 
@@ -162,3 +169,15 @@ def test_measured_layers_kept_in_fp32_where_no_fixed_choice_passes():
     assert measured.status == "ok", measured.detail
     assert measured.output_error < 0.1
     assert "openvino_int8+measured" in json.dumps(opt.records())
+
+
+@pytest.mark.slow
+def test_a_default_search_does_not_climb_for_a_far_miss():
+    opt = InferenceOptimizer()
+    opt.optimize(OutlierInput().eval(), _batches(8), validation_data=_batches(4, outliers=False),
+                 includes=["openvino_int8"], latency_sample_num=10, latency_budget=1,
+                 early_stop_factor=None, accuracy="rel_l2")
+    rows = {r.name: r for r in opt.results}
+    # 0.76 relative L2 against 0.1 allowed: 7.6 times, past NEAR_MISS
+    assert list(rows) == ["original", "openvino_int8"]
+    assert rows["openvino_int8"].status == "drift"
