@@ -2,9 +2,6 @@
 by other configurations until one passes, each a row of its own."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,8 +14,7 @@ from nano.inference.methods import get_method
 from nano.inference.quant_config import QuantConfig
 from nano.inference.search import CandidateResult
 from nano.inference.measure import Latency
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.fresh_process import check_in_fresh_process
 
 
 def test_a_default_search_climbs_a_short_ladder():
@@ -146,16 +142,8 @@ def test_first_and_last_layers_kept_in_fp32_pass_and_the_ladder_stops_there(tmp_
         want, got = model(fresh), best(fresh)
     assert ((got - want).norm() / want.norm()).item() < 0.1
     InferenceOptimizer.save(best, str(tmp_path / "m"))
-    torch.save({"x": fresh, "got": got}, tmp_path / "io.pt")
-    script = (f"import torch; from nano import InferenceOptimizer\n"
-              f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
-              f"m = InferenceOptimizer.load({str(tmp_path / 'm')!r})\n"
-              f"print(m.method.name)\n"
-              f"torch.testing.assert_close(m(io['x']), io['got'])\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "openvino_int8+first_last"
+    name = check_in_fresh_process(str(tmp_path / "m"), (fresh,), got, str(tmp_path))
+    assert name == "openvino_int8+first_last"
 
 
 @pytest.mark.slow

@@ -1,10 +1,6 @@
 """compile_int8_torchao: PyTorch's own INT8 on Linear-heavy models, where PT2E's pattern
 annotation fails (HF BERT-family graphs)."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -12,8 +8,7 @@ from nano import InferenceOptimizer
 from nano.inference.backends import backend_for, quantizer_for
 from nano.inference.methods import get_method
 from nano.models.zoo import ZOO, build
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.fresh_process import check_in_fresh_process
 
 
 def test_it_is_a_candidate_of_its_own_and_quantize_keeps_pt2e():
@@ -39,15 +34,7 @@ def test_bert_on_fresh_values_and_after_load_in_a_fresh_process(tmp_path):
     cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
     assert cos.min().item() > 0.99
     InferenceOptimizer.save(int8, str(tmp_path / "m"))
-    torch.save({"x": fresh, "got": got}, tmp_path / "io.pt")
-    script = (f"import torch; from nano import InferenceOptimizer\n"
-              f"from nano.models.zoo import build\n"
-              f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
-              f"m = InferenceOptimizer.load({str(tmp_path / 'm')!r}, "
-              f"model=build('bert')[0])\n"
-              f"print(m.method.name)\n"
-              f"torch.testing.assert_close(m(*io['x']).last_hidden_state, io['got'])\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "compile_int8_torchao"
+    name = check_in_fresh_process(str(tmp_path / "m"), fresh, got, str(tmp_path),
+                                  "__import__('nano.models.zoo').models.zoo.build('bert')[0]",
+                                  ".last_hidden_state")
+    assert name == "compile_int8_torchao"
