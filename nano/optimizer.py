@@ -339,9 +339,12 @@ class InferenceOptimizer:
         original's by what they are (``nano.inference.judgement``): classifier
         and token logits by top-1 agreement, embeddings by their smallest cosine
         similarity, other outputs by relative L2 error; ``accuracy`` ("top1",
-        "cosine" or "rel_l2") names one judgement for every output instead.
-        ``accelerator``/``precision`` (a name or a tuple of names)
-        and ``includes``/``excludes`` (method names) narrow the search. Each
+        "cosine" or "rel_l2") names one judgement for every output instead. A
+        runtime's default INT8 that fails the default judgement (or the metric's
+        criterion) is followed by other INT8 configurations, each a row
+        (``nano.inference.int8_ladder``). ``accelerator``/``precision`` (a name
+        or a tuple of names) and ``includes``/``excludes`` (method names) narrow
+        the search. Each
         candidate runs in its own process with a hard ``timeout_per_method``.
         Timing takes up to ``latency_sample_num`` calls or ``latency_budget``
         seconds after warm-up; a candidate whose first 5 calls are over
