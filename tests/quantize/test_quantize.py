@@ -130,8 +130,9 @@ def test_optimize_includes_int8_with_calibration_data(digits_cnn, digits, calib)
                  latency_sample_num=10, latency_budget=1, early_stop_factor=None,
                  search_mode="all")
     rows = {r.name: r for r in opt.results}
-    assert set(rows) == {"original", "compile_int8", "onnxruntime_int8_qdq",
-                         "onnxruntime_int8_qlinear", "onnxruntime_int8_integer", "openvino_int8"}
+    assert set(rows) == {"original", "compile_int8", "compile_int8_torchao",
+                         "onnxruntime_int8_qdq", "onnxruntime_int8_qlinear",
+                         "onnxruntime_int8_integer", "openvino_int8"}
     for name, row in rows.items():
         assert row.status == "ok", (name, row.detail)
         assert row.accuracy >= rows["original"].accuracy - 0.01
