@@ -9,7 +9,8 @@ import tempfile
 import time
 import warnings
 from types import MappingProxyType
-from typing import Any, Callable, IO, Mapping, Optional, Sequence, TYPE_CHECKING, Union
+from typing import (Any, Callable, IO, Iterator, Mapping, Optional, Sequence, TYPE_CHECKING,
+                    Union)
 
 import torch
 
@@ -462,62 +463,59 @@ class InferenceOptimizer:
         memory = memory_limit or default_memory_limit()
         from tqdm.auto import tqdm
 
-        try:
-            with signals_unwind(), Zygote(data, janitor_dirs=[self._workdir.name]) as zygote, \
-                    tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
-                         file=sys.stderr) as bar:
-                stop = None  # why the rest of the list is not tried
-                todo = list(methods)
-                while todo:
-                    method = todo.pop(0)
-                    skipped = (stop or int8_ladder.stop_reason(method, self.results,
-                                                                plan.exhaustive,
-                                                                self._passes_default)
-                               or plan.skip_reason(method, self.results, self._passes_default))
-                    if skipped:
-                        self.results.append(CandidateResult(method, "skipped", skipped))
-                        bar.update(1)
-                        continue
-                    spent = time.monotonic() - started
-                    bar.set_postfix_str(f"{method.name}, {spent:.0f} s" + (
-                        f" of {time_budget:g} s" if time_budget else ""))
-                    best = self._best_median()
-                    task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
-                                         latency_budget, best if early_stop_factor else None,
-                                         early_stop_factor or 0.0,
-                                         candidate_dir(self._workdir.name, method),
-                                         os.path.join(self._workdir.name, "conversions"),
-                                         cache(method))
-                    timeout = (timeout_per_method if method.name == "original" else
-                               _within_budget(timeout_per_method, time_budget, started))
-                    row = run_candidate(zygote, task, timeout, memory)
-                    if method.name == "original" and row.status == "ok" and metric is not None:
-                        row.accuracy = baseline_accuracy
-                    self.results.append(row)
+        # the cleanup is inside signals_unwind: a SIGTERM is re-delivered (and ends the
+        # process) when that block exits, so nothing after it would run
+        with signals_unwind(), self._discarded_on_error(), \
+                Zygote(data, janitor_dirs=[self._workdir.name]) as zygote, \
+                tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
+                     file=sys.stderr) as bar:
+            stop = None  # why the rest of the list is not tried
+            todo = list(methods)
+            while todo:
+                method = todo.pop(0)
+                skipped = (stop or int8_ladder.stop_reason(method, self.results,
+                                                            plan.exhaustive,
+                                                            self._passes_default)
+                           or plan.skip_reason(method, self.results, self._passes_default))
+                if skipped:
+                    self.results.append(CandidateResult(method, "skipped", skipped))
                     bar.update(1)
-                    stop = self._stop_reason(row, started, time_budget, latency_target)
-                    if int8_ladder.is_default_int8(method) and row.usable \
-                            and not self._passes_default(row) \
-                            and (plan.exhaustive or self._miss(row) <= int8_ladder.NEAR_MISS):
-                        ladder = int8_ladder.steps(method, plan.exhaustive)
-                        todo[:0] = ladder
-                        bar.total += len(ladder)
-                        bar.refresh()
-                rows = (finalists(self.results, self._passes_default) if final_round and not stop
-                        else [])
-                if rows:
-                    bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
-                    problem = run_final_round(
-                        zygote, rows, threads, dynamic_axes,
-                        _within_budget(timeout_per_method, time_budget, started), memory)
-                    if problem:
-                        warnings.warn(f"optimize(): the final side-by-side timing did not finish "
-                                      f"({problem}); picks use each method's own timing")
-        except BaseException:
-            # interrupted or failed: nothing of this search is kept on disk
-            self.results = []
-            self._workdir.cleanup()
-            raise
+                    continue
+                spent = time.monotonic() - started
+                bar.set_postfix_str(f"{method.name}, {spent:.0f} s" + (
+                    f" of {time_budget:g} s" if time_budget else ""))
+                best = self._best_median()
+                task = CandidateTask(method, threads, dynamic_axes, latency_sample_num,
+                                     latency_budget, best if early_stop_factor else None,
+                                     early_stop_factor or 0.0,
+                                     candidate_dir(self._workdir.name, method),
+                                     os.path.join(self._workdir.name, "conversions"),
+                                     cache(method))
+                timeout = (timeout_per_method if method.name == "original" else
+                           _within_budget(timeout_per_method, time_budget, started))
+                row = run_candidate(zygote, task, timeout, memory)
+                if method.name == "original" and row.status == "ok" and metric is not None:
+                    row.accuracy = baseline_accuracy
+                self.results.append(row)
+                bar.update(1)
+                stop = self._stop_reason(row, started, time_budget, latency_target)
+                if int8_ladder.is_default_int8(method) and row.usable \
+                        and not self._passes_default(row) \
+                        and (plan.exhaustive or self._miss(row) <= int8_ladder.NEAR_MISS):
+                    ladder = int8_ladder.steps(method, plan.exhaustive)
+                    todo[:0] = ladder
+                    bar.total += len(ladder)
+                    bar.refresh()
+            rows = (finalists(self.results, self._passes_default) if final_round and not stop
+                    else [])
+            if rows:
+                bar.set_postfix_str(f"final round: {len(rows)} methods side by side")
+                problem = run_final_round(
+                    zygote, rows, threads, dynamic_axes,
+                    _within_budget(timeout_per_method, time_budget, started), memory)
+                if problem:
+                    warnings.warn(f"optimize(): the final side-by-side timing did not finish "
+                                  f"({problem}); picks use each method's own timing")
         self._total_seconds = time.monotonic() - started
         original = self._result("original")
         if original is None or not original.usable:
@@ -526,6 +524,16 @@ class InferenceOptimizer:
         if output_filename is not None:
             with open(output_filename, "w") as f:
                 self.summary(file=f)
+
+    @contextlib.contextmanager
+    def _discarded_on_error(self) -> Iterator[None]:
+        """Interrupted or failed: nothing of this search is kept, in memory or on disk."""
+        try:
+            yield
+        except BaseException:
+            self.results = []
+            self._workdir.cleanup()
+            raise
 
     @property
     def optimized_model_dict(self) -> Mapping:

@@ -152,3 +152,35 @@ def test_isolated_children_die_with_a_killed_caller(tmp_path):
         wait_for(lambda: not (nano_temp_dirs() - before), 10, "the temporary directories to go")
     finally:
         kill_all(seen)
+
+
+SCRIPT = """
+import torch
+from nano import InferenceOptimizer
+from tests.faults.models_fault import hangs_in_search
+InferenceOptimizer().optimize(hangs_in_search(), torch.randn(1, 4), accelerator="pytorch",
+                              timeout_per_method=600, no_cache=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_script_calling_optimize_ends_on_a_signal_and_leaves_no_directory(tmp_path, sig):
+    """Without an outer handler (bigdl-nano-bench has one), the signal is re-delivered when
+    optimize()'s block ends: the search's directories must be gone by then."""
+    before = nano_temp_dirs()
+    proc = start([sys.executable, "-c", SCRIPT], cwd=ROOT, env=_bench_env(tmp_path))
+    seen = set()
+    try:
+        def hanging():
+            seen.update(descendants(proc.pid))
+            return (tmp_path / "marker").exists() and len(descendants(proc.pid)) >= 2
+        wait_for(hanging, 120, "a hanging candidate")
+        seen.update(descendants(proc.pid))
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == -getattr(signal, sig), (proc.returncode, err[-2000:])
+        assert wait_gone(seen) == [], f"left running after {sig}"
+        assert nano_temp_dirs() - before == set()
+    finally:
+        proc.kill()
+        kill_all(seen)
