@@ -23,7 +23,7 @@ from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_c
 from nano.inference.criterion import Criterion, output_error_limit
 from nano.inference.isolation import Zygote
 from nano.launcher.termination import signals_unwind
-from nano.inference.judgement import JUDGEMENTS, HeldOut, OutputJudgement
+from nano.inference.judgement import HeldOut, OutputJudgement, check_judgement_name
 from nano.inference.measure import evaluate_metric, metric_style
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
@@ -379,9 +379,7 @@ class InferenceOptimizer:
         ``output_filename`` (the summary is also written there).
         """
         compat.check_options("optimize", bigdl_options)
-        if accuracy is not None and accuracy not in JUDGEMENTS:
-            raise NanoValueError(f"accuracy must be one of {', '.join(map(repr, JUDGEMENTS))} "
-                                 f"(None: each output judged by its kind), got {accuracy!r}")
+        check_judgement_name(accuracy)
         if accuracy is not None and metric is not None:
             raise NanoValueError("pass metric or accuracy, not both: accuracy names the "
                                  "judgement used without a metric")

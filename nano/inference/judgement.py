@@ -111,6 +111,13 @@ class Verdict:
                 f"over {worst.rows} rows")
 
 
+def check_judgement_name(accuracy: Optional[str]) -> None:
+    """A NanoValueError unless ``accuracy`` names a judgement (or is None)."""
+    if accuracy is not None and accuracy not in JUDGEMENTS:
+        raise NanoValueError(f"accuracy must be one of {', '.join(map(repr, JUDGEMENTS))} "
+                             f"(or None: each output judged by its kind), got {accuracy!r}")
+
+
 def _default(kind: str, precision: str) -> float:
     return TOLERANCE[kind].get(precision, TOLERANCE[kind]["bf16"])
 
@@ -129,9 +136,7 @@ class OutputJudgement:
                ) -> "OutputJudgement":
         """From one output of the original; ``accuracy`` names the judgement for every
         floating output it applies to (None: by each output's kind)."""
-        if accuracy is not None and accuracy not in JUDGEMENTS:
-            raise NanoValueError(f"accuracy must be one of {', '.join(map(repr, JUDGEMENTS))} "
-                                 f"(or None: judged by each output's kind), got {accuracy!r}")
+        check_judgement_name(accuracy)
         vocab = _vocabulary_sizes(model)
         names, kinds = [], []
         for name, t in named_leaves(reference):

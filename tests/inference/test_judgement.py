@@ -125,3 +125,14 @@ def test_held_out_batches_are_not_calibration_batches():
         assert calib and held and not set(calib) & set(held)
         assert len(calib) <= 16 and len(held) <= max(8, n // 4)
     assert calibration_and_held_out([0]) == ([0], [0])
+
+
+def test_optimize_refuses_a_bad_judgement_before_any_work():
+    from nano import InferenceOptimizer
+
+    opt = InferenceOptimizer()
+    with pytest.raises(NanoValueError, match="accuracy must be one of 'top1', 'cosine'"):
+        opt.optimize(nn.Linear(4, 2), torch.randn(2, 4), accuracy="top5")
+    with pytest.raises(NanoValueError, match="pass metric or accuracy, not both"):
+        opt.optimize(nn.Linear(4, 2), torch.randn(2, 4), accuracy="top1",
+                     metric=lambda model, data: 1.0)
