@@ -21,6 +21,16 @@ def _bench_env(tmp_path):
     return env
 
 
+def _wait_for_a_hanging_candidate(proc, tmp_path, seen: set) -> None:
+    """Until the model has run once (the marker) and a candidate hangs in the search: the
+    caller, its isolation process and the candidate it forked; ``seen`` collects them."""
+    def hanging():
+        seen.update(descendants(proc.pid))
+        return (tmp_path / "marker").exists() and len(descendants(proc.pid)) >= 2
+    wait_for(hanging, 120, "a hanging candidate")
+    seen.update(descendants(proc.pid))
+
+
 @pytest.mark.parametrize("sig", ["Ctrl-C", "SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_bench_stopped_while_a_candidate_hangs(tmp_path, sig):
     before = nano_temp_dirs()
@@ -29,13 +39,7 @@ def test_bench_stopped_while_a_candidate_hangs(tmp_path, sig):
                  cwd=ROOT, env=_bench_env(tmp_path), own_group=True)
     seen = set()
     try:
-        # the check that the model runs has passed (marker), and a candidate hangs in the search:
-        # the bench, its isolation process and the candidate it forked
-        def hanging():
-            seen.update(descendants(proc.pid))
-            return (tmp_path / "marker").exists() and len(descendants(proc.pid)) >= 2
-        wait_for(hanging, 120, "a hanging candidate")
-        seen.update(descendants(proc.pid))
+        _wait_for_a_hanging_candidate(proc, tmp_path, seen)
         if sig == "Ctrl-C":  # the terminal signals the whole foreground job
             os.killpg(proc.pid, signal.SIGINT)
         else:
@@ -171,11 +175,7 @@ def test_a_script_calling_optimize_ends_on_a_signal_and_leaves_no_directory(tmp_
     proc = start([sys.executable, "-c", SCRIPT], cwd=ROOT, env=_bench_env(tmp_path))
     seen = set()
     try:
-        def hanging():
-            seen.update(descendants(proc.pid))
-            return (tmp_path / "marker").exists() and len(descendants(proc.pid)) >= 2
-        wait_for(hanging, 120, "a hanging candidate")
-        seen.update(descendants(proc.pid))
+        _wait_for_a_hanging_candidate(proc, tmp_path, seen)
         proc.send_signal(getattr(signal, sig))
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == -getattr(signal, sig), (proc.returncode, err[-2000:])
