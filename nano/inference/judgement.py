@@ -82,12 +82,12 @@ class Verdict:
         """The output furthest from passing (error over its tolerance)."""
         if not self.leaves:
             return None
-        return max(self.leaves, key=lambda v: v.error / max(_default(v.kind, precision), 1e-9))
+        return max(self.leaves, key=lambda v: _over(v, precision))
 
     def miss(self, precision: str) -> float:
         """How many times its default tolerance the furthest output is off (1: the edge)."""
-        return max((v.error / max(_default(v.kind, precision), 1e-9) for v in self.leaves),
-                   default=0.0)
+        worst = self.worst(precision)
+        return 0.0 if worst is None else _over(worst, precision)
 
     def error(self, precision: str) -> Optional[float]:
         worst = self.worst(precision)
@@ -120,6 +120,11 @@ def check_judgement_name(accuracy: Optional[str]) -> None:
 
 def _default(kind: str, precision: str) -> float:
     return TOLERANCE[kind].get(precision, TOLERANCE[kind]["bf16"])
+
+
+def _over(leaf: LeafVerdict, precision: str) -> float:
+    """``leaf``'s error as a multiple of its default tolerance for ``precision``."""
+    return leaf.error / max(_default(leaf.kind, precision), 1e-9)
 
 
 @dataclass(frozen=True)
