@@ -3,14 +3,12 @@ the configurations tried next, until one passes.
 
 The steps are the quantize() trial configurations after the default (asymmetric ranges,
 which NNCF calls the MIXED preset; the first and last layers kept in fp32; norms and
-softmax kept out of INT8), then, on OpenVINO, "measured": the layers that cost the most
-accuracy on the held-out data kept in fp32 (NNCF's accuracy control, reverting layers
-until the judgement passes). ONNX Runtime has no measured step: its exclusions are by
-node, and a quantized activation between two excluded nodes keeps its INT8 rounding
-(excluding both layers around an outlier left a 0.56 relative L2 error). Each step is a
-row of the table, named after its configuration (``openvino_int8+asym``); the ladder
-stops at the first that passes (a later step keeps more in floating point, so is
-expected slower).
+softmax kept out of INT8), then "measured": the layers that cost the most accuracy kept
+in fp32. OpenVINO measures with NNCF's accuracy control (reverting layers until the
+judgement passes); ONNX Runtime and PT2E with ``nano.inference.sensitivity`` (each layer
+alone in simulated INT8, then the 1, 2, 4, 8 costliest kept). Each step is a row of the
+table, named after its configuration (``openvino_int8+asym``); the ladder stops at the
+first that passes (a later step keeps more in floating point, so is expected slower).
 
 A default search climbs a short ladder, and only for a near miss: DEFAULT_STEPS, when
 the default INT8 missed by at most NEAR_MISS times what is allowed, within

@@ -265,3 +265,20 @@ class HeldOut:
         ``indexes``: which samples ``outputs`` answer (default: all, in order)."""
         refs = self.references if indexes is None else [self.references[i] for i in indexes]
         return 1.0 - self.judgement.judge(outputs, refs).miss(precision)
+
+    def accepts(self, outputs: list) -> bool:
+        """Whether a candidate's ``outputs`` (one per held-out sample) are within what is
+        allowed: the metric's criterion where there is a metric, else the default INT8
+        judgement."""
+        metric = self.metric
+        if metric is None:
+            return self.score(outputs) >= 0
+        from nano.inference.criterion import Criterion
+        from nano.inference.measure import concat_values
+
+        def value(preds: list) -> float:
+            got = metric(concat_values(preds), concat_values(self.targets or []))
+            return float(got.item() if isinstance(got, torch.Tensor) else got)
+
+        return Criterion(self.drop_type, self.max_drop).passes(value(self.references),
+                                                               value(outputs))

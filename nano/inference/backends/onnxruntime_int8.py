@@ -9,6 +9,7 @@ only if it wins.
 
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 from typing import Optional, TYPE_CHECKING
@@ -18,18 +19,27 @@ from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.onnxruntime_fp32 import INSTALL_HINT, OnnxRuntimeModel, export_onnx
 from nano.inference.methods import Method
 from nano.inference.quant_config import QuantConfig
+from nano.inference.sensitivity import keep_costliest
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
 
 _COMPUTE_OPS = ["Conv", "MatMul", "Gemm"]
-QUANTIZER = QuantizerSpec(variants=("qdq", "qlinear"), dynamic_variant="integer")
+QUANTIZER = QuantizerSpec(variants=("qdq", "qlinear"), dynamic_variant="integer",
+                          keep_fp32=("none", "first_last", "sensitive", "measured"))
 SPEC = BackendSpec(
     accelerator="onnxruntime", precisions=("int8",), converts=True,
     candidates=(Flavour("int8", variant="qdq"), Flavour("int8", variant="qlinear"),
                 Flavour("int8", variant="integer")),
     options=("session_options",),
     quantizer=QUANTIZER)
+
+
+# So that a layer kept in fp32 reads its input unrounded: a QDQ pair per consumer (not one
+# shared with a quantized consumer of the same tensor), and no quantized output of the layer
+# before (ONNX Runtime rounds a Gemm's output to INT8 as part of the Gemm's quantization).
+_KEEPING_EXTRA_OPTIONS = {"DedicatedQDQPair": True,
+                          "OpTypesToExcludeOutputQuantization": _COMPUTE_OPS}
 
 
 class _Reader:
@@ -71,38 +81,77 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return None
 
 
+def layer_nodes(model_path: str) -> dict[str, list[str]]:
+    """The Conv/MatMul/Gemm nodes of each torch layer, by the layer's module name, from the
+    name scopes the dynamo exporter records (``/layer/path/MatMul`` names of the TorchScript
+    exporter otherwise)."""
+    import onnx
+
+    nodes: dict[str, list[str]] = {}
+    for node in onnx.load(model_path, load_external_data=False).graph.node:
+        if node.op_type not in _COMPUTE_OPS:
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        if "pkg.torch.onnx.name_scopes" in meta:
+            # ['', 'module', 'module.encoder', ..., 'module.encoder.layer.0.query', 'linear']
+            scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])
+            scope = scopes[-2] if len(scopes) >= 2 else ""
+        else:
+            scope = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+        # FlatModule holds the user's model as "module"
+        nodes.setdefault(scope.removeprefix("module.").removeprefix("module"), []
+                         ).append(node.name)
+    return nodes
+
+
 def build(method: Method, inputs: BuildInputs) -> OnnxRuntimeModel:
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import quant_pre_process
 
     config = QuantConfig.of(method)
-    dynamic = method.variant == QUANTIZER.dynamic_variant  # the variant decides
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, pre, out = (os.path.join(tmp, f) for f in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        fp32, pre = (os.path.join(tmp, f) for f in ("fp32.onnx", "pre.onnx"))
         export_onnx(inputs, fp32)
         try:
             quant_pre_process(fp32, pre, skip_symbolic_shape=True)
         except Exception:  # pre-processing is an optimization; quantize the export as is
             pre = fp32
+        if config.keep_fp32 == "measured":
+            held = inputs.require_held_out("keep_fp32='measured'")
+            nodes = layer_nodes(fp32)  # pre-processing keeps node names, not their scopes
+            return keep_costliest(
+                inputs.model, inputs.calib or [], held, config.symmetric,
+                lambda layers: _quantize(method, inputs, pre, tmp, config, [
+                    n for layer in layers for n in nodes.get(layer, [])]))
         exclude = first_last_compute_nodes(pre) if config.keep_fp32 != "none" else None
-        op_types = _COMPUTE_OPS if config.keep_fp32 == "sensitive" else None
-        if dynamic:
-            quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8,
-                             nodes_to_exclude=exclude, op_types_to_quantize=op_types)
-        else:
-            reader = _Reader(graph_input_names(pre), inputs.flat_calib())
-            quantize_static(
-                pre, out, reader,
-                quant_format=QuantFormat.QDQ if method.variant == "qdq" else QuantFormat.QOperator,
-                per_channel=True,
-                # u8 activations x s8 weights is the fast (VNNI) path on x86; s8 x s8 was
-                # several times slower here, QOperator convolutions most of all.
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": config.symmetric})
-        with open(out, "rb") as f:
-            data = f.read()
+        return _quantize(method, inputs, pre, tmp, config, exclude)
+
+
+def _quantize(method: Method, inputs: BuildInputs, pre: str, tmp: str, config: QuantConfig,
+              exclude: Optional[list[str]]) -> OnnxRuntimeModel:
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
+
+    out = os.path.join(tmp, "int8.onnx")
+    # only the compute ops: quantizing ONNX Runtime's default op types (Add, Mul, ...) as
+    # well took MiniLM's cosine from 0.78 to 0.20
+    op_types = _COMPUTE_OPS if config.keep_fp32 in ("sensitive", "measured") else None
+    if method.variant == QUANTIZER.dynamic_variant:
+        quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=exclude, op_types_to_quantize=op_types)
+    else:
+        quantize_static(
+            pre, out, _Reader(graph_input_names(pre), inputs.flat_calib()),
+            quant_format=QuantFormat.QDQ if method.variant == "qdq" else QuantFormat.QOperator,
+            per_channel=True,
+            # u8 activations x s8 weights is the fast (VNNI) path on x86; s8 x s8 was
+            # several times slower here, QOperator convolutions most of all.
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            op_types_to_quantize=op_types, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": config.symmetric, **(
+                _KEEPING_EXTRA_OPTIONS if config.keep_fp32 == "measured" else {})})
+    with open(out, "rb") as f:
+        data = f.read()
     return OnnxRuntimeModel(data, method, inputs.signature, inputs.output, inputs.thread_num)
 
 

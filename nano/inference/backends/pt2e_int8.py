@@ -8,6 +8,7 @@ is saved as an ExportedProgram (``model.pt2``), loadable without the original cl
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from typing import Optional, Sequence, TYPE_CHECKING
@@ -22,6 +23,7 @@ from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.quant_config import QuantConfig
+from nano.inference.sensitivity import keep_costliest, quantizable_layers
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -31,16 +33,11 @@ INSTALL_HINT = "pip install torchao"
 # those knobs are not its to turn; it never quantizes norms or softmax ("sensitive" is moot).
 # PyTorch INT8 (accelerator=None) is this builder: eager INT8 kernels are not faster on CPU.
 QUANTIZER = QuantizerSpec(dynamic_variant="dynamic", fixed=(("symmetric", True),),
-                          keep_fp32=("none", "first_last"), tuner="neural_compressor")
+                          keep_fp32=("none", "first_last", "measured"),
+                          tuner="neural_compressor")
 SPEC = BackendSpec(accelerator="compile", serves=("pytorch",), precisions=("int8",),
                    candidates=(Flavour("int8"),), quantizer=QUANTIZER,
                    variants=("", "dynamic"))
-
-
-def quantizable_layers(model: torch.nn.Module) -> list[str]:
-    """Names of Conv/Linear modules in definition order (first and last are kept fp32 on ask)."""
-    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
-    return [name for name, m in model.named_modules() if isinstance(m, kinds)]
 
 
 def count_quantize_nodes(graph_module: torch.fx.GraphModule) -> int:
@@ -102,29 +99,41 @@ def unavailable_reason(method: Method) -> Optional[str]:
 
 
 def build(method: Method, inputs: BuildInputs) -> CompiledInt8Model:
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     from nano.inference.verify import check_conversion, flat_runner
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
     config = QuantConfig.of(method)
-    dynamic = method.variant == QUANTIZER.dynamic_variant
     sample = tuple(inputs.export_sample())
-    dims = inputs.dynamic_dims()
-    dynamic_shapes = (export_dynamic_shapes(dims),)  # FlatModule takes *inputs
+    dynamic_shapes = (export_dynamic_shapes(inputs.dynamic_dims()),)  # FlatModule takes *inputs
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exported = torch.export.export(inputs.flat_module(), sample,
                                        dynamic_shapes=dynamic_shapes, strict=True).module()
         check_conversion(flat_runner(exported, inputs), inputs, "fp32", "the torch.export graph")
+    if config.keep_fp32 == "measured":
+        held = inputs.require_held_out("keep_fp32='measured'")
+        # X86InductorQuantizer's activations are unsigned with a zero point
+        return keep_costliest(inputs.model, inputs.calib or [], held, False,
+                              lambda layers: _quantize(method, inputs, copy.deepcopy(exported),
+                                                       layers))
+    layers = quantizable_layers(inputs.model) if config.keep_fp32 != "none" else []
+    return _quantize(method, inputs, exported, sorted({layers[0], layers[-1]}) if layers else [])
+
+
+def _quantize(method: Method, inputs: BuildInputs, exported: torch.fx.GraphModule,
+              keep: list[str]) -> CompiledInt8Model:
+    """PT2E INT8 of the ``exported`` graph, the layers named in ``keep`` left in fp32."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    dynamic = method.variant == QUANTIZER.dynamic_variant
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         quantizer = X86InductorQuantizer()
         quantizer.set_global(get_default_x86_inductor_quantization_config(
             is_dynamic=dynamic))
-        if config.keep_fp32 != "none":
-            layers = quantizable_layers(inputs.model)
-            for name in {layers[0], layers[-1]} if layers else ():
-                quantizer.set_module_name_qconfig(f"module.{name}", None)
+        for name in keep:  # FlatModule holds the user's model as "module"
+            quantizer.set_module_name_qconfig(f"module.{name}", None)
         try:
             prepared = prepare_pt2e(exported, quantizer)
         except Exception as e:  # torchao's pattern matcher fails on some graphs (BERT's GELU)
