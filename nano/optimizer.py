@@ -17,7 +17,7 @@ import torch
 from nano.errors import NanoTypeError, NanoValueError, SearchFailed
 from nano.inference import backends, compat, int8_ladder, report
 from nano.inference.calibration import (CALIBRATION_BATCHES, HELD_OUT_BATCHES,
-                                        calibration_and_held_out)
+                                        MORE_CALIBRATION_BATCHES, calibration_and_held_out)
 from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
                                  split_batch)
 from nano.inference.criterion import Criterion, output_error_limit
@@ -152,7 +152,8 @@ class InferenceOptimizer:
         self._dynamic_axes = True
         self._workdir = None
         self._built: dict = {}
-        self._calib = None
+        self._calib: Optional[list] = None
+        self._more_calib: list = []
         self._metric = None
         self._direction = "max"
         self._total_seconds = 0.0
@@ -419,15 +420,17 @@ class InferenceOptimizer:
         given = None if input_sample is None else sample_call(model, input_sample)
         if given is not None:
             params = params.called_as(given)
-        # the first batches calibrate INT8 (as many as quantize() uses); without
-        # validation_data, outputs are judged on the batches after them
+        # the first batches calibrate INT8 (as many as quantize() uses; the INT8 ladder's
+        # more_calib step, up to MORE_CALIBRATION_BATCHES); without validation_data,
+        # outputs are judged on the batches after them
         train = as_batches(training_data, "training_data",
-                           limit=CALIBRATION_BATCHES + (0 if validation_data is not None
-                                                        else HELD_OUT_BATCHES))
-        calib_batches, held_batches = ((train[:CALIBRATION_BATCHES], [])
+                           limit=MORE_CALIBRATION_BATCHES + (0 if validation_data is not None
+                                                             else HELD_OUT_BATCHES))
+        calib_batches, held_batches = ((train[:MORE_CALIBRATION_BATCHES], [])
                                        if validation_data is not None
                                        else calibration_and_held_out(train))
-        calib = [split_batch(b, params, "training_data")[0] for b in calib_batches]
+        pool = [split_batch(b, params, "training_data")[0] for b in calib_batches]
+        calib, more_calib = pool[:CALIBRATION_BATCHES], pool[CALIBRATION_BATCHES:]
         sample = calib[0] if given is None else given
         check_fits(private_eval_copy(model), calib[0], "training_data")
         if input_sample is not None:
@@ -447,12 +450,12 @@ class InferenceOptimizer:
                                                 targets, validation_data)
         self._reset(model, sample, threads, dynamic_axes, metric, direction)
         self._plan = plan
-        self._calib = calib
+        self._calib, self._more_calib = calib, more_calib
         self._judgement = judgement
         self._judged_on_calibration = validation_data is None and len(train) == 1
-        cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, calib)
+        cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, pool)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
-                          validation_data, calib, judgement)
+                          validation_data, calib, judgement, more_calib=more_calib)
         if metric is not None and direction == "max" and metric_style(metric) == "pred":
             default = Criterion.parse(None)  # what _passes_default holds the ladder to
             data.metric_drop = (default.value, default.kind)
@@ -500,7 +503,8 @@ class InferenceOptimizer:
                 if int8_ladder.is_default_int8(method) and row.usable \
                         and not self._passes_default(row) \
                         and (plan.exhaustive or self._miss(row) <= int8_ladder.NEAR_MISS):
-                    ladder = int8_ladder.steps(method, plan.exhaustive)
+                    ladder = int8_ladder.steps(method, plan.exhaustive,
+                                               more_data=bool(more_calib))
                     todo[:0] = ladder
                     bar.total += len(ladder)
                     bar.refresh()
@@ -742,5 +746,6 @@ class InferenceOptimizer:
         if method_name not in self._built:
             self._built[method_name] = build_candidate(
                 row.method, self._model, self._sample, self._thread_num, self._dynamic_axes,
-                self._calib, row.saved_to, held_out=self._held_out)
+                self._calib, row.saved_to, held_out=self._held_out,
+                more_calib=self._more_calib)
         return self._built[method_name]

@@ -6,7 +6,9 @@ which NNCF calls the MIXED preset; the first and last layers kept in fp32; norms
 softmax kept out of INT8), then "measured": the layers that cost the most accuracy kept
 in fp32. OpenVINO measures with NNCF's accuracy control (reverting layers until the
 judgement passes); ONNX Runtime and PT2E with ``nano.inference.sensitivity`` (each layer
-alone in simulated INT8, then the 1, 2, 4, 8 costliest kept). Each step is a row of the
+alone in simulated INT8, then the 1, 2, 4, 8 costliest kept). Where the training data
+has more batches than calibration used, the first step calibrates on them too (up to
+MORE_CALIBRATION_BATCHES). Each step is a row of the
 table, named after its configuration (``openvino_int8+asym``); the ladder stops at the
 first that passes (a later step keeps more in floating point, so is expected slower).
 
@@ -34,6 +36,8 @@ NEAR_MISS = 4.0
 LADDER_SECONDS = 60.0
 
 MEASURED = (QuantConfig(keep_fp32="measured"),)
+# first: it keeps every layer in INT8, so is as fast as the default
+MORE_CALIBRATION = (QuantConfig(more_calibration=True),)
 
 
 def _quantizer(method: Method):
@@ -57,13 +61,16 @@ def base_of(method: Method) -> Method:
                   method.variant).with_options(**keep)
 
 
-def steps(method: Method, exhaustive: bool = True) -> list[Method]:
+def steps(method: Method, exhaustive: bool = True, more_data: bool = False) -> list[Method]:
     """The ladder after ``method``'s default configuration failed, in the order tried
-    (``exhaustive``: every step, else DEFAULT_STEPS)."""
+    (``exhaustive``: every step, else DEFAULT_STEPS; ``more_data``: the training data has
+    batches past the calibration ones, for the more_calib step)."""
     quantizer = _quantizer(method)
     dynamic = method.variant == quantizer.dynamic_variant
-    # measuring needs the activation ranges calibration fixes: static INT8 only
-    configs = [c for c in (*trial_configs(dynamic)[1:], *(() if dynamic else MEASURED))
+    # static INT8 only: dynamic INT8 calibrates nothing, and measuring needs the
+    # activation ranges calibration fixes
+    more = MORE_CALIBRATION if more_data and not dynamic else ()
+    configs = [c for c in (*more, *trial_configs(dynamic)[1:], *(() if dynamic else MEASURED))
                if quantizer.supports(c) and (exhaustive or c in DEFAULT_STEPS)]
     return [method.with_options(**dict(c.options())) for c in configs]
 

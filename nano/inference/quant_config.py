@@ -25,13 +25,17 @@ class QuantConfig:
     """One INT8 configuration to try: the knobs more than one quantizer turns.
 
     ``symmetric``: symmetric activation ranges (asymmetric fits skewed ranges such
-    as post-ReLU better); ``keep_fp32``: which layers stay in floating point.
+    as post-ReLU better); ``keep_fp32``: which layers stay in floating point;
+    ``more_calibration``: calibrated on up to MORE_CALIBRATION_BATCHES of the training
+    data rather than CALIBRATION_BATCHES (a step of optimize()'s INT8 ladder, which
+    chooses the data; every quantizer reads what it is given).
     Weights are always per channel, and static or dynamic is the method's variant
     (``onnxruntime_int8_integer``, ``compile_int8_dynamic``), not a setting.
     """
 
     symmetric: bool = True
     keep_fp32: str = "none"
+    more_calibration: bool = False  # the INT8 ladder's: calibrated on the batches past the 16
 
     def __post_init__(self):
         if self.keep_fp32 not in KEEP_FP32:
@@ -40,7 +44,8 @@ class QuantConfig:
     def label(self) -> str:
         """A short name for a non-default configuration ("" for the default), as method
         names show it: ``openvino_int8+asym_first_last``."""
-        parts = [] if self.symmetric else ["asym"]
+        parts = ([] if self.symmetric else ["asym"]) + (
+            ["more_calib"] if self.more_calibration else [])
         if self.keep_fp32 != "none":
             parts.append(self.keep_fp32)
         return "_".join(parts)
@@ -79,6 +84,8 @@ class QuantConfig:
 
     def describe(self) -> str:
         parts = ["symmetric" if self.symmetric else "asymmetric"]
+        if self.more_calibration:
+            parts.append("calibrated on every training batch read")
         if self.keep_fp32 == "measured":
             parts.append("fp32 kept: the layers costing the most accuracy")
         elif self.keep_fp32 != "none":

@@ -40,6 +40,7 @@ class SearchData:
     calib: Optional[list] = None  # calibration inputs (args, kwargs) for the INT8 candidates
     judgement: Optional[OutputJudgement] = None  # how outputs are judged without a metric
     metric_drop: Optional[tuple] = None  # (max drop, "relative"/"absolute") a pred-style metric allows
+    more_calib: list = field(default_factory=list)  # training inputs past calib: more_calib steps
 
     def held_out(self) -> Optional[HeldOut]:
         """The held-out data as an INT8 build that measures accuracy takes it (judged by the
@@ -97,12 +98,16 @@ class CandidateResult:
 def build_candidate(method: Method, model: torch.nn.Module, sample: tuple, thread_num: int,
                     dynamic_axes: Any, calib: Optional[list], saved_to: Optional[str] = None,
                     conversion_cache: Optional[str] = None,
-                    held_out: Optional[HeldOut] = None) -> AcceleratedModel:
+                    held_out: Optional[HeldOut] = None,
+                    more_calib: Optional[list] = None) -> AcceleratedModel:
     """A candidate's model: loaded from the directory the search saved it in, or built
     (reusing the search's checked conversions; ``held_out`` for INT8 that measures which
-    layers cost accuracy)."""
+    layers cost accuracy; ``more_calib``: the training inputs past ``calib``, which a
+    more_calibration step calibrates on too)."""
     if saved_to:
         return load_model(saved_to, model)
+    if more_calib and method.option_dict.get("more_calibration"):
+        calib = [*(calib or []), *more_calib]
     inputs = prepare(model, sample, thread_num, dynamic_axes, calib)
     inputs.conversion_cache = conversion_cache
     inputs.held_out = held_out
@@ -121,7 +126,7 @@ def evaluate_candidate(task: CandidateTask) -> dict:
             model = build_candidate(task.method, data.model, data.sample, task.thread_num,
                                     task.dynamic_axes, data.calib,
                                     conversion_cache=task.conversion_cache,
-                                    held_out=data.held_out())
+                                    held_out=data.held_out(), more_calib=data.more_calib)
         except Exception as e:
             # only the build's failure is kept: the key covers what a build depends on, not
             # the metric or the validation data that timing and judging use
@@ -328,7 +333,7 @@ def time_finalists(task: FinalRoundTask) -> dict:
         start = time.perf_counter()
         model = build_candidate(method, data.model, data.sample, task.thread_num,
                                 task.dynamic_axes, data.calib, saved,
-                                held_out=data.held_out())
+                                held_out=data.held_out(), more_calib=data.more_calib)
         with torch.no_grad():
             model(*args, **kwargs)
         cold[method.name] = time.perf_counter() - start

@@ -187,3 +187,41 @@ def test_a_default_search_does_not_climb_for_a_far_miss():
     # 0.76 relative L2 against 0.1 allowed: 7.6 times, past NEAR_MISS
     assert list(rows) == ["original", "openvino_int8"]
     assert rows["openvino_int8"].status == "drift"
+
+
+def test_more_calibration_comes_first_where_there_is_more_data_and_only_for_static_int8():
+    names = [m.name for m in int8_ladder.steps(get_method("onnxruntime_int8_qdq"),
+                                               more_data=True)]
+    assert names[0] == "onnxruntime_int8_qdq+more_calib"
+    assert "onnxruntime_int8_qdq+more_calib" not in [
+        m.name for m in int8_ladder.steps(get_method("onnxruntime_int8_qdq"))]
+    assert "more_calib" not in " ".join(m.name for m in int8_ladder.steps(
+        get_method("onnxruntime_int8_integer"), more_data=True))
+    # a default search keeps to its short ladder
+    assert [m.name for m in int8_ladder.steps(get_method("openvino_int8"), False, True)] == [
+        "openvino_int8+first_last", "openvino_int8+asym_sensitive"]
+
+
+@pytest.mark.slow
+def test_more_calibration_batches_pass_where_the_first_ones_miss_the_range():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+    # the first 16 batches span a tenth of the range the rest and the held-out data span
+    # (ONNX Runtime's MinMax calibration takes the whole range of what it is given)
+    train = [(torch.randn(16, 16) * (0.1 if i < 16 else 1.0),) for i in range(32)]
+    held = [(torch.randn(16, 16),) for _ in range(4)]
+    opt = InferenceOptimizer()
+    opt.optimize(model, train, validation_data=held, includes=["onnxruntime_int8_qdq"],
+                 latency_sample_num=10, latency_budget=1, early_stop_factor=None,
+                 accuracy="rel_l2", search_mode="all")
+    rows = {r.name: r for r in opt.results}
+    assert rows["onnxruntime_int8_qdq"].status == "drift"
+    assert rows["onnxruntime_int8_qdq+more_calib"].status == "ok", rows["onnxruntime_int8_qdq+more_calib"]
+    assert all(r.status == "skipped" for n, r in rows.items() if n.startswith("onnxruntime_int8_qdq+")
+               and n != "onnxruntime_int8_qdq+more_calib")
+    best, _ = opt.get_best_model(precision="int8")
+    assert best.method.name == "onnxruntime_int8_qdq+more_calib"
+    fresh = torch.randn(5, 16)
+    with torch.no_grad():
+        want = model(fresh)
+    assert ((best(fresh) - want).norm() / want.norm()).item() < 0.1
