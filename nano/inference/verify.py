@@ -159,16 +159,20 @@ def flat_runner(fn: Callable, inputs: BuildInputs) -> Callable[..., Any]:
 
 
 def check_conversion(run: Callable[..., Any], inputs: BuildInputs, precision: str, what: str,
-                     warned: Optional[list] = None) -> None:
+                     warned: Optional[list] = None,
+                     reference: Optional[Callable[..., Any]] = None) -> None:
     """Call ``run(*args, **kwargs)`` on fresh inputs and compare it with the original
-    (``inputs.model``); raise ``TraceError`` saying what differs."""
+    (``inputs.model``, or ``reference``: what was converted, where that is not the original,
+    such as an eager INT8 module before its trace); raise ``TraceError`` saying what
+    differs."""
+    original = inputs.model if reference is None else reference
     tolerance = CHECK_TOLERANCE.get(precision, CHECK_TOLERANCE["bf16"])
     kept: list = []
     eager_errors: list = []
     for args, kwargs in fresh_calls(inputs):
         try:
             with torch.no_grad():
-                want = inputs.model(*args, **kwargs)
+                want = original(*args, **kwargs)
         except Exception as e:  # the original itself refuses these values: nothing to compare
             eager_errors.append(f"{type(e).__name__}: {_first_line(e)}")
             continue

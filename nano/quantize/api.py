@@ -47,10 +47,11 @@ class AccuracyCriterionError(NanoError, RuntimeError):
         self.trials = list(trials)
 
 
-def int8_method(accelerator: str, method: Optional[str], approach: str) -> Method:
+def int8_method(accelerator: str, method: Optional[str], approach: str,
+                use_ipex: bool = False) -> Method:
     """The INT8 Method for an accelerator and the BigDL-style ``method``/``approach``, read
     from the quantizer's spec; an accelerator without a quantizer is an error."""
-    builder = backends.quantizer_for(accelerator).SPEC
+    builder = backends.quantizer_for(accelerator, use_ipex).SPEC
     spec = builder.quantizer
     named = [v for v in spec.variants if v]  # the flavours BigDL's method= picks
     if named and spec.dynamic_variant:
@@ -70,7 +71,7 @@ def int8_method(accelerator: str, method: Optional[str], approach: str) -> Metho
                              f"approach='dynamic'")
     else:
         variant = method or spec.variants[0]
-    return Method(builder.accelerator, "int8", variant=variant)
+    return Method(builder.accelerator, "int8", use_ipex=builder.use_ipex, variant=variant)
 
 
 def _eval_data(model, validation_data, calib_data):
@@ -125,14 +126,11 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
             return backends.build_without_sample(fmethod, model, thread_num)
         return backends.build(fmethod, prepare(model, sample, thread_num, dynamic_axes))
 
-    if use_ipex:
-        raise NanoValueError(f"no INT8 quantizer builds with IPEX here; "
-                             f"{backends.int8_accelerators_hint()}")
     if channels_last:
         raise NanoValueError("channels_last applies to precision='bf16' (and fp32 trace()); "
                              "the INT8 runtimes choose their own memory layout")
     dynamic = approach == "dynamic"
-    qmethod = int8_method(acc, method, approach).with_options(**options)
+    qmethod = int8_method(acc, method, approach, use_ipex).with_options(**options)
     calib = None
     if not (dynamic and calib_data is None):
         calib = calibration_samples(model, calib_data, input_sample,

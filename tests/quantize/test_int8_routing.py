@@ -53,12 +53,18 @@ def test_one_calibration_limit_and_sample_size_counts_samples():
     assert len(calibration_samples(model, loader, limit=25)) == 25
 
 
-def test_ipex_int8_is_refused_naming_what_has_int8():
+def test_ipex_int8_routes_to_ipex_and_says_where_it_runs():
     import torch
 
     from nano import InferenceOptimizer
+    from nano.inference.backends import MissingDependency, ipex
 
-    with pytest.raises(NanoValueError, match="no INT8 quantizer builds with IPEX here; INT8 runs "
-                                             "with accelerator None, 'compile'"):
-        InferenceOptimizer.quantize(torch.nn.Linear(4, 2), use_ipex=True,
-                                    calib_data=torch.randn(8, 4))
+    with pytest.raises(NanoValueError, match="no INT8 quantizer for accelerator 'onnxruntime' "
+                                             "with use_ipex=True; INT8 runs with accelerator "
+                                             "'jit', None with use_ipex=True"):
+        InferenceOptimizer.quantize(torch.nn.Linear(4, 2), accelerator="onnxruntime",
+                                    use_ipex=True, calib_data=torch.randn(8, 4))
+    if ipex.ipex_unavailable():  # the main environment: IPEX needs torch 2.8
+        with pytest.raises(MissingDependency, match="int8_ipex is unavailable: "):
+            InferenceOptimizer.quantize(torch.nn.Linear(4, 2), use_ipex=True,
+                                        calib_data=torch.randn(8, 4))

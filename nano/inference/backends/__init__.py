@@ -29,6 +29,7 @@ BACKENDS = (
     "torch_eager",
     "ipex",
     "torchscript",
+    "ipex_jit",
     "torch_compile",
     "onnxruntime_fp32",
     "openvino_ir",
@@ -37,6 +38,7 @@ BACKENDS = (
     "torchao_int8",
     "onnxruntime_int8",
     "openvino_nncf",
+    "ipex_int8",
 )
 
 
@@ -80,22 +82,27 @@ def backend_for(method: Method) -> ModuleType:
                          f"{', '.join(BACKENDS)}")
 
 
-def quantizer_for(accelerator: str) -> ModuleType:
-    """The INT8 builder for a user's ``accelerator`` (PyTorch's is torch.compile's), or an
-    error listing the accelerators that have one (never a fallback to another runtime)."""
+def quantizer_for(accelerator: str, use_ipex: bool = False) -> ModuleType:
+    """The INT8 builder for a user's ``accelerator`` (PyTorch's is torch.compile's, or IPEX's
+    with ``use_ipex``), or an error listing the accelerators that have one (never a fallback
+    to another runtime)."""
     for module in backend_modules():
         spec = module.SPEC
-        if spec.quantizer is not None and accelerator in (spec.accelerator, *spec.serves):
+        if spec.quantizer is not None and spec.use_ipex == use_ipex \
+                and accelerator in (spec.accelerator, *spec.serves):
             return module
-    raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}; "
-                         f"{int8_accelerators_hint()}")
+    raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}"
+                         f"{' with use_ipex=True' if use_ipex else ''}; "
+                         f"{int8_accelerators_hint(use_ipex)}")
 
 
-def int8_accelerators_hint() -> str:
+def int8_accelerators_hint(use_ipex: bool = False) -> str:
     """Which ``accelerator=`` values have an INT8 quantizer, as a sentence tail."""
-    names = [n for s in specs() if s.quantizer is not None for n in (*s.serves, s.accelerator)]
-    spelled = ["None" if n == "pytorch" else repr(n) for n in names]
-    return f"INT8 runs with accelerator {', '.join(spelled)}"
+    names = [n for s in specs() if s.quantizer is not None and s.use_ipex == use_ipex
+             for n in (*s.serves, s.accelerator)]
+    spelled = dict.fromkeys("None" if n == "pytorch" else repr(n) for n in names)
+    return (f"INT8 runs with accelerator {', '.join(spelled)}"
+            f"{' with use_ipex=True' if use_ipex else ''}")
 
 
 def unavailable_reason(method: Method) -> Optional[str]:

@@ -96,7 +96,9 @@ def lightning_scripting(module: torch.nn.Module) -> Iterator[None]:
             del m.__dict__["_jit_is_scripting"]
 
 
-def _trace(module, sample, method, strict: bool = False):
+def trace_and_freeze(module: torch.nn.Module, sample: Sequence[torch.Tensor], method: Method,
+                     strict: bool = False) -> torch.jit.ScriptModule:
+    """``module`` traced on ``sample`` (under autocast for bf16) and frozen."""
     # Autocast must be recorded as explicit casts in the graph, so that the frozen
     # module runs in bf16 without an autocast context around the call.
     previous = torch._C._jit_set_autocast_mode(False)
@@ -164,7 +166,7 @@ def build(method: Method, inputs: BuildInputs) -> TorchScriptModel:
     if jit_method != "script":
         try:
             with tracer_warnings() as warned:
-                frozen = _trace(FlatModule(module, inputs.signature), sample, method,
+                frozen = trace_and_freeze(FlatModule(module, inputs.signature), sample, method,
                                 bool(options.get("jit_strict", False)))
             return accept(frozen, False)
         except Exception as trace_error:
