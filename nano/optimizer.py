@@ -420,13 +420,14 @@ class InferenceOptimizer:
         given = None if input_sample is None else sample_call(model, input_sample)
         if given is not None:
             params = params.called_as(given)
-        # the first batches calibrate INT8 (as many as quantize() uses; the INT8 ladder's
-        # more_calib step, up to MORE_CALIBRATION_BATCHES); without validation_data,
-        # outputs are judged on the batches after them
+        # the first batches calibrate INT8 (as many as quantize() uses; up to
+        # MORE_CALIBRATION_BATCHES for the INT8 ladder's more_calib step, which only an
+        # "all"/"grid" search climbs: a default one reads no more than it uses); without
+        # validation_data, outputs are judged on the batches after them
+        read = MORE_CALIBRATION_BATCHES if plan.exhaustive else CALIBRATION_BATCHES
         train = as_batches(training_data, "training_data",
-                           limit=MORE_CALIBRATION_BATCHES + (0 if validation_data is not None
-                                                             else HELD_OUT_BATCHES))
-        calib_batches, held_batches = ((train[:MORE_CALIBRATION_BATCHES], [])
+                           limit=read + (0 if validation_data is not None else HELD_OUT_BATCHES))
+        calib_batches, held_batches = ((train[:read], [])
                                        if validation_data is not None
                                        else calibration_and_held_out(train))
         pool = [split_batch(b, params, "training_data")[0] for b in calib_batches]

@@ -77,3 +77,16 @@ def test_held_out_accepts_by_the_metric_and_criterion_when_there_is_one():
     assert held.accepts([r * 2 + 5 for r in held.references])
     assert not held.accepts([torch.nn.functional.one_hot((t + 1) % 4, 4).float()
                              for t in targets])
+
+
+@pytest.mark.slow
+def test_onnx_nodes_are_found_by_the_layer_they_come_from(tmp_path):
+    from nano.inference.backends.onnxruntime_fp32 import export_onnx
+    from nano.inference.backends.onnxruntime_int8 import layer_nodes
+    from nano.inference.prepare import prepare
+
+    path = str(tmp_path / "m.onnx")
+    export_onnx(prepare(OutlierInside().eval(), torch.randn(4, 16)), path)
+    nodes = layer_nodes(path)
+    assert sorted(nodes) == ["layers.0", "layers.1", "layers.2", "layers.3"]
+    assert all(len(names) == 1 for names in nodes.values())

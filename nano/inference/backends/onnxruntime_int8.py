@@ -118,10 +118,16 @@ def build(method: Method, inputs: BuildInputs) -> OnnxRuntimeModel:
         if config.keep_fp32 == "measured":
             held = inputs.require_held_out("keep_fp32='measured'")
             nodes = layer_nodes(fp32)  # pre-processing keeps node names, not their scopes
-            return keep_costliest(
-                inputs.model, inputs.calib or [], held, config.symmetric,
-                lambda layers: _quantize(method, inputs, pre, tmp, config, [
-                    n for layer in layers for n in nodes.get(layer, [])]))
+
+            def keeping(layers: list[str]) -> OnnxRuntimeModel:
+                kept = [n for layer in layers for n in nodes.get(layer, [])]
+                if not kept:  # else it would quietly be the default INT8 again
+                    raise RuntimeError(f"the ONNX export has no nodes named after the layers "
+                                       f"{layers} to keep in fp32")
+                return _quantize(method, inputs, pre, tmp, config, kept)
+
+            return keep_costliest(inputs.model, inputs.calib or [], held, config.symmetric,
+                                  keeping)
         exclude = first_last_compute_nodes(pre) if config.keep_fp32 != "none" else None
         return _quantize(method, inputs, pre, tmp, config, exclude)
 
