@@ -46,6 +46,8 @@ def input_ranges(model: torch.nn.Module, calib: list, names: list[str]
 
     def observe(name):
         def hook(_module, args):
+            if not args or not isinstance(args[0], torch.Tensor):  # called by keyword
+                return
             x = args[0].detach()
             lo, hi = float(x.min()), float(x.max())
             old = ranges.get(name, (lo, hi))

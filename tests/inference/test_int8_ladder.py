@@ -203,7 +203,7 @@ def test_more_calibration_comes_first_where_there_is_more_data_and_only_for_stat
 
 
 @pytest.mark.slow
-def test_more_calibration_batches_pass_where_the_first_ones_miss_the_range():
+def test_more_calibration_batches_pass_where_the_first_ones_miss_the_range(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
     # the first 16 batches span a tenth of the range the rest and the held-out data span
@@ -223,5 +223,8 @@ def test_more_calibration_batches_pass_where_the_first_ones_miss_the_range():
     assert best.method.name == "onnxruntime_int8_qdq+more_calib"
     fresh = torch.randn(5, 16)
     with torch.no_grad():
-        want = model(fresh)
-    assert ((best(fresh) - want).norm() / want.norm()).item() < 0.1
+        want, got = model(fresh), best(fresh)
+    assert ((got - want).norm() / want.norm()).item() < 0.1
+    InferenceOptimizer.save(best, str(tmp_path / "m"))
+    assert check_in_fresh_process(str(tmp_path / "m"), (fresh,), got,
+                                  str(tmp_path)) == "onnxruntime_int8_qdq+more_calib"
