@@ -126,6 +126,18 @@ def _search(model, runtime="openvino_int8", input_outliers=True, **options):
     return opt, {r.name: r for r in opt.results}
 
 
+def _right_on_fresh_values_and_after_a_fresh_load(model, best, tmp_path):
+    """``best`` (an INT8 pick) is within 0.1 relative L2 of ``model`` on fresh values, and
+    loads as the same method giving the same outputs in a fresh process."""
+    fresh = torch.randn(5, 16)
+    with torch.no_grad():
+        want, got = model(fresh), best(fresh)
+    assert ((got - want).norm() / want.norm()).item() < 0.1
+    InferenceOptimizer.save(best, str(tmp_path / "m"))
+    assert check_in_fresh_process(str(tmp_path / "m"), (fresh,), got,
+                                  str(tmp_path)) == best.method.name
+
+
 @pytest.mark.slow
 def test_first_and_last_layers_kept_in_fp32_pass_and_the_ladder_stops_there(tmp_path):
     model = OutlierInput().eval()
@@ -138,14 +150,7 @@ def test_first_and_last_layers_kept_in_fp32_pass_and_the_ladder_stops_there(tmp_
     assert rows["openvino_int8+measured"].status == "skipped"
     best, _ = opt.get_best_model(precision="int8")
     assert best.method.name == "openvino_int8+first_last"
-    # the pick is right on fresh values, also after save and load in a fresh process
-    fresh = torch.randn(5, 16)
-    with torch.no_grad():
-        want, got = model(fresh), best(fresh)
-    assert ((got - want).norm() / want.norm()).item() < 0.1
-    InferenceOptimizer.save(best, str(tmp_path / "m"))
-    name = check_in_fresh_process(str(tmp_path / "m"), (fresh,), got, str(tmp_path))
-    assert name == "openvino_int8+first_last"
+    _right_on_fresh_values_and_after_a_fresh_load(model, best, tmp_path)
 
 
 @pytest.mark.slow
@@ -167,14 +172,7 @@ def test_measured_layers_kept_in_fp32_where_no_fixed_choice_passes(runtime, inpu
     assert f"{runtime}+measured" in json.dumps(opt.records())
     best, _ = opt.get_best_model(precision="int8")
     assert best.method.name == f"{runtime}+measured"
-    # right on fresh values, also after save and load in a fresh process
-    fresh = torch.randn(5, 16)
-    with torch.no_grad():
-        want, got = model(fresh), best(fresh)
-    assert ((got - want).norm() / want.norm()).item() < 0.1
-    InferenceOptimizer.save(best, str(tmp_path / "m"))
-    assert check_in_fresh_process(str(tmp_path / "m"), (fresh,), got,
-                                  str(tmp_path)) == f"{runtime}+measured"
+    _right_on_fresh_values_and_after_a_fresh_load(model, best, tmp_path)
 
 
 @pytest.mark.slow
@@ -221,10 +219,4 @@ def test_more_calibration_batches_pass_where_the_first_ones_miss_the_range(tmp_p
                and n != "onnxruntime_int8_qdq+more_calib")
     best, _ = opt.get_best_model(precision="int8")
     assert best.method.name == "onnxruntime_int8_qdq+more_calib"
-    fresh = torch.randn(5, 16)
-    with torch.no_grad():
-        want, got = model(fresh), best(fresh)
-    assert ((got - want).norm() / want.norm()).item() < 0.1
-    InferenceOptimizer.save(best, str(tmp_path / "m"))
-    assert check_in_fresh_process(str(tmp_path / "m"), (fresh,), got,
-                                  str(tmp_path)) == "onnxruntime_int8_qdq+more_calib"
+    _right_on_fresh_values_and_after_a_fresh_load(model, best, tmp_path)
