@@ -1,4 +1,6 @@
-"""Intel Extension for PyTorch (``*_ipex`` methods), only where it imports beside this torch.
+"""Intel Extension for PyTorch, eager (``fp32_ipex``, ``bf16_ipex``), only where it imports
+beside this torch; ``ipex_jit`` and ``ipex_int8`` build the traced and INT8 IPEX methods, and
+all three share the probe here.
 
 IPEX's last release (2.8) requires torch 2.8 exactly; with another torch its
 import fails with an AttributeError rather than an ImportError, so the check
@@ -70,7 +72,7 @@ def ipex_unavailable() -> Optional[str]:
 
 
 class IpexModel(TorchModuleModel):
-    """A module optimized by ``ipex.optimize`` (optionally traced), saved as a state dict."""
+    """A module optimized by ``ipex.optimize``, saved as a state dict."""
 
     accelerator = "ipex"
     _source_state: dict  # the weights before ipex.optimize, which is what save() writes

@@ -60,9 +60,7 @@ class IpexTorchScriptModel(TorchScriptModel):
     def __init__(self, module, method, signature, output, thread_num, scripted: bool = False,
                  fusion: bool = True):
         super().__init__(module, method, signature, output, thread_num, scripted)
-        buffer = io.BytesIO()
-        torch.jit.save(module, buffer)
-        self._graph = buffer.getvalue()
+        self._graph: Optional[bytes] = None  # serialized on the first second shape
         self._by_shape: dict = {}
         self.fusion = fusion
 
@@ -71,12 +69,19 @@ class IpexTorchScriptModel(TorchScriptModel):
         if key not in self._by_shape:
             if len(self._by_shape) >= self.MAX_SHAPES:
                 self._by_shape.pop(next(iter(self._by_shape)))
-            # the graph as built serves the first shape; later ones a fresh copy
-            self._by_shape[key] = (torch.jit.load(io.BytesIO(self._graph))
-                                   if self._by_shape else self.module)
+            # the graph as built serves the first shape; later ones a fresh copy (saving
+            # writes the frozen graph, not the run plan IPEX fitted to the first shape)
+            self._by_shape[key] = self._fresh_copy() if self._by_shape else self.module
         self.module = self._by_shape[key]
         with onednn_fusion(self.fusion):
             return super().run(inputs)
+
+    def _fresh_copy(self) -> torch.jit.ScriptModule:
+        if self._graph is None:
+            buffer = io.BytesIO()
+            torch.jit.save(self.module, buffer)
+            self._graph = buffer.getvalue()
+        return torch.jit.load(io.BytesIO(self._graph))
 
     def save_artifacts(self, directory: str) -> dict:
         return {**super().save_artifacts(directory), "fusion": self.fusion}
@@ -105,22 +110,23 @@ def build_checked(kind: type, traced: Callable[[], torch.jit.ScriptModule], meth
     from nano.inference.errors import summarize_error
     from nano.inference.verify import check_conversion, tracer_warnings
 
-    failure = None
-    for fusion in (True, False):
+    def checked(fusion: bool) -> IpexTorchScriptModel:
         with tracer_warnings() as warned:
             frozen = traced()
         model = kind(frozen, method, inputs.signature, inputs.output, inputs.thread_num,
                      fusion=fusion)
+        check_conversion(model, inputs, precision, what, warned, reference)
+        return model
+
+    try:
+        return checked(True)
+    except Exception as fused:  # a wrong or failing fused graph: once more, unfused
         try:
-            check_conversion(model, inputs, precision, what, warned, reference)
-            return model
-        except Exception as e:  # a wrong or failing fused graph: once more, unfused
-            if failure is not None:
-                raise RuntimeError(f"{what} failed with IPEX's oneDNN fusion "
-                                   f"({summarize_error(failure)}) and without it "
-                                   f"({summarize_error(e)})") from e
-            failure = e
-    raise AssertionError("unreachable")
+            return checked(False)
+        except Exception as e:
+            raise RuntimeError(f"{what} failed with IPEX's oneDNN fusion "
+                               f"({summarize_error(fused)}) and without it "
+                               f"({summarize_error(e)})") from e
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
