@@ -24,7 +24,8 @@ def launcher_report() -> None:
     print("====================")
     for line in topology.describe():
         print("  " + line)
-    print(f"  bf16 instructions: {'yes' if topology.has_bf16 else 'no'}")
+    for line in topology.capability.describe():
+        print("  " + line)
     plan = plan_environment(topology, os.environ)
     print(f"  allocator: {plan.allocator or 'glibc malloc (no faster allocator found)'}")
     for warning in plan.warnings:

@@ -44,8 +44,11 @@ def _parser() -> OneLineParser:
 
 
 def explain_header(topology: Topology) -> str:
-    """The topology report as shell comments (harmless inside eval)."""
-    return "".join(f"# {line}\n" for line in ["CPU found by bigdl-nano-init:"] + topology.describe())
+    """The topology and what the processor computes natively, as shell comments (harmless
+    inside eval)."""
+    lines = ["CPU found by bigdl-nano-init:", *topology.describe(),
+             *topology.capability.describe()]
+    return "".join(f"# {line}\n" for line in lines)
 
 
 def _main(argv: list[str]) -> int:

@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from nano.launcher.capability import CpuCapability, effective_flags, ignored_features
 from nano.launcher.cgroup import CgroupLimits, read_cgroup_limits
+from nano.launcher.cpuid import cpuid_flags
 from nano.launcher.cpulist import format_cpu_list, parse_cpu_list, read_text
 
 
@@ -94,8 +96,13 @@ class Topology:
         return cores
 
     @property
+    def capability(self) -> CpuCapability:
+        """What the processor computes natively (int8 dot product, bf16, fp16)."""
+        return CpuCapability.from_flags(self.flags)
+
+    @property
     def has_bf16(self) -> bool:
-        return bool({"avx512_bf16", "amx_bf16"} & self.flags)
+        return self.capability.native("bf16")
 
     def describe(self) -> list[str]:
         """Human-readable lines for reports."""
@@ -215,4 +222,7 @@ def read_topology(root: str = "/", affinity: Optional[Iterable[int]] = None,
         usable &= limits.cpuset
     if not usable:  # a cpuset we misread must not leave us with nothing
         usable = {c.id for c in cpus}
-    return Topology.build(cpus, usable, limits.cpu_quota, source, _flags(records))
+    flags = _flags(records)
+    if root == "/":  # the real machine: what CPUID confirms, less NANO_CPU_IGNORE
+        flags = effective_flags(flags, cpuid_flags(), ignored_features())
+    return Topology.build(cpus, usable, limits.cpu_quota, source, flags)
