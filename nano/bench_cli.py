@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+from nano.launcher.capability import current
 from nano.launcher.cli_common import (OneLineParser, UsageError, positive_float, positive_int,
                                       run_cli)
 
@@ -239,7 +240,9 @@ def _main(argv: list[str]) -> int:
     else:
         out.write(report.format_table(records) + "\n")
     info = sys.stderr if args.format != "table" else sys.stdout
-    print(f"\nfastest within tolerance: {description}", file=info)
+    capability = current()
+    print(f"\nCPU: {'; '.join(capability.describe()[:3])}", file=info)
+    print(f"fastest within tolerance: {description}", file=info)
     if args.plot:
         report.plot(records, args.plot)
     if best is not None and args.save:

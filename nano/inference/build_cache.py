@@ -32,6 +32,7 @@ import torch
 
 from nano.inference.methods import Method
 from nano.inference.structure import flatten_output
+from nano.launcher.capability import current
 
 # a store's copy in progress: ``<entry>.<pid>.partial``
 PARTIAL = ".partial"
@@ -98,8 +99,10 @@ def model_key(model: torch.nn.Module, sample: tuple, dynamic_axes: Any,
               calib: Optional[list]) -> str:
     """The part of every entry's key that is the same for one search."""
     digest = hashlib.sha256()
+    # the processor too: INT8 built for an int8 dot product saturates on a CPU without one
     digest.update(json.dumps({"versions": _versions(), "code": _code(model),
-                              "dynamic_axes": repr(dynamic_axes)}, sort_keys=True).encode())
+                              "dynamic_axes": repr(dynamic_axes), "cpu": current().to_dict()},
+                             sort_keys=True).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         _update_with_tensors(digest, tensor)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Iterator, Optional
 import torch
 
 from nano.errors import NanoError, NanoTypeError, NanoValueError
+from nano.inference.int8_overflow import build_record, warn_on_load
 from nano.inference.methods import Method
 from nano.inference.structure import InputSignature, unflatten_output
 from nano.launcher.writable import unwritable_reason
@@ -72,6 +73,10 @@ class AcceleratedModel(torch.nn.Module):
         self.thread_num = thread_num
         self.output_tensors = True  # False: outputs come back as numpy arrays (BigDL's option)
         self.compression: Optional[str] = None  # set while save() writes a bf16 state dict
+        # the CPU it was built for, and for integer INT8 which weights it uses
+        # (nano.inference.int8_overflow): kept through save and load
+        self.built_on: dict = build_record()["built_on"]
+        self.int8_scheme: Optional[str] = None
         object.__setattr__(self, "_nano_original", None)  # not a submodule: not saved
         self.train(False)
 
@@ -181,6 +186,8 @@ class AcceleratedModel(torch.nn.Module):
                 "needs_model": self.needs_model_to_load,
                 "files": {f: _sha256(os.path.join(staging, f)) for f in files},
                 "extra": extra,
+                "built_on": self.built_on,
+                "int8_scheme": self.int8_scheme,
             }
             with open(os.path.join(staging, META_FILE), "w") as f:
                 json.dump(meta, f, indent=2)
@@ -320,6 +327,9 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
                              f"{meta['method_name']}) did not load: {type(e).__name__}: "
                              f"{first}") from e
     loaded.output_tensors = meta.get("output_tensors", True)
+    loaded.built_on = meta.get("built_on") or {}
+    loaded.int8_scheme = meta.get("int8_scheme")
+    warn_on_load(meta, directory)
     return loaded.attach_original(model)
 
 

@@ -21,6 +21,7 @@ from nano.errors import NanoError, NanoTypeError, NanoValueError
 from nano.inference import backends
 from nano.inference.criterion import Criterion
 from nano.inference.data import ForwardParams, as_batches, sample_call, split_batch
+from nano.inference.int8_overflow import overflow_fix
 from nano.inference.judgement import OutputJudgement
 from nano.inference.measure import evaluate_metric, measure_latency, metric_style
 from nano.inference.methods import Method, normalize_accelerator, normalize_precision
@@ -78,7 +79,8 @@ def _eval_data(model, validation_data, calib_data):
     data = validation_data if validation_data is not None else calib_data
     name = "validation_data" if validation_data is not None else "calib_data"
     params = ForwardParams.of(model)
-    samples, targets = zip(*(split_batch(b, params, name) for b in as_batches(data, name)))
+    samples, targets = zip(*(split_batch(b, params, name)
+                              for b in as_batches(data, name, params=params)))
     return list(samples), list(targets), data
 
 
@@ -265,6 +267,8 @@ def _try_neural_compressor(quantizer, qmethod, inputs, criterion, baseline, metr
     from nano.quantize import inc
 
     if quantizer.SPEC.quantizer.tuner != "neural_compressor" or inc.unavailable_reason():
+        return None
+    if overflow_fix():  # its configurations have no 7-bit scheme: they would saturate here
         return None
     loss = inc.tolerable_loss(criterion, baseline)
     if loss is None:

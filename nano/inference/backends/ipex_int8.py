@@ -15,6 +15,7 @@ import torch
 from nano.inference.backends.ipex import INSTALL_HINT, ipex_unavailable
 from nano.inference.backends.ipex_jit import IpexTorchScriptModel, build_checked
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
+from nano.inference.int8_overflow import overflow_fix, scheme
 from nano.inference.methods import Method
 from nano.inference.quant_config import QuantConfig
 from nano.inference.structure import FlatModule
@@ -39,6 +40,18 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return ipex_unavailable()
 
 
+def _qconfig_mapping(ipex):
+    """IPEX's default static mapping; where the CPU has no int8 dot product, with 7-bit
+    activations (its u8 x s8 kernels add pairs in 16 bits there and saturate)."""
+    if not overflow_fix():
+        return ipex.quantization.default_static_qconfig_mapping
+    from torch.ao.quantization import HistogramObserver, QConfig, QConfigMapping
+
+    default = ipex.quantization.default_static_qconfig
+    return QConfigMapping().set_global(QConfig(
+        activation=HistogramObserver.with_args(reduce_range=True), weight=default.weight))
+
+
 def build(method: Method, inputs: BuildInputs) -> IpexTorchScriptModel:
     import intel_extension_for_pytorch as ipex
     from intel_extension_for_pytorch.quantization import convert, prepare
@@ -49,17 +62,18 @@ def build(method: Method, inputs: BuildInputs) -> IpexTorchScriptModel:
     QuantConfig.of(method)  # refuses knobs IPEX cannot turn
     sample = inputs.flat_sample()
     with torch.no_grad():
-        prepared = prepare(FlatModule(inputs.model, inputs.signature),
-                           ipex.quantization.default_static_qconfig_mapping,
+        prepared = prepare(FlatModule(inputs.model, inputs.signature), _qconfig_mapping(ipex),
                            example_inputs=tuple(sample), inplace=False)
         for flat in inputs.flat_calib():
             prepared(*flat)
         converted = convert(prepared)
     # the trace is checked against the eager INT8 module it records: how far INT8 is from
     # the original is the accuracy judgement's to say, on data like the calibration's
-    return build_checked(IpexInt8Model, lambda: trace_and_freeze(converted, sample, method),
-                         method, inputs, "int8", "the IPEX INT8 trace",
-                         reference=flat_runner(converted, inputs))
+    model = build_checked(IpexInt8Model, lambda: trace_and_freeze(converted, sample, method),
+                          method, inputs, "int8", "the IPEX INT8 trace",
+                          reference=flat_runner(converted, inputs))
+    model.int8_scheme = scheme()
+    return model
 
 
 MODEL_CLASS = IpexInt8Model

@@ -17,6 +17,7 @@ from typing import Optional, TYPE_CHECKING
 from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.onnxruntime_fp32 import INSTALL_HINT, OnnxRuntimeModel, export_onnx
+from nano.inference.int8_overflow import overflow_fix, scheme
 from nano.inference.methods import Method
 from nano.inference.quant_config import QuantConfig
 from nano.inference.sensitivity import keep_costliest
@@ -138,17 +139,21 @@ def _quantize(method: Method, inputs: BuildInputs, pre: str, tmp: str, config: Q
                                           quantize_dynamic, quantize_static)
 
     out = os.path.join(tmp, "int8.onnx")
+    # 7-bit weights where the CPU has no int8 dot product: u8 x s8 pairs are added in 16 bits
+    # there (dynamic INT8's MLAS kernels too), and 8-bit weights saturate
+    reduce_range = overflow_fix()
     # only the compute ops: quantizing ONNX Runtime's default op types (Add, Mul, ...) as
     # well took MiniLM's cosine from 0.78 to 0.20
     op_types = _COMPUTE_OPS if config.keep_fp32 in ("sensitive", "measured") else None
     if method.variant == QUANTIZER.dynamic_variant:
         quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=exclude, op_types_to_quantize=op_types)
+                         reduce_range=reduce_range, nodes_to_exclude=exclude,
+                         op_types_to_quantize=op_types)
     else:
         quantize_static(
             pre, out, _Reader(graph_input_names(pre), inputs.flat_calib()),
             quant_format=QuantFormat.QDQ if method.variant == "qdq" else QuantFormat.QOperator,
-            per_channel=True,
+            per_channel=True, reduce_range=reduce_range,
             # u8 activations x s8 weights is the fast (VNNI) path on x86; s8 x s8 was
             # several times slower here, QOperator convolutions most of all.
             activation_type=QuantType.QUInt8,
@@ -158,7 +163,9 @@ def _quantize(method: Method, inputs: BuildInputs, pre: str, tmp: str, config: Q
                 _KEEPING_EXTRA_OPTIONS if config.keep_fp32 == "measured" else {})})
     with open(out, "rb") as f:
         data = f.read()
-    return OnnxRuntimeModel(data, method, inputs.signature, inputs.output, inputs.thread_num)
+    model = OnnxRuntimeModel(data, method, inputs.signature, inputs.output, inputs.thread_num)
+    model.int8_scheme = scheme()
+    return model
 
 
 MODEL_CLASS = OnnxRuntimeModel

@@ -19,6 +19,7 @@ from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.torch_common import load_exported_program
 from nano.inference.backends.torch_compile import inductor_config
+from nano.inference.int8_overflow import overflow_fix, scheme
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common, torch_threads
 from nano.inference.prepare import export_dynamic_shapes
@@ -130,8 +131,11 @@ def _quantize(method: Method, inputs: BuildInputs, exported: torch.fx.GraphModul
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantizer = X86InductorQuantizer()
+        # reduce_range: 7-bit activations where the CPU has no int8 dot product, so that
+        # oneDNN's u8 x s8 pairs fit 16 bits (inductor's frozen graph runs real INT8 kernels;
+        # without freezing the same graph computes in fp32 and looks right)
         quantizer.set_global(get_default_x86_inductor_quantization_config(
-            is_dynamic=dynamic))
+            is_dynamic=dynamic, reduce_range=overflow_fix()))
         for name in keep:  # FlatModule holds the user's model as "module"
             quantizer.set_module_name_qconfig(f"module.{name}", None)
         try:
@@ -157,6 +161,7 @@ def wrap_converted(converted: torch.fx.GraphModule, method: Method,
     model = CompiledInt8Model(converted, sample, inputs.dynamic_dims(), method, inputs.signature,
                               inputs.output, inputs.thread_num)
     model.run(list(sample))  # compile now, not during the first user call
+    model.int8_scheme = scheme()
     return model
 
 
