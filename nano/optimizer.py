@@ -17,7 +17,8 @@ import torch
 from nano.errors import NanoTypeError, NanoValueError, SearchFailed
 from nano.inference import backends, compat, int8_ladder, report
 from nano.inference.calibration import (CALIBRATION_BATCHES, HELD_OUT_BATCHES,
-                                        MORE_CALIBRATION_BATCHES, calibration_and_held_out)
+                                        MIN_HELD_OUT_SAMPLES, MORE_CALIBRATION_BATCHES,
+                                        batch_rows, calibration_and_held_out, held_out_read)
 from nano.inference.data import (ForwardParams, as_batches, check_fits, sample_call,
                                  split_batch)
 from nano.inference.criterion import Criterion, output_error_limit
@@ -160,6 +161,7 @@ class InferenceOptimizer:
         self._plan: Optional[SearchPlan] = None
         self._judgement: Optional[OutputJudgement] = None
         self._judged_on_calibration = False
+        self._judged_rows = 0
         self._held_out: Optional[HeldOut] = None
 
     @staticmethod
@@ -425,11 +427,13 @@ class InferenceOptimizer:
         # "all"/"grid" search climbs: a default one reads no more than it uses); without
         # validation_data, outputs are judged on the batches after them
         read = MORE_CALIBRATION_BATCHES if plan.exhaustive else CALIBRATION_BATCHES
-        train = as_batches(training_data, "training_data",
-                           limit=read + (0 if validation_data is not None else HELD_OUT_BATCHES))
-        calib_batches, held_batches = ((train[:read], [])
-                                       if validation_data is not None
-                                       else calibration_and_held_out(train))
+        if validation_data is not None:
+            train = as_batches(training_data, "training_data", limit=read, params=params)
+            calib_batches, held_batches = train, list[Any]()
+        else:
+            train = as_batches(training_data, "training_data", limit=read + HELD_OUT_BATCHES,
+                               params=params, until=held_out_read(read))
+            calib_batches, held_batches = calibration_and_held_out(train, read)
         pool = [split_batch(b, params, "training_data")[0] for b in calib_batches]
         calib, more_calib = pool[:CALIBRATION_BATCHES], pool[CALIBRATION_BATCHES:]
         sample = calib[0] if given is None else given
@@ -438,7 +442,7 @@ class InferenceOptimizer:
             check_fits(private_eval_copy(model), sample, "input_sample")
         if validation_data is not None:
             held_out = [split_batch(b, params, "validation_data")
-                        for b in as_batches(validation_data, "validation_data")]
+                        for b in as_batches(validation_data, "validation_data", params=params)]
             check_fits(private_eval_copy(model), held_out[0][0], "validation_data")
         else:
             held_out = [split_batch(b, params, "training_data") for b in held_batches]
@@ -454,6 +458,7 @@ class InferenceOptimizer:
         self._calib, self._more_calib = calib, more_calib
         self._judgement = judgement
         self._judged_on_calibration = validation_data is None and len(train) == 1
+        self._judged_rows = sum(batch_rows(s) for s in eval_samples)
         cache = _build_cache(cache_dir, no_cache, model, sample, dynamic_axes, pool)
         data = SearchData(model, sample, eval_samples, targets, references, metric,
                           validation_data, calib, judgement, more_calib=more_calib)
@@ -619,7 +624,11 @@ class InferenceOptimizer:
         """Which judgement the output column used, and on what data."""
         if self._metric is not None or self._judgement is None:
             return ""
-        note = f"\noutputs judged without a metric: {self._judgement.describe()}"
+        note = (f"\noutputs judged without a metric: {self._judgement.describe()}, on "
+                f"{self._judged_rows} held-out sample{'' if self._judged_rows == 1 else 's'}")
+        if self._judged_rows < MIN_HELD_OUT_SAMPLES and not self._judged_on_calibration:
+            note += (f" (fewer than {MIN_HELD_OUT_SAMPLES}: a weak promise; give more data or "
+                     f"validation_data)")
         if self._judged_on_calibration:
             note += (" -- on the only training batch, which also calibrated INT8: pass "
                      "validation_data (or more batches) for a held-out judgement")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,22 +22,45 @@ CALIBRATION_BATCHES = 16
 MORE_CALIBRATION_BATCHES = 64
 
 # Without validation_data, optimize() judges outputs on training batches calibration did
-# not see: up to this many past the calibration batches.
-HELD_OUT_BATCHES = 8
+# not see, read past the calibration batches until they hold MIN_HELD_OUT_SAMPLES rows, or
+# HELD_OUT_BATCHES batches. A verdict on 8 images was too weak: an INT8 EfficientNet-lite0
+# agreed with the original on 8 of 8 held-out images and on 56 of 64 other crops (0.875,
+# where the judgement promises 0.95); with n rows all agreeing, the 95% lower bound on the
+# agreement is about 1 - 3/n.
+MIN_HELD_OUT_SAMPLES = 64
+HELD_OUT_BATCHES = 64
 
 
-def calibration_and_held_out(batches: list) -> tuple[list, list]:
-    """``(calibration batches, held-out batches)`` from training data read up to
-    MORE_CALIBRATION_BATCHES + HELD_OUT_BATCHES batches: the last quarter (at least one), or
-    more to fill HELD_OUT_BATCHES where calibration has its CALIBRATION_BATCHES anyway, but
-    never more than HELD_OUT_BATCHES. Every batch before the held-out ones calibrates (the
-    first CALIBRATION_BATCHES by default, the rest in the ladder's more_calib step). A single
-    batch is both: there is nothing else to judge on."""
+def batch_rows(batch: Any) -> int:
+    """How many samples a batch holds: the first dimension of its first tensor (1 if none)."""
+    tensors = flatten_output(batch)
+    return int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
+
+
+def _enough(held: list) -> bool:
+    return (len(held) >= HELD_OUT_BATCHES
+            or sum(batch_rows(b) for b in held) >= MIN_HELD_OUT_SAMPLES)
+
+
+def held_out_read(calibration: int) -> Callable[[list], bool]:
+    """For ``as_batches(until=...)``: stop reading once the batches past the first
+    ``calibration`` hold enough rows to judge on (or are HELD_OUT_BATCHES batches)."""
+    return lambda batches: _enough(batches[calibration:])
+
+
+def calibration_and_held_out(batches: list, calibration: int = CALIBRATION_BATCHES
+                             ) -> tuple[list, list]:
+    """``(calibration batches, held-out batches)`` of training data read with
+    ``held_out_read(calibration)``: the batches past the first ``calibration``; where the
+    data ran out before those were enough, at least the last quarter. A single batch is
+    both: there is nothing else to judge on."""
     n = len(batches)
     if n <= 1:
         return batches, batches
-    held = min(HELD_OUT_BATCHES, max(1, n // 4, n - CALIBRATION_BATCHES))
-    return batches[:min(n - held, MORE_CALIBRATION_BATCHES)], batches[n - held:]
+    held = n - calibration
+    if held < 1 or not _enough(batches[calibration:]):
+        held = max(1, n // 4, held)
+    return batches[:n - held], batches[n - held:]
 
 
 def calibration_samples(model: torch.nn.Module, calib_data: Any, input_sample: Any = None,
@@ -51,14 +74,14 @@ def calibration_samples(model: torch.nn.Module, calib_data: Any, input_sample: A
     if calib_data is None:
         raise DataMismatch("calib_data is required for static INT8: pass a DataLoader, a "
                            "tensor or (x, y) tuples of representative inputs")
-    try:
-        batches = as_batches(calib_data, "calib_data", limit=limit)
-    except (TypeError, ValueError) as e:
-        raise DataMismatch(str(e)) from None
     params = ForwardParams.of(model)
     reference = None if input_sample is None else sample_call(model, input_sample)
     if reference is not None:
         params = params.called_as(reference)
+    try:
+        batches = as_batches(calib_data, "calib_data", limit=limit, params=params)
+    except (TypeError, ValueError) as e:
+        raise DataMismatch(str(e)) from None
     samples = [split_batch(batch, params, "calib_data")[0] for batch in batches]
     if reference is not None:
         _check_like(samples[0], reference)

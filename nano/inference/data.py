@@ -20,15 +20,23 @@ from nano.errors import DataMismatch, NanoTypeError
 TARGET_KEYS = ("labels", "label", "target", "targets", "y")
 
 
-def as_batches(data: Any, name: str, limit: Optional[int] = None) -> list:
-    """A list of batches from a DataLoader/iterable of batches, a tensor, or one tuple batch."""
+def as_batches(data: Any, name: str, limit: Optional[int] = None,
+               params: Optional["ForwardParams"] = None,
+               until: Optional[Callable[[list], bool]] = None) -> list:
+    """A list of batches from a DataLoader/iterable of batches, a tensor, or one tuple batch.
+
+    A list of tensors is one batch of inputs, unless ``params`` (what forward takes) says the
+    model cannot take that many: then each tensor is a batch (``[x1, ..., x8]`` for a
+    one-input model is eight batches). Reading stops at ``limit`` batches, or once
+    ``until(batches so far)`` is true."""
     if data is None:
         return []
     if isinstance(data, torch.Tensor):
         return [(data,)]
     if isinstance(data, (tuple, list)) and data and all(_is_structure(d) for d in data):
-        list_of_batches = isinstance(data, list) and all(isinstance(d, (tuple, list, dict))
-                                                         for d in data)
+        list_of_batches = isinstance(data, list) and (
+            all(isinstance(d, (tuple, list, dict)) for d in data)
+            or (params is not None and _tensor_per_batch(data, params)))
         if not list_of_batches:
             return [tuple(data)]  # one batch
     if isinstance(data, dict):
@@ -39,11 +47,20 @@ def as_batches(data: Any, name: str, limit: Optional[int] = None) -> list:
     batches = []
     for batch in data:
         batches.append(batch if isinstance(batch, (tuple, list, dict)) else (batch,))
-        if limit is not None and len(batches) >= limit:
+        if (limit is not None and len(batches) >= limit) or (until and until(batches)):
             break
     if not batches:
         raise DataMismatch(f"{name} is empty")
     return batches
+
+
+def _tensor_per_batch(data: list, params: "ForwardParams") -> bool:
+    """Whether a list of tensors can only be one batch per tensor: the model takes neither
+    that many inputs nor that many plus a target, and the tensors are alike."""
+    n = len(data)
+    return (n >= 2 and all(isinstance(d, torch.Tensor) for d in data)
+            and not params.fits(n) and not params.fits(n - 1)
+            and len({(d.dtype, tuple(d.shape[1:])) for d in data}) == 1)
 
 
 def _is_structure(value) -> bool:

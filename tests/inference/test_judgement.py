@@ -7,7 +7,10 @@ import torch
 from torch import nn
 
 from nano.errors import NanoValueError
-from nano.inference.calibration import calibration_and_held_out
+from nano.inference.calibration import (CALIBRATION_BATCHES, HELD_OUT_BATCHES,
+                                        MIN_HELD_OUT_SAMPLES, MORE_CALIBRATION_BATCHES,
+                                        batch_rows, calibration_and_held_out, held_out_read)
+from nano.inference.data import as_batches
 from nano.inference.judgement import TOLERANCE, OutputJudgement
 
 
@@ -120,13 +123,37 @@ def test_default_tolerances_are_ordered_by_precision():
 
 
 def test_held_out_batches_are_not_calibration_batches():
-    for n in range(2, 80):
-        calib, held = calibration_and_held_out(list(range(n)))
-        assert calib and held and not set(calib) & set(held)
-        assert len(calib) <= 64 and len(held) <= 8
-        if n <= 24:  # every batch read is used, the last quarter (or 8) held out
-            assert len(calib) + len(held) == n and len(held) >= n // 4
+    for calibration in (CALIBRATION_BATCHES, MORE_CALIBRATION_BATCHES):
+        for n in range(2, calibration + HELD_OUT_BATCHES + 1):
+            calib, held = calibration_and_held_out(list(range(n)), calibration)
+            assert calib and held and not set(calib) & set(held)
+            # every batch read is used: the ones past the calibration batches (at least the
+            # last quarter) are held out
+            assert len(calib) <= calibration and calib + held == list(range(n))
+            assert len(held) >= max(1, n // 4, n - calibration)
     assert calibration_and_held_out([0]) == ([0], [0])
+
+
+@pytest.mark.parametrize("batch,read", [(1, CALIBRATION_BATCHES + MIN_HELD_OUT_SAMPLES),
+                                        (16, CALIBRATION_BATCHES + MIN_HELD_OUT_SAMPLES // 16),
+                                        (100, CALIBRATION_BATCHES + 1)])
+def test_held_out_data_is_read_until_it_holds_enough_samples(batch, read):
+    """A verdict on 8 batch-1 images promised 0.95 and kept 0.875: read on past the
+    calibration batches until the held-out ones hold MIN_HELD_OUT_SAMPLES rows."""
+    consumed = []
+
+    def loader():
+        for i in range(1000):
+            consumed.append(i)
+            yield torch.randn(batch, 4), torch.zeros(batch)
+
+    batches = as_batches(loader(), "training_data",
+                         limit=CALIBRATION_BATCHES + HELD_OUT_BATCHES,
+                         until=held_out_read(CALIBRATION_BATCHES))
+    assert len(batches) == len(consumed) == read
+    calib, held = calibration_and_held_out(batches, CALIBRATION_BATCHES)
+    assert len(calib) == CALIBRATION_BATCHES
+    assert sum(batch_rows(b) for b in held) >= MIN_HELD_OUT_SAMPLES
 
 
 def test_optimize_refuses_a_bad_judgement_before_any_work():
