@@ -16,7 +16,9 @@ the table, the methods the rows so far show cannot win:
   Runtime's QDQ, say) failed the accuracy judgement, its other static formats
   (QOperator) are left out: their scales come from the same calibration;
 - **channels_last on a model without convolutions**: the memory format changes nothing
-  there.
+  there;
+- **bf16 or fp16 on a processor without it natively** (in every mode): emulated, it ran
+  4-5x slower than fp32 (AMD Zen 3, AVX2 only); ``nano.launcher.capability`` decides.
 
 ``search_mode="all"`` and ``"grid"`` try every selected method, and a method named in
 ``includes`` is never left out.
@@ -28,6 +30,8 @@ import logging
 from typing import Callable, Iterable, Optional, TYPE_CHECKING
 
 import torch
+
+from nano.launcher.capability import CpuCapability, current
 
 if TYPE_CHECKING:
     from nano.inference.methods import Method
@@ -69,6 +73,10 @@ LIKELY_FIRST = {
         "jit_fp32_channels_last", "fp32_channels_last",
     ),
 }
+
+# precisions a CPU may lack and PyTorch then emulates (left out in every search mode, as
+# they cannot win); INT8 runs everywhere, with 7-bit weights where there is no int8 dot
+EMULATED_PRECISIONS = ("bf16", "fp16")
 
 # accelerator -> the accelerator that beat it at every precision on the benchmarks
 DOMINATED_BY = {"compile": "openvino", "openvino_compile": "openvino"}
@@ -115,8 +123,10 @@ class SearchPlan:
     """The search order and the skip rules of one optimize() (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, search_mode: str = "default",
-                 includes: Optional[Iterable[str]] = None):
+                 includes: Optional[Iterable[str]] = None,
+                 capability: Optional[CpuCapability] = None):
         self.family = model_family(model)
+        self.capability = capability or current()  # what this CPU computes natively
         self.exhaustive = search_mode != "default"
         self.named = frozenset(includes or ())
         self.has_convolution = any(isinstance(m, _CONVOLUTIONS) for m in model.modules())
@@ -138,7 +148,13 @@ class SearchPlan:
                     passes: Callable[[CandidateResult], bool]) -> Optional[str]:
         """Why ``method`` is left out given the ``rows`` so far, or None to try it.
         ``passes(row)``: the row passes the default accuracy judgement."""
-        if self.exhaustive or method.name in self.named or method.name == "original":
+        if method.name in self.named or method.name == "original":
+            return None
+        if (method.precision in EMULATED_PRECISIONS
+                and not self.capability.native(method.precision)):
+            return (f"skipped: {self.capability.emulation_note(method.precision)} (name it "
+                    f"in includes= to try it)")
+        if self.exhaustive:
             return None
         if method.channels_last and not self.has_convolution:
             return ("skipped: channels_last only changes how convolutions lay out memory, and "

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import torch
 
+from nano.inference.backends.ipex import weights_prepack
+
 
 def load_ipex() -> Any:
     """Return the ``intel_extension_for_pytorch`` module, or None after a warning saying how
@@ -30,4 +32,5 @@ def ipex_optimize(module: torch.nn.Module, optimizer: Optional[torch.optim.Optim
     if ipex is None:
         return module, optimizer
     dtype = torch.bfloat16 if bf16 else torch.float32
-    return ipex.optimize(module, optimizer=optimizer, dtype=dtype, inplace=True)
+    return ipex.optimize(module, optimizer=optimizer, dtype=dtype, inplace=True,
+                         weights_prepack=weights_prepack(bf16))

@@ -38,16 +38,17 @@ class TrainingOptions:
 
 
 def normalize_precision(precision: Any, topology: Topology) -> str:
-    """Map 32/"bf16"/Lightning spellings to a Lightning precision; bf16 without CPU support -> 32."""
+    """Map 32/"bf16"/Lightning spellings to a Lightning precision. bf16 on a CPU without it
+    runs emulated, as BigDL-Nano ran it, with a one-line warning."""
     key = precision if isinstance(precision, (int, str)) else None
     if key not in _PRECISIONS:
         raise ValueError(f"precision must be 32 or 'bf16' (also '32-true', 'bf16-mixed'), "
                          f"got {precision!r}")
     value = _PRECISIONS[key]
     if value == "bf16-mixed" and not topology.has_bf16:
-        warnings.warn("this CPU has no bf16 instructions (avx512_bf16 or amx_bf16); bf16 would be "
-                      "emulated and slower, so training runs in fp32 instead", stacklevel=3)
-        return "32-true"
+        warnings.warn(f"{topology.capability.emulation_note('bf16')}; training runs in emulated "
+                      f"bf16 as asked (precision=32 is faster here)", RuntimeWarning,
+                      stacklevel=3)
     return value
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nano import InferenceOptimizer
+from nano.launcher.capability import current
 from tests.conftest import accuracy
 from tests.inference.models import Treacherous, Unexportable
 
@@ -259,10 +260,14 @@ def test_a_named_judgement_and_a_tight_criterion(digits_cnn, digits):
                  latency_budget=1, early_stop_factor=None, accuracy="rel_l2")
     rows = {r.name: r for r in opt.results}
     assert rows["openvino_bf16"].verdict.leaves[0].kind == "rel_l2"
-    assert 0 < rows["openvino_bf16"].output_error < 3e-2
-    # a criterion tighter than bf16 rounding excludes the bf16 candidate
     model, _ = opt.get_best_model(accuracy_criterion=1e-6)
-    assert model.method.precision == "fp32"
+    if current().native("bf16"):
+        assert 0 < rows["openvino_bf16"].output_error < 3e-2
+        # a criterion tighter than bf16 rounding excludes the bf16 candidate
+        assert model.method.precision == "fp32"
+    else:  # OpenVINO has no bf16 kernels here and computes in f32 (its warning says so)
+        assert rows["openvino_bf16"].output_error < 1e-5
+        assert rows[model.method.name].output_error <= 1e-6
 
 
 def test_unexportable_model_rows_show_the_reason():
@@ -402,3 +407,22 @@ def test_budget_and_target_are_checked_first(kwargs, fragment):
 
     with pytest.raises(NanoValueError, match=fragment):
         InferenceOptimizer().optimize(torch.nn.Linear(2, 2), [torch.randn(1, 2)], **kwargs)
+
+
+def test_a_batch_1_loader_is_judged_on_64_held_out_samples(digits_cnn, digits):
+    """Eight held-out images made a weak promise; the verdict now rests on at least 64
+    samples read past the calibration batches, and the summary says how many."""
+    (x, y), _ = digits
+    loader = DataLoader(TensorDataset(x[:200], y[:200]), batch_size=1)
+    opt = InferenceOptimizer()
+    opt.optimize(digits_cnn, loader, includes=["jit_fp32"], latency_sample_num=5,
+                 latency_budget=0.5, early_stop_factor=None)
+    text = opt.summary(file=io.StringIO())
+    assert "on 64 held-out samples" in text
+    assert opt.results[0].verdict.leaves[0].rows == 64
+    short = InferenceOptimizer()
+    short.optimize(digits_cnn, DataLoader(TensorDataset(x[:24], y[:24]), batch_size=1),
+                   includes=["jit_fp32"], latency_sample_num=5, latency_budget=0.5,
+                   early_stop_factor=None)
+    assert "on 8 held-out samples (fewer than 64: a weak promise" in short.summary(
+        file=io.StringIO())

@@ -10,7 +10,18 @@ from nano.inference.measure import Latency
 from nano.inference.methods import get_method, method_table
 from nano.inference.search import CandidateResult
 from nano.inference.search_plan import HOPELESS, SearchPlan, model_family
+from nano.launcher.capability import CpuCapability
 from nano.models import resnet18
+
+# the skip rules below are stated for a CPU with native bf16 (an AMD Zen 4); the emulated
+# rule at the end, for an AVX2 one
+ZEN4 = CpuCapability.from_flags(["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
+ZEN3 = CpuCapability.from_flags(["avx2", "fma"])
+
+
+def Plan(model, search_mode="default", includes=None, capability=ZEN4):
+    """A SearchPlan for the CPU ``capability`` describes."""
+    return SearchPlan(model, search_mode, includes, capability)
 
 
 class Mlp(torch.nn.Module):
@@ -59,11 +70,11 @@ def test_model_family():
 
 def test_likely_winners_first_and_the_original_always_first():
     methods = list(method_table().values())
-    conv = [m.name for m in SearchPlan(resnet18()).order(methods)]
+    conv = [m.name for m in Plan(resnet18()).order(methods)]
     assert conv[0] == "original" and conv[1] == "openvino_int8"
     assert sorted(conv) == sorted(m.name for m in methods)  # nothing lost, nothing added
     assert conv.index("onnxruntime_int8_qlinear") < conv.index("onnxruntime_int8_integer")
-    dense = [m.name for m in SearchPlan(Mlp()).order(methods)]
+    dense = [m.name for m in Plan(Mlp()).order(methods)]
     assert dense[1] == "openvino_int8"
     assert all(dense.index(m.name) > dense.index("jit_fp32") for m in methods
                if m.channels_last)  # where channels_last matters least, it comes last
@@ -74,13 +85,13 @@ def test_likely_winners_first_and_the_original_always_first():
             twin = f"openvino_{method.precision}"
             assert twin not in conv or conv.index(twin) < conv.index(name), name
     # "all", "grid" and a user's includes keep the order given
-    assert SearchPlan(resnet18(), "all").order(methods) == methods
+    assert Plan(resnet18(), "all").order(methods) == methods
     named = [get_method(n) for n in ("original", "jit_fp32", "openvino_int8")]
-    assert SearchPlan(resnet18(), includes=["jit_fp32", "openvino_int8"]).order(named) == named
+    assert Plan(resnet18(), includes=["jit_fp32", "openvino_int8"]).order(named) == named
 
 
 def test_a_family_is_dropped_once_one_of_it_cannot_win():
-    plan = SearchPlan(resnet18())
+    plan = Plan(resnet18())
     rows = [row("original", 30), row("openvino_int8", 5), row("jit_bf16_channels_last", 12)]
     got = reasons(plan, rows, ["jit_fp32", "jit_bf16", "openvino_bf16", "bf16"])
     assert got["jit_fp32"] == got["jit_bf16"] == (
@@ -91,10 +102,10 @@ def test_a_family_is_dropped_once_one_of_it_cannot_win():
     # within HOPELESS of the best, the family goes on
     close = [row("original", 30), row("openvino_int8", 5),
              row("jit_bf16_channels_last", 5 * HOPELESS * 0.99)]
-    assert SearchPlan(resnet18()).skip_reason(get_method("jit_fp32"), close, passes) is None
+    assert Plan(resnet18()).skip_reason(get_method("jit_fp32"), close, passes) is None
     # a method stopped early as too slow stands for its family too
     slow = [row("original", 30), row("onnxruntime_int8_integer", 60, status="slow")]
-    assert "onnxruntime_int8_integer was stopped early as too slow" in SearchPlan(
+    assert "onnxruntime_int8_integer was stopped early as too slow" in Plan(
         resnet18()).skip_reason(get_method("onnxruntime_fp32"), slow, passes)
 
 
@@ -102,14 +113,14 @@ def test_only_passing_rows_set_the_bar():
     """A fast INT8 model that fails the accuracy judgement makes nothing else look slow."""
     rows = [row("original", 30), row("onnxruntime_int8_qdq", 2, passing=False),
             row("jit_bf16_channels_last", 12)]
-    assert SearchPlan(resnet18()).skip_reason(get_method("jit_fp32"), rows, passes) is None
+    assert Plan(resnet18()).skip_reason(get_method("jit_fp32"), rows, passes) is None
 
 
 def test_a_dominated_runtime_waits_for_openvino():
     methods = ["compile_bf16", "compile_bf16_channels_last", "compile_int8",
                "openvino_compile_fp32"]
     rows = [row("original", 30), row("openvino_bf16", 9)]
-    got = reasons(SearchPlan(resnet18()), rows, methods)
+    got = reasons(Plan(resnet18()), rows, methods)
     assert got["compile_bf16"] == got["compile_bf16_channels_last"] == (
         "skipped: openvino_bf16 passed, and openvino ran faster than compile on every "
         "benchmark model")
@@ -117,18 +128,18 @@ def test_a_dominated_runtime_waits_for_openvino():
     # OpenVINO failing the judgement (or failing to convert) leaves compile to be tried
     failed = [row("original", 30), row("openvino_bf16", 9, passing=False),
               row("openvino_int8", status="failed")]
-    assert reasons(SearchPlan(resnet18()), failed, methods) == dict.fromkeys(methods)
+    assert reasons(Plan(resnet18()), failed, methods) == dict.fromkeys(methods)
     # OpenVINO found hopeless: compile, slower still on the benchmarks, is left out too
     hopeless = [row("original", 30), row("onnxruntime_int8_qdq", 5),
                 row("openvino_fp32", 20, status="slow")]
-    got = SearchPlan(resnet18()).skip_reason(get_method("compile_fp32"), hopeless, passes)
+    got = Plan(resnet18()).skip_reason(get_method("compile_fp32"), hopeless, passes)
     assert got == ("skipped: compile ran slower than openvino on every benchmark model, and "
                    "openvino_fp32 was stopped early as too slow")
 
 
 def test_the_same_static_int8_in_another_format():
     rows = [row("original", 30), row("onnxruntime_int8_qdq", 15, passing=False)]
-    got = reasons(SearchPlan(Mlp()), rows, ["onnxruntime_int8_qlinear",
+    got = reasons(Plan(Mlp()), rows, ["onnxruntime_int8_qlinear",
                                             "onnxruntime_int8_integer", "openvino_int8"])
     assert got["onnxruntime_int8_qlinear"] == (
         "skipped: onnxruntime_int8_qdq failed the accuracy judgement, and "
@@ -141,22 +152,22 @@ def test_the_same_static_int8_in_another_format():
 def test_channels_last_needs_a_convolution():
     names = ["fp32_channels_last", "jit_bf16_channels_last", "compile_bf16_channels_last"]
     rows = [row("original", 30)]
-    for name, why in reasons(SearchPlan(Mlp()), rows, names).items():
+    for name, why in reasons(Plan(Mlp()), rows, names).items():
         assert why == ("skipped: channels_last only changes how convolutions lay out memory, "
                        "and this model has none"), name
-    assert reasons(SearchPlan(SmallStem()), rows, names) == dict.fromkeys(names)
+    assert reasons(Plan(SmallStem()), rows, names) == dict.fromkeys(names)
 
 
 @pytest.mark.parametrize("plan", [
-    SearchPlan(Mlp(), "all"), SearchPlan(Mlp(), "grid"),
-    SearchPlan(Mlp(), includes=["jit_fp32", "fp32_channels_last", "compile_bf16"])])
+    Plan(Mlp(), "all"), Plan(Mlp(), "grid"),
+    Plan(Mlp(), includes=["jit_fp32", "fp32_channels_last", "compile_bf16"])])
 def test_every_method_is_tried_in_all_and_grid_and_when_named(plan):
     rows = [row("original", 30), row("openvino_bf16", 2), row("jit_bf16", 20),
             row("onnxruntime_int8_qdq", 2, passing=False)]
     for name in ("jit_fp32", "fp32_channels_last", "compile_bf16"):
         assert plan.skip_reason(get_method(name), rows, passes) is None
     # the original is never left out
-    assert SearchPlan(Mlp()).skip_reason(get_method("original"), rows, passes) is None
+    assert Plan(Mlp()).skip_reason(get_method("original"), rows, passes) is None
 
 
 def test_a_per_precision_pick_after_a_default_search_says_what_was_left_out(monkeypatch):
@@ -167,13 +178,27 @@ def test_a_per_precision_pick_after_a_default_search_says_what_was_left_out(monk
     opt = InferenceOptimizer()
     opt.results = [row("original", 30), row("openvino_int8", 2), row("openvino_fp32", 20, "slow"),
                    row("jit_fp32", status="skipped")]
-    opt._plan = SearchPlan(resnet18())
+    opt._plan = Plan(resnet18())
     opt._plan.outpaced.add("jit_fp32")  # as skip_reason records a method faster rows outpaced
     monkeypatch.setattr(opt, "get_model", lambda name: name)
     with pytest.warns(UserWarning, match=r"left out or stopped 2 such method\(s\) \(openvino_fp32, "
                                          r"jit_fp32\).*optimize\(..., precision='fp32'\)"):
         assert opt.get_best_model(precision="fp32")[0] == "original"
-    opt._plan = SearchPlan(resnet18(), "all")  # an exhaustive search has nothing to say
+    opt._plan = Plan(resnet18(), "all")  # an exhaustive search has nothing to say
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         opt.get_best_model(precision="fp32")
+
+
+def test_bf16_is_left_out_in_every_mode_where_it_is_emulated():
+    rows = [row("original", 10.0)]
+    for plan in (Plan(Mlp(), capability=ZEN3), Plan(Mlp(), "all", capability=ZEN3)):
+        for name in ("bf16", "jit_bf16", "compile_bf16", "openvino_bf16", "openvino_fp16"):
+            why = plan.skip_reason(get_method(name), rows, passes)
+            assert why.startswith("skipped: this CPU has no native") and "(AVX2 only)" in why
+            assert "includes=" in why
+        assert plan.skip_reason(get_method("openvino_int8"), rows, passes) is None
+        assert plan.skip_reason(get_method("openvino_fp32"), rows, passes) is None
+    named = Plan(Mlp(), includes=["jit_bf16"], capability=ZEN3)
+    assert named.skip_reason(get_method("jit_bf16"), rows, passes) is None
+    assert Plan(Mlp()).skip_reason(get_method("jit_bf16"), rows, passes) is None  # Zen 4

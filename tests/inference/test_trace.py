@@ -114,10 +114,15 @@ def test_bf16_runtimes_really_compute_in_bf16(cnn, accelerator):
     from nano.inference.methods import Method
     from nano.optimizer import build_method
 
+    from nano.launcher.capability import current
+
     x = torch.rand(4, 1, 8, 8)
     model = build_method(cnn, Method(accelerator, "bf16"), x)
     err = (model(x) - cnn(x)).abs().max().item()
-    assert 1e-5 < err < 0.1  # bf16 rounding visible, but close
+    if accelerator == "openvino" and not current().native("bf16"):
+        assert err < 1e-5  # no bf16 kernels here: OpenVINO computes in f32 (and warns)
+    else:  # native, or emulated by PyTorch
+        assert 1e-5 < err < 0.1  # bf16 rounding visible, but close
 
 
 @pytest.mark.slow

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
 from nano.errors import NanoError, NanoValueError
 from nano.inference.backends.spec import BackendSpec
 from nano.inference.methods import Method
+from nano.launcher.capability import current
 from nano.noise import quiet_third_party
 
 if TYPE_CHECKING:
@@ -125,9 +127,24 @@ def _require_available(method: Method) -> None:
         raise MissingDependency(f"{method.name} is unavailable: {reason}")
 
 
+def _warn_if_emulated(method: Method) -> None:
+    """One line where the CPU lacks the method's precision: PyTorch emulates bf16/fp16 (slower
+    than fp32), OpenVINO runs f32 instead. optimize() leaves such methods out."""
+    capability = current()
+    if method.precision in ("bf16", "fp16") and not capability.native(method.precision):
+        how = (f"OpenVINO has no {method.precision} kernels for it, so {method.name} computes "
+               f"in f32" if method.accelerator == "openvino" else
+               f"{method.name} is emulated: expect it slower than fp32, with "
+               f"{method.precision}'s rounding")
+        isa = capability.vector or capability.arch
+        warnings.warn(f"this CPU has no native {method.precision} ({isa} only): {how}",
+                      RuntimeWarning, stacklevel=4)
+
+
 def build(method: Method, inputs: BuildInputs) -> AcceleratedModel:
     """Build ``method`` from prepared inputs (see ``nano.inference.prepare``)."""
     _require_available(method)
+    _warn_if_emulated(method)
     return backend_for(method).build(method, inputs)
 
 
@@ -136,6 +153,7 @@ def build_without_sample(method: Method, model: torch.nn.Module,
     """Build ``method`` with no input sample, where the runtime needs none (plain PyTorch,
     scripted TorchScript, compile); else an error saying input_sample is required."""
     _require_available(method)
+    _warn_if_emulated(method)
     builder = getattr(backend_for(method), "without_sample", None)
     if builder is None:
         raise NanoValueError(f"input_sample is required for {method.name}: pass one example "

@@ -17,6 +17,7 @@ import torch
 from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import TorchModuleModel, prepare_module
 from nano.inference.methods import Method
+from nano.launcher.capability import current
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -88,10 +89,18 @@ class IpexModel(TorchModuleModel):
 
         state = {k: v.clone() for k, v in module.state_dict().items()}
         dtype = torch.bfloat16 if method.precision == "bf16" else torch.float32
-        model = cls(ipex.optimize(prepare_module(module, method), dtype=dtype), method,
-                    signature, output, thread_num)
+        optimized = ipex.optimize(prepare_module(module, method), dtype=dtype,
+                                  weights_prepack=weights_prepack(method.precision == "bf16"))
+        model = cls(optimized, method, signature, output, thread_num)
         model._source_state = state
         return model
+
+
+def weights_prepack(bf16: bool) -> bool:
+    """Whether ipex.optimize may prepack weights: its bf16 prepack refuses CPUs without
+    native bf16 (it asks for avx512bw/vl/dq or avx_ne_convert); bf16 then runs emulated on
+    the plain weights."""
+    return not bf16 or current().native("bf16")
 
 
 def unavailable_reason(method: Method) -> Optional[str]:

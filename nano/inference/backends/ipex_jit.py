@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
-from nano.inference.backends.ipex import INSTALL_HINT, ipex_unavailable
+from nano.inference.backends.ipex import INSTALL_HINT, ipex_unavailable, weights_prepack
 from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import prepare_module
 from nano.inference.backends.torchscript import TorchScriptModel, trace_and_freeze
@@ -139,7 +139,8 @@ def build(method: Method, inputs: BuildInputs) -> IpexTorchScriptModel:
     import intel_extension_for_pytorch as ipex
 
     dtype = torch.bfloat16 if method.precision == "bf16" else torch.float32
-    module = ipex.optimize(prepare_module(inputs.model, method), dtype=dtype)
+    module = ipex.optimize(prepare_module(inputs.model, method), dtype=dtype,
+                           weights_prepack=weights_prepack(method.precision == "bf16"))
     sample = inputs.flat_sample()
     if method.channels_last:
         sample = to_channels_last(sample)

@@ -2,7 +2,9 @@
 
 Converted straight from torch with ``openvino.convert_model`` (ONNX as the
 fallback). The inference precision is always pinned: OpenVINO's CPU default on
-bf16-capable machines is bf16, so an unpinned "fp32" model would not be fp32.
+bf16-capable machines is bf16, so an unpinned "fp32" model would not be fp32. Where the
+CPU has no native bf16/fp16, ``openvino_bf16``/``_fp16`` run in f32 (OpenVINO cannot
+emulate them; ``trace()`` says so in its one-line warning).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
 from nano.inference.sources import is_onnx_source
 from nano.inference.structure import unflatten_output
+from nano.launcher.capability import current
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -32,7 +35,6 @@ SPEC = BackendSpec(accelerator="openvino", aliases=("ov",), precisions=("fp32", 
 # INT8 models leave the precision of their non-quantized ops to OpenVINO (bf16 where the CPU
 # has it), as OpenVINO's own INT8 flow does; the accuracy check covers the result.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": None}
-_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 _core = None
 
 
@@ -51,6 +53,8 @@ def compile_config(precision: str, threads: Optional[int], user: tuple = ()) -> 
     then the user's ``openvino_config`` on top."""
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
     hint = _HINTS[precision]
+    if precision in ("bf16", "fp16") and not current().native(precision):
+        hint = "f32"  # no kernels for it on this CPU, and nothing to emulate it with
     if hint:
         config["INFERENCE_PRECISION_HINT"] = hint
     if threads:
@@ -219,15 +223,7 @@ class OpenVINOModel(AcceleratedModel):
 
 
 def unavailable_reason(method: Method) -> Optional[str]:
-    reason = module_available("openvino", INSTALL_HINT)
-    if reason:
-        return reason
-    wanted = _CAPABILITY.get(method.precision)
-    if wanted:
-        caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if wanted not in caps:
-            return f"this CPU has no native {wanted} support (OpenVINO reports {', '.join(caps)})"
-    return None
+    return module_available("openvino", INSTALL_HINT)
 
 
 def build(method: Method, inputs: BuildInputs) -> OpenVINOModel:
