@@ -17,6 +17,8 @@ from nano.launcher.capability import CpuCapability, current
 
 SEVEN_BIT = "7-bit"   # built with the overflow workaround: right on every x86 CPU
 EIGHT_BIT = "8-bit"   # full range: right only where the CPU has an int8 dot product
+# None: not an integer kernel at risk (floating point, or an INT8 kind that re-quantizes
+# for the CPU it loads on)
 
 _warned: set = set()
 
@@ -39,7 +41,7 @@ def build_record() -> dict:
 def load_warning(meta: dict, directory: str) -> Optional[str]:
     """The one-line warning for loading ``meta``'s model on this CPU, or None."""
     int8 = meta.get("int8_scheme")
-    if int8 is None and meta.get("method", {}).get("precision") == "int8":
+    if "built_on" not in meta and meta.get("method", {}).get("precision") == "int8":
         int8 = EIGHT_BIT  # saved before Nano recorded it: every build was 8-bit then
     here = current()
     if int8 != EIGHT_BIT or not here.int8_saturates:

@@ -17,7 +17,10 @@ import torch
 from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.inference.backends.torch_compile import CompiledModel
+from nano.inference.int8_overflow import overflow_fix
 from nano.inference.methods import Method
+from nano.inference.model import ModelLoadError
+from nano.launcher.capability import current
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -49,6 +52,10 @@ class TorchaoInt8Model(CompiledModel):
                     thread_num: Optional[int]) -> "TorchaoInt8Model":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
+        reason = saturation_reason()
+        if reason:  # a saved model quantizes again when it loads: here it would be wrong
+            raise ModelLoadError(f"{method.name} cannot run here: {reason}; optimize the "
+                                 f"original model on this CPU instead")
         fp32_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         # exactly nn.Linear, called as a module: a subclass such as MultiheadAttention's
         # out_proj hands its weight to a functional kernel that takes plain tensors only
@@ -62,8 +69,18 @@ class TorchaoInt8Model(CompiledModel):
         return cls(compiled, method, signature, output, thread_num, fp32_state)
 
 
+def saturation_reason() -> Optional[str]:
+    """Why torchao's INT8 cannot be right on this CPU, or None: without an int8 dot product
+    its int8 x int8 kernels add pairs of products in 16 bits (a wide-activation MLP was 0.28
+    off under AVX2), and it has no 7-bit scheme as the other runtimes do."""
+    if not overflow_fix():
+        return None
+    return (f"torchao's int8 x int8 kernels saturate on a CPU without an int8 dot product "
+            f"({current().kind}), and torchao has no 7-bit scheme")
+
+
 def unavailable_reason(method: Method) -> Optional[str]:
-    return module_available("torchao.quantization", INSTALL_HINT)
+    return module_available("torchao.quantization", INSTALL_HINT) or saturation_reason()
 
 
 def build(method: Method, inputs: BuildInputs) -> TorchaoInt8Model:
