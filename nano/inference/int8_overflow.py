@@ -33,11 +33,6 @@ def scheme() -> str:
     return SEVEN_BIT if overflow_fix() else EIGHT_BIT
 
 
-def build_record() -> dict:
-    """What a saved model records of the CPU it was built for and checked on."""
-    return {"built_on": current().to_dict()}
-
-
 def load_warning(meta: dict, directory: str) -> Optional[str]:
     """The one-line warning for loading ``meta``'s model on this CPU, or None."""
     int8 = meta.get("int8_scheme")

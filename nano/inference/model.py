@@ -21,9 +21,10 @@ from typing import Any, ClassVar, Iterator, Optional
 import torch
 
 from nano.errors import NanoError, NanoTypeError, NanoValueError
-from nano.inference.int8_overflow import build_record, warn_on_load
+from nano.inference.int8_overflow import warn_on_load
 from nano.inference.methods import Method
 from nano.inference.structure import InputSignature, unflatten_output
+from nano.launcher.capability import current
 from nano.launcher.writable import unwritable_reason
 
 META_FILE = "nano_model.json"
@@ -75,7 +76,7 @@ class AcceleratedModel(torch.nn.Module):
         self.compression: Optional[str] = None  # set while save() writes a bf16 state dict
         # the CPU it was built for, and for integer INT8 which weights it uses
         # (nano.inference.int8_overflow): kept through save and load
-        self.built_on: dict = build_record()["built_on"]
+        self.built_on: dict = current().to_dict()
         self.int8_scheme: Optional[str] = None
         object.__setattr__(self, "_nano_original", None)  # not a submodule: not saved
         self.train(False)

@@ -74,10 +74,6 @@ LIKELY_FIRST = {
     ),
 }
 
-# precisions a CPU may lack and PyTorch then emulates (left out in every search mode, as
-# they cannot win); INT8 runs everywhere, with 7-bit weights where there is no int8 dot
-EMULATED_PRECISIONS = ("bf16", "fp16")
-
 # accelerator -> the accelerator that beat it at every precision on the benchmarks
 DOMINATED_BY = {"compile": "openvino", "openvino_compile": "openvino"}
 
@@ -150,8 +146,7 @@ class SearchPlan:
         ``passes(row)``: the row passes the default accuracy judgement."""
         if method.name in self.named or method.name == "original":
             return None
-        if (method.precision in EMULATED_PRECISIONS
-                and not self.capability.native(method.precision)):
+        if self.capability.emulates(method.precision):
             return (f"skipped: {self.capability.emulation_note(method.precision)} (name it "
                     f"in includes= to try it)")
         if self.exhaustive:

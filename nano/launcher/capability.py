@@ -93,6 +93,11 @@ class CpuCapability:
             return self.int8_dot is not None
         return True
 
+    def emulates(self, precision: str) -> bool:
+        """Whether ``precision`` is a floating-point format this CPU lacks (bf16, fp16): PyTorch
+        then emulates it, slower than fp32. INT8 runs everywhere (7-bit where it saturates)."""
+        return precision in ("bf16", "fp16") and not self.native(precision)
+
     def emulation_note(self, precision: str) -> str:
         """Why ``precision`` is not native here, in one phrase."""
         return (f"this CPU has no native {precision} ({self.vector or self.arch} only): "

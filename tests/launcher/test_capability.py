@@ -32,6 +32,7 @@ def test_each_kind_of_processor(flags, arch, kind, int8, bf16, saturates):
     cap = CpuCapability.from_flags(flags.split(), arch)
     assert (cap.kind, cap.int8_dot, cap.bf16, cap.int8_saturates) == (kind, int8, bf16, saturates)
     assert cap.native("bf16") == (bf16 is not None)
+    assert cap.emulates("bf16") == (bf16 is None) and not cap.emulates("int8")
     assert CpuCapability.from_dict(cap.to_dict()) == cap
 
 

@@ -131,7 +131,7 @@ def _warn_if_emulated(method: Method) -> None:
     """One line where the CPU lacks the method's precision: PyTorch emulates bf16/fp16 (slower
     than fp32), OpenVINO runs f32 instead. optimize() leaves such methods out."""
     capability = current()
-    if method.precision in ("bf16", "fp16") and not capability.native(method.precision):
+    if capability.emulates(method.precision):
         how = (f"OpenVINO has no {method.precision} kernels for it, so {method.name} computes "
                f"in f32" if method.accelerator == "openvino" else
                f"{method.name} is emulated: expect it slower than fp32, with "

@@ -53,7 +53,7 @@ def compile_config(precision: str, threads: Optional[int], user: tuple = ()) -> 
     then the user's ``openvino_config`` on top."""
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
     hint = _HINTS[precision]
-    if precision in ("bf16", "fp16") and not current().native(precision):
+    if current().emulates(precision):
         hint = "f32"  # no kernels for it on this CPU, and nothing to emulate it with
     if hint:
         config["INFERENCE_PRECISION_HINT"] = hint
