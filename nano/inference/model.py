@@ -78,6 +78,8 @@ class AcceleratedModel(torch.nn.Module):
         # (nano.inference.int8_overflow): kept through save and load
         self.built_on: dict = current().to_dict()
         self.int8_scheme: Optional[str] = None
+        self.traced_shapes: list = []  # see record_shapes
+        self.dynamic_dims: list = []
         object.__setattr__(self, "_nano_original", None)  # not a submodule: not saved
         self.train(False)
 
@@ -108,7 +110,37 @@ class AcceleratedModel(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         signature, output = self.recorded_io()
-        return self.finish(unflatten_output(output, self.run(signature.flatten(args, kwargs))))
+        flat = signature.flatten(args, kwargs)
+        try:
+            outputs = self.run(flat)
+        except Exception:
+            mismatch = self.fixed_dim_mismatch(flat)
+            if mismatch:  # the runtime's own words run to several lines of C++ or TorchScript
+                raise NanoValueError(mismatch) from None
+            raise
+        return self.finish(unflatten_output(output, outputs))
+
+    def record_shapes(self, shapes: list, dynamic_dims: list) -> "AcceleratedModel":
+        """Remember the traced sample's input shapes and which dims may vary (the rest are
+        fixed in the graph), to say so in one line when a call breaks that."""
+        self.traced_shapes = [list(s) for s in shapes]
+        self.dynamic_dims = [list(d) for d in dynamic_dims]
+        return self
+
+    def fixed_dim_mismatch(self, flat: list) -> Optional[str]:
+        """Which input has another size in a dimension the traced graph fixed, or None."""
+        if not self.traced_shapes or self.signature is None:
+            return None
+        for name, t, shape, dims in zip(self.signature.tensor_names, flat, self.traced_shapes,
+                                        self.dynamic_dims):
+            if t.dim() == len(shape) and any(t.shape[d] != size for d, size in enumerate(shape)
+                                             if d not in dims):
+                fixed = [d for d in range(len(shape)) if d not in dims]
+                return (f"input {name!r} was traced with shape {tuple(shape)}, and dim(s) "
+                        f"{fixed} are fixed in the {self.method.name} graph; got shape "
+                        f"{tuple(t.shape)}: call it with those sizes, or trace with "
+                        f"dynamic_axes={{{name!r}: [...]}} naming the dims that vary")
+        return None
 
     def recorded_io(self) -> tuple[InputSignature, dict]:
         """The input signature and output structure recorded from the sample (a runtime
@@ -189,6 +221,8 @@ class AcceleratedModel(torch.nn.Module):
                 "extra": extra,
                 "built_on": self.built_on,
                 "int8_scheme": self.int8_scheme,
+                "traced_shapes": self.traced_shapes,
+                "dynamic_dims": self.dynamic_dims,
             }
             with open(os.path.join(staging, META_FILE), "w") as f:
                 json.dump(meta, f, indent=2)
@@ -330,6 +364,7 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
     loaded.output_tensors = meta.get("output_tensors", True)
     loaded.built_on = meta.get("built_on") or {}
     loaded.int8_scheme = meta.get("int8_scheme")
+    loaded.record_shapes(meta.get("traced_shapes") or [], meta.get("dynamic_dims") or [])
     warn_on_load(meta, directory)
     return loaded.attach_original(model)
 

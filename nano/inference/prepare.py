@@ -10,7 +10,7 @@ import torch
 
 from nano.errors import NanoTypeError, NanoValueError
 from nano.inference.data import check_fits, sample_call
-from nano.inference.structure import FlatModule, InputSignature, output_spec
+from nano.inference.structure import FlatModule, InputSignature, map_tensors, output_spec
 
 if TYPE_CHECKING:
     from nano.inference.judgement import HeldOut
@@ -102,7 +102,9 @@ def prepare(model: torch.nn.Module, input_sample: Any, thread_num: Optional[int]
                              "tuple of inputs, a dict of keyword inputs or a DataLoader)")
     if not isinstance(dynamic_axes, (bool, dict)):
         raise NanoTypeError("dynamic_axes must be True, False, or a dict {input_name: [axes]}")
-    args, kwargs = sample_call(model, input_sample)
+    # a copy: a forward that writes into its inputs (x.mul_(2)) must not change the user's
+    # sample, nor the sample every check compares against
+    args, kwargs = map_tensors(torch.Tensor.clone, sample_call(model, input_sample))
     private = private_eval_copy(model)
     signature = InputSignature.from_sample(private, args, kwargs)
     if isinstance(dynamic_axes, dict):
@@ -111,6 +113,6 @@ def prepare(model: torch.nn.Module, input_sample: Any, thread_num: Optional[int]
         if unknown:
             raise NanoValueError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; "
                                  f"inputs are {signature.tensor_names}")
-    out = check_fits(private, (args, kwargs), "input_sample")
+    out = check_fits(private, map_tensors(torch.Tensor.clone, (args, kwargs)), "input_sample")
     return BuildInputs(private, args, kwargs, signature, output_spec(out), thread_num,
                        dynamic_axes, calib)

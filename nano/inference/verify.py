@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Optional, TYPE_CHECKING
 import torch
 
 from nano.errors import TraceError
+from nano.inference.structure import map_tensors
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -171,14 +172,16 @@ def check_conversion(run: Callable[..., Any], inputs: BuildInputs, precision: st
     eager_errors: list = []
     for args, kwargs in fresh_calls(inputs):
         try:
-            with torch.no_grad():
-                want = original(*args, **kwargs)
+            with torch.no_grad():  # each call on its own copy: forward may write into them
+                want = original(*map_tensors(torch.Tensor.clone, args),
+                                **map_tensors(torch.Tensor.clone, kwargs))
         except Exception as e:  # the original itself refuses these values: nothing to compare
             eager_errors.append(f"{type(e).__name__}: {_first_line(e)}")
             continue
         try:
             with torch.no_grad():
-                got = run(*args, **kwargs)
+                got = run(*map_tensors(torch.Tensor.clone, args),
+                          **map_tensors(torch.Tensor.clone, kwargs))
         except Exception as e:
             raise TraceError(_message(what, f"it fails on an input the original runs "
                                             f"({_describe(args, kwargs)}): {type(e).__name__}: "
@@ -195,7 +198,8 @@ def check_conversion(run: Callable[..., Any], inputs: BuildInputs, precision: st
     # One more call: a runtime that hands back tensors over its own buffers would have it
     # overwrite the outputs above (outputs a caller keeps in a list would all be the last).
     with torch.no_grad():
-        run(*inputs.args, **inputs.kwargs)
+        run(*map_tensors(torch.Tensor.clone, inputs.args),
+            **map_tensors(torch.Tensor.clone, inputs.kwargs))
     for args, kwargs, got, want in kept:
         if difference(got, want, tolerance):
             raise TraceError(_message(what, f"its outputs do not stay as returned: the next "

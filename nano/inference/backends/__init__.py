@@ -145,7 +145,11 @@ def build(method: Method, inputs: BuildInputs) -> AcceleratedModel:
     """Build ``method`` from prepared inputs (see ``nano.inference.prepare``)."""
     _require_available(method)
     _warn_if_emulated(method)
-    return backend_for(method).build(method, inputs)
+    module = backend_for(method)
+    model = module.build(method, inputs)
+    if module.SPEC.converts:  # a graph that may fix the sample's sizes (eager kinds fix none)
+        model.record_shapes([t.shape for t in inputs.flat_sample()], inputs.dynamic_dims())
+    return model
 
 
 def build_without_sample(method: Method, model: torch.nn.Module,

@@ -120,7 +120,9 @@ def session_options(threads: Optional[int], user: tuple = ()) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    # fatal only: an error reaches the caller as an exception (one line, see
+    # AcceleratedModel.forward), not also as a red line of ORT's log on stderr
+    opts.log_severity_level = 4
     for name, value in dict(user).items():
         enum = {"execution_mode": ort.ExecutionMode,
                 "graph_optimization_level": ort.GraphOptimizationLevel,

@@ -1,0 +1,78 @@
+"""Calls a careless or hostile user makes: a forward that writes into its inputs, a fixed
+dimension of another size. Each used to be refused wrongly or answered in a runtime's own
+multi-line words."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nano import InferenceOptimizer
+from nano.errors import NanoError
+from tests.fresh_process import ROOT
+
+pytestmark = pytest.mark.slow  # each builds runtimes
+
+ACCELERATORS = ["jit", "onnxruntime", "openvino"]
+
+
+class DoublesInPlace(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = x.mul_(2)
+        return self.l(x)
+
+
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_a_forward_writing_into_its_input_is_traced_right_and_the_sample_kept(accelerator):
+    torch.manual_seed(0)
+    model = DoublesInPlace().eval()
+    sample = torch.randn(2, 4)
+    kept = sample.clone()
+    fast = InferenceOptimizer.trace(model, accelerator=accelerator, input_sample=sample)
+    assert torch.equal(sample, kept)  # the user's sample is not touched
+    fresh = torch.randn(5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(fresh.clone()), model(fresh.clone()))
+
+
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_a_fixed_dimension_of_another_size_is_one_line_naming_the_input(accelerator):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    fast = InferenceOptimizer.trace(model, accelerator=accelerator, input_sample=torch.randn(2, 4))
+    with pytest.raises(NanoError) as e:
+        fast(torch.randn(2, 5))
+    message = str(e.value)
+    assert isinstance(e.value, RuntimeError)  # BigDL-Nano's scripts catch RuntimeError
+    assert "\n" not in message and "input 'input' was traced with shape (2, 4)" in message
+    assert "got shape (2, 5)" in message and "dim(s) [1]" in message
+    assert fast(torch.randn(7, 4)).shape == (7, 3)  # the batch dim stays free
+
+
+def test_the_fixed_dimension_error_prints_nothing_else():
+    """ONNX Runtime also logged a red line on stderr; the saved model knows its shapes too."""
+    code = """
+import tempfile, torch
+from nano import InferenceOptimizer
+from nano.errors import NanoError
+m = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+fast = InferenceOptimizer.trace(m, accelerator="onnxruntime", input_sample=torch.randn(2, 4))
+with tempfile.TemporaryDirectory() as tmp:
+    InferenceOptimizer.save(fast, tmp + "/m")
+    for model in (fast, InferenceOptimizer.load(tmp + "/m")):
+        try:
+            model(torch.randn(2, 5))
+        except NanoError as e:
+            assert "was traced with shape (2, 4)" in str(e), e
+        else:
+            raise AssertionError("no error")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr == "", out.stderr
