@@ -28,7 +28,7 @@ from nano.inference.judgement import HeldOut, OutputJudgement, check_judgement_n
 from nano.inference.measure import evaluate_metric, metric_style
 from nano.inference.methods import (Method, get_method, normalize_accelerator,
                                     normalize_precision, select_methods)
-from nano.inference.model import AcceleratedModel, load_model, save_model
+from nano.inference.model import AcceleratedModel, check_thread_num, load_model, save_model
 from nano.inference.prepare import prepare, private_eval_copy
 from nano.inference.search_plan import SearchPlan
 from nano.inference.search import (CandidateResult, CandidateTask, SearchData, build_candidate,
@@ -405,6 +405,7 @@ class InferenceOptimizer:
             report.check_output_file(output_filename, None, "output_filename")
         if latency_sample_num < 1 or timeout_per_method <= 0:
             raise NanoValueError("latency_sample_num must be >= 1 and timeout_per_method > 0")
+        check_thread_num(thread_num)
         for name, value in (("time_budget", time_budget), ("latency_target", latency_target)):
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise NanoValueError(f"{name} must be a number of seconds above 0, got "

@@ -28,6 +28,7 @@ from nano.launcher.capability import current
 from nano.launcher.writable import unwritable_reason
 
 META_FILE = "nano_model.json"
+META_CHECKSUM = "meta_sha256"  # the metadata's own checksum, in META_FILE
 FORMAT_VERSION = 2  # 2: input signatures describe nested structures
 
 
@@ -224,6 +225,7 @@ class AcceleratedModel(torch.nn.Module):
                 "traced_shapes": self.traced_shapes,
                 "dynamic_dims": self.dynamic_dims,
             }
+            meta[META_CHECKSUM] = metadata_digest(meta)
             with open(os.path.join(staging, META_FILE), "w") as f:
                 json.dump(meta, f, indent=2)
                 f.flush()
@@ -281,6 +283,15 @@ def _relative_files(directory: str) -> list[str]:
     return sorted(found)
 
 
+def metadata_digest(meta: dict) -> str:
+    """SHA-256 of the metadata as saved, less its own checksum: an edited method (bf16 for
+    fp32, say) would otherwise load as the other kind without a word."""
+    body = {k: v for k, v in meta.items() if k != META_CHECKSUM}
+    # as it reads back: tuples become lists and int keys strings, which sort otherwise
+    canonical = json.dumps(json.loads(json.dumps(body)), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -305,6 +316,10 @@ def read_metadata(directory: str) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(f"{path} has format version {meta.get('format_version')!r}; this "
                              f"Nano reads version {FORMAT_VERSION}")
+    # saves from before the metadata had a checksum have none: nothing to compare
+    if META_CHECKSUM in meta and meta[META_CHECKSUM] != metadata_digest(meta):
+        raise ModelLoadError(f"{path} was changed after the model was saved (it no longer "
+                             f"matches its checksum): save the model again rather than edit it")
     listed = meta.get("files") or {}
     unlisted = [f for f in _relative_files(directory) if f != META_FILE and f not in listed]
     if not listed or unlisted:
@@ -334,12 +349,22 @@ def save_model(model: torch.nn.Module, path: str, compression: Optional[str] = N
     model.save(path, compression)
 
 
+def check_thread_num(thread_num: Any) -> None:
+    """A NanoValueError unless ``thread_num`` is None or a whole number >= 1 (a runtime would
+    otherwise take -3 silently, or fail later in its own words)."""
+    if thread_num is not None and (isinstance(thread_num, bool)
+                                   or not isinstance(thread_num, int) or thread_num < 1):
+        raise NanoValueError(f"thread_num must be a whole number >= 1 (or None for the usable "
+                             f"cores), got {thread_num!r}")
+
+
 def load_model(directory: str, model: Optional[torch.nn.Module] = None,
                thread_num: Optional[int] = None) -> AcceleratedModel:
     """Load a directory written by ``AcceleratedModel.save``; ``thread_num`` overrides the
     saved thread count (e.g. for a worker pinned to fewer cores)."""
     from nano.inference.backends import backend_class
 
+    check_thread_num(thread_num)
     meta = read_metadata(directory)
     if thread_num is not None:
         meta["thread_num"] = thread_num

@@ -10,6 +10,7 @@ import torch
 
 from nano.errors import NanoTypeError, NanoValueError
 from nano.inference.data import check_fits, sample_call
+from nano.inference.model import check_thread_num
 from nano.inference.structure import FlatModule, InputSignature, map_tensors, output_spec
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def prepare(model: torch.nn.Module, input_sample: Any, thread_num: Optional[int]
     if input_sample is None:
         raise NanoValueError("input_sample is required: pass one example input (a tensor, a "
                              "tuple of inputs, a dict of keyword inputs or a DataLoader)")
+    check_thread_num(thread_num)
     if not isinstance(dynamic_axes, (bool, dict)):
         raise NanoTypeError("dynamic_axes must be True, False, or a dict {input_name: [axes]}")
     # a copy: a forward that writes into its inputs (x.mul_(2)) must not change the user's

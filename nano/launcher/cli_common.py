@@ -23,13 +23,14 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split ``[options] -- CMD ARGS`` into the options and the command."""
-    argv = list(argv)
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1:]
-    return argv, []
+def parse_with_command(parser: argparse.ArgumentParser,
+                       argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """``[options] [--] CMD ARGS`` as (options, command): the command starts after ``--`` or
+    at the first argument that is not one of ours, so ``sh -c '...'`` keeps its ``-c``."""
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(list(argv))
+    command = list(args.command)
+    return args, command[1:] if command[:1] == ["--"] else command
 
 
 def add_environment_flags(parser: argparse.ArgumentParser) -> None:

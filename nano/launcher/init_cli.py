@@ -16,7 +16,7 @@ import sys
 from typing import Optional, Sequence, TYPE_CHECKING
 
 from nano.launcher.cli_common import (OneLineParser, UsageError, add_environment_flags,
-                                      positive_int, run_cli, split_command)
+                                      positive_int, run_cli, parse_with_command)
 from nano.launcher.environment import (apply_plan, plan_environment, plan_restore, render_exports,
                                        render_restore)
 from nano.launcher.topology import read_topology
@@ -52,8 +52,7 @@ def explain_header(topology: Topology) -> str:
 
 
 def _main(argv: list[str]) -> int:
-    options, command = split_command(argv)
-    args = _parser().parse_args(options)
+    args, command = parse_with_command(_parser(), argv)
     topology = read_topology()
     plan = plan_environment(topology, os.environ, allocator=args.allocator,
                             openmp="intel" if args.intel_openmp else "gnu", threads=args.threads)

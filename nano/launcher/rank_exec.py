@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from nano.launcher.cli_common import UsageError, run_cli, split_command
+from nano.launcher.cli_common import OneLineParser, UsageError, parse_with_command, run_cli
 from nano.launcher.cpulist import parse_cpu_list
 from nano.launcher.pinned_instances import instance_environment
 from nano.launcher.topology import read_topology
@@ -18,7 +18,7 @@ from nano.launcher.torchrun import ALLOCATOR_VAR, CPU_SETS_VAR, OPENMP_VAR
 
 
 def _main(argv: list[str]) -> int:
-    _, command = split_command(argv)
+    _, command = parse_with_command(OneLineParser(prog="rank_exec"), argv)
     if not command:
         raise UsageError("usage: python -m nano.launcher.rank_exec -- CMD [ARGS]")
     if "LOCAL_RANK" not in os.environ or CPU_SETS_VAR not in os.environ:

@@ -15,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from nano.launcher.cli_common import (OneLineParser, UsageError, add_environment_flags,
-                                      positive_int, run_cli, split_command)
+                                      positive_int, run_cli, parse_with_command)
 from nano.launcher.cpulist import format_cpu_list, parse_cpu_list
 from nano.launcher.pinned_instances import instance_specs, run_instances
 from nano.launcher.schedule import SchedulingError, schedule_instances
@@ -94,8 +94,7 @@ def _check_log_dir(path: str) -> None:
 
 
 def _main(argv: list[str]) -> int:
-    options, command = split_command(argv)
-    args = _parser().parse_args(options)
+    args, command = parse_with_command(_parser(), argv)
     if not command:
         raise UsageError("no command given; put it after '--', e.g. "
                          "bigdl-nano-run --ninstances 2 -- python infer.py")

@@ -29,6 +29,11 @@ def _meta(directory):
 
 
 def _write_meta(directory, meta):
+    """Metadata written consistently (its own checksum renewed), as by a tool that gets the
+    rest wrong: the checks past the checksum must catch it."""
+    from nano.inference.model import META_CHECKSUM, metadata_digest
+
+    meta = {**meta, META_CHECKSUM: metadata_digest(meta)}
     with open(os.path.join(directory, META_FILE), "w") as f:
         json.dump(meta, f)
 

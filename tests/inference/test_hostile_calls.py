@@ -76,3 +76,38 @@ with tempfile.TemporaryDirectory() as tmp:
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stderr == "", out.stderr
+
+
+def test_an_edited_metadata_file_is_refused(tmp_path):
+    """nano_model.json was outside the checksums: a method edited to bf16 loaded as fp32."""
+    import json
+
+    from nano.inference.model import META_FILE, ModelLoadError
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    fast = InferenceOptimizer.trace(model, accelerator="onnxruntime",
+                                    input_sample=torch.randn(2, 4))
+    saved = tmp_path / "m"
+    InferenceOptimizer.save(fast, str(saved))
+    InferenceOptimizer.load(str(saved))  # as saved: loads
+    meta = json.loads((saved / META_FILE).read_text())
+    meta["method"]["precision"] = "bf16"
+    (saved / META_FILE).write_text(json.dumps(meta, indent=2))
+    with pytest.raises(ModelLoadError, match="was changed after the model was saved"):
+        InferenceOptimizer.load(str(saved))
+
+
+@pytest.mark.parametrize("bad", [-3, 0, 1.5, True, "2"])
+def test_a_bad_thread_num_is_one_line_before_any_work(bad, tmp_path):
+    from nano.errors import NanoValueError
+    from nano.inference.model import load_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    with pytest.raises(NanoValueError, match="thread_num must be a whole number >= 1"):
+        InferenceOptimizer.trace(model, accelerator="onnxruntime",
+                                 input_sample=torch.randn(2, 4), thread_num=bad)
+    InferenceOptimizer.save(model, str(tmp_path / "m"))
+    with pytest.raises(NanoValueError, match="thread_num must be a whole number >= 1"):
+        load_model(str(tmp_path / "m"), model=model, thread_num=bad)  # a pinned worker's load
+    with pytest.raises(NanoValueError, match="thread_num must be a whole number >= 1"):
+        InferenceOptimizer().optimize(model, torch.randn(2, 4), thread_num=bad)

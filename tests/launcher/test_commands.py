@@ -92,6 +92,15 @@ def test_run_fails_when_any_instance_fails():
                      out.stderr, re.M), out.stderr
 
 
+def test_run_takes_a_command_with_options_of_its_own_without_dashes():
+    """``bigdl-nano-run sh -c '...'`` read -c as its own option before."""
+    out = run([cmd("bigdl-nano-run"), "sh", "-c", "echo ran $NANO_INSTANCE_ID"])
+    assert out.returncode == 0, out.stderr
+    assert "ran 0" in out.stdout
+    out = run([cmd("bigdl-nano-run"), "--ninstances", "1", "--", "sh", "-c", "echo -- $0 x"])
+    assert out.returncode == 0 and "-- sh x" in out.stdout, out.stderr
+
+
 def test_run_reports_killed_instance():
     out = run([cmd("bigdl-nano-run"), "--", "sh", "-c", "kill -9 $$"])
     assert out.returncode == 137 and "signal 9" in out.stderr
