@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 from nano.launcher.cpulist import format_cpu_list
 from nano.launcher.environment import apply_plan, plan_environment
+from nano.launcher.group_reaper import GroupReaper
 from nano.launcher.pinning import child_setup
 from nano.launcher.termination import kill_group
 from nano.launcher.topology import Topology
@@ -91,6 +92,7 @@ def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
         os.makedirs(log_dir, exist_ok=True)
     procs, pumps, logs = [], [], []
     sink = sys.stdout.buffer
+    reaper = GroupReaper()  # ends the groups however this process ends, SIGKILL included
     try:
         for spec in specs:
             log = open(os.path.join(log_dir, f"instance_{spec.index}.log"), "wb") if log_dir else None
@@ -99,12 +101,14 @@ def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     preexec_fn=child_setup(spec.cpus), start_new_session=True)
             procs.append(proc)
+            reaper.watch(proc.pid)
             t = threading.Thread(target=_pump, args=(proc.stdout, spec.index, sink, log), daemon=True)
             t.start()
             pumps.append(t)
     except OSError as e:
         for p in procs:
             p.kill()
+        reaper.close()
         raise FileNotFoundError(f"cannot run {command[0]!r}: {e.strerror}") from None
 
     signalled = []
@@ -115,14 +119,17 @@ def run_instances(command: Sequence[str], specs: Sequence[InstanceSpec],
             kill_group(p.pid, signum if len(signalled) == 1 else signal.SIGKILL)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    ended = False
     try:
         statuses = [p.wait() for p in procs]
         for p in procs:  # what an instance left running must not outlive the launcher
             kill_group(p.pid, signal.SIGKILL)
+        ended = True
         deadline = time.monotonic() + PIPE_GRACE_SECONDS
         for t in pumps:
             t.join(max(deadline - time.monotonic(), 0))
     finally:
+        reaper.close(ended)
         for s, handler in previous.items():
             signal.signal(s, handler)
         for t, log in zip(pumps, logs):

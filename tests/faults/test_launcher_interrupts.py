@@ -15,7 +15,8 @@ def _run_with_background_child():
 
     def started():
         seen.update(descendants(proc.pid))
-        return len(descendants(proc.pid)) >= 4  # two shells, each with its sleep
+        # its reaper, and two shells, each with its sleep
+        return len(descendants(proc.pid)) >= 5
     wait_for(started, 30, "both instances and their background children")
     seen.update(descendants(proc.pid))
     return proc, seen
@@ -44,7 +45,7 @@ def test_a_second_signal_kills_instances_that_ignore_the_first():
     try:
         def started():
             seen.update(descendants(proc.pid))
-            return len(descendants(proc.pid)) >= 4
+            return len(descendants(proc.pid)) >= 5  # the reaper too
         wait_for(started, 30, "both instances")
         proc.send_signal(signal.SIGTERM)
         time.sleep(1)
@@ -74,4 +75,26 @@ def test_instance_exiting_with_a_background_child_does_not_hang_the_launcher():
             proc.kill()
         except ProcessLookupError:
             pass
+        kill_all(seen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["echo started; sleep 300 & wait",
+                                    "trap '' TERM; echo started; sleep 300 & wait"],
+                         ids=["background-child", "ignores-sigterm"])
+def test_sigkill_of_the_launcher_leaves_nothing_running(script):
+    """SIGKILL runs no cleanup and the parent-death signal reached only the instances: their
+    children (and an instance ignoring SIGTERM) outlived the launcher. Its reaper ends them."""
+    proc = start([command("bigdl-nano-run"), "--ninstances", "2", "--", "sh", "-c", script])
+    seen = set()
+    try:
+        def started():
+            seen.update(descendants(proc.pid))
+            return len(descendants(proc.pid)) >= 5  # the reaper, two shells, two sleeps
+        wait_for(started, 30, "both instances and their background children")
+        seen.update(descendants(proc.pid))
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert wait_gone(seen, 15) == []
+    finally:
         kill_all(seen)
