@@ -18,6 +18,10 @@ class NanoTypeError(NanoError, TypeError, RuntimeError):
     """An argument has a type Nano cannot use."""
 
 
+class NanoIndexError(NanoError, IndexError):
+    """An id outside what the model's embedding holds (the original raises IndexError)."""
+
+
 class DataMismatch(NanoValueError):
     """Data given to Nano (a sample, training, calibration or validation data) does not fit
     the model's inputs."""

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Iterator, Optional
 
 import torch
 
-from nano.errors import NanoError, NanoTypeError, NanoValueError
+from nano.errors import NanoError, NanoIndexError, NanoTypeError, NanoValueError
 from nano.inference.int8_overflow import warn_on_load
 from nano.inference.methods import Method
 from nano.inference.structure import InputSignature, unflatten_output
@@ -80,6 +80,7 @@ class AcceleratedModel(torch.nn.Module):
         self.built_on: dict = current().to_dict()
         self.int8_scheme: Optional[str] = None
         self.traced_shapes: list = []  # see record_shapes
+        self.index_bounds: dict = {}  # see record_index_bounds
         self.dynamic_dims: list = []
         object.__setattr__(self, "_nano_original", None)  # not a submodule: not saved
         self.train(False)
@@ -112,6 +113,7 @@ class AcceleratedModel(torch.nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         signature, output = self.recorded_io()
         flat = signature.flatten(args, kwargs)
+        self.check_ids(flat)
         try:
             outputs = self.run(flat)
         except Exception:
@@ -127,6 +129,26 @@ class AcceleratedModel(torch.nn.Module):
         self.traced_shapes = [list(s) for s in shapes]
         self.dynamic_dims = [list(d) for d in dynamic_dims]
         return self
+
+    def record_index_bounds(self, bounds: dict) -> "AcceleratedModel":
+        """Remember which flat inputs are ids of an embedding, and how many rows it has."""
+        self.index_bounds = {int(i): int(n) for i, n in bounds.items()}
+        return self
+
+    def check_ids(self, flat: list) -> None:
+        """Refuse ids an embedding does not have, as eager PyTorch does (ONNX Runtime and
+        OpenVINO would return another row for -1, zeros for too large an id)."""
+        for i, bound in self.index_bounds.items():
+            ids = flat[i] if i < len(flat) else None
+            if ids is None or not ids.numel():
+                continue
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= bound:
+                name = self.signature.tensor_names[i] if self.signature else str(i)
+                bad = low if low < 0 else high
+                raise NanoIndexError(f"input {name!r} holds id {bad}, and the embedding it "
+                                     f"feeds has rows 0 to {bound - 1}: the original model "
+                                     f"raises IndexError for it too")
 
     def fixed_dim_mismatch(self, flat: list) -> Optional[str]:
         """Which input has another size in a dimension the traced graph fixed, or None."""
@@ -223,6 +245,7 @@ class AcceleratedModel(torch.nn.Module):
                 "built_on": self.built_on,
                 "int8_scheme": self.int8_scheme,
                 "traced_shapes": self.traced_shapes,
+                "index_bounds": self.index_bounds,
                 "dynamic_dims": self.dynamic_dims,
             }
             meta[META_CHECKSUM] = metadata_digest(meta)
@@ -390,6 +413,7 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
     loaded.built_on = meta.get("built_on") or {}
     loaded.int8_scheme = meta.get("int8_scheme")
     loaded.record_shapes(meta.get("traced_shapes") or [], meta.get("dynamic_dims") or [])
+    loaded.record_index_bounds(meta.get("index_bounds") or {})
     warn_on_load(meta, directory)
     return loaded.attach_original(model)
 

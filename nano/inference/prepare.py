@@ -80,6 +80,37 @@ class BuildInputs:
         return dims
 
 
+def index_bounds(inputs: "BuildInputs") -> dict[int, int]:
+    """For each flat integer input that an ``nn.Embedding``/``EmbeddingBag`` reads, the ids it
+    takes (``0 <= id < bound``): eager PyTorch refuses another id, while ONNX Runtime and
+    OpenVINO return another row (-1: the last) or zeros."""
+    args, kwargs = map_tensors(torch.Tensor.clone, (inputs.args, inputs.kwargs))
+    flat = inputs.signature.flatten(args, kwargs)
+    storages = {i: t.untyped_storage().data_ptr() for i, t in enumerate(flat)
+                if not t.is_floating_point() and t.dtype != torch.bool and t.numel()}
+    bounds: dict[int, int] = {}
+
+    def seen(module, args):
+        ids = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if ids is None:
+            return
+        for i, pointer in storages.items():  # the input itself, or a view of it
+            if ids.untyped_storage().data_ptr() == pointer:
+                bounds[i] = min(bounds.get(i, module.num_embeddings), module.num_embeddings)
+
+    hooks = [m.register_forward_pre_hook(seen) for m in inputs.model.modules()
+             if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))]
+    if not hooks or not storages:
+        return bounds
+    try:
+        with torch.no_grad():
+            inputs.model(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return bounds
+
+
 def export_dynamic_shapes(dims: list[list[int]]) -> tuple:
     """``torch.export``'s dynamic_shapes for inputs whose varying dims are ``dims`` (one
     list per input, as ``BuildInputs.dynamic_dims`` gives): torch decides each size."""

@@ -111,3 +111,26 @@ def test_a_bad_thread_num_is_one_line_before_any_work(bad, tmp_path):
         load_model(str(tmp_path / "m"), model=model, thread_num=bad)  # a pinned worker's load
     with pytest.raises(NanoValueError, match="thread_num must be a whole number >= 1"):
         InferenceOptimizer().optimize(model, torch.randn(2, 4), thread_num=bad)
+
+
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_ids_an_embedding_does_not_have_are_refused_as_the_original_refuses_them(accelerator,
+                                                                                  tmp_path):
+    """ONNX Runtime and OpenVINO returned row 9 for id -1, and OpenVINO zeros for 10 or 1000,
+    where eager PyTorch raises IndexError."""
+    from nano.errors import NanoIndexError
+    from nano.inference.model import load_model
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4)).eval()
+    fast = InferenceOptimizer.trace(model, accelerator=accelerator,
+                                    input_sample=torch.tensor([[1, 2, 3]]))
+    InferenceOptimizer.save(fast, str(tmp_path / "m"))
+    for built in (fast, load_model(str(tmp_path / "m"))):
+        ok = torch.tensor([[9, 0, 5], [4, 4, 4]])
+        torch.testing.assert_close(built(ok), model(ok))
+        for bad in (-1, 10, 1000):
+            with pytest.raises(IndexError):  # what the original raises
+                model(torch.tensor([[1, bad]]))
+            with pytest.raises(NanoIndexError, match=f"holds id {bad}, and the embedding"):
+                built(torch.tensor([[1, bad]]))

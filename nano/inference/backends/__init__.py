@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional
 from nano.errors import NanoError, NanoValueError
 from nano.inference.backends.spec import BackendSpec
 from nano.inference.methods import Method
+from nano.inference.prepare import index_bounds
 from nano.launcher.capability import current
 from nano.noise import quiet_third_party
 
@@ -149,6 +150,7 @@ def build(method: Method, inputs: BuildInputs) -> AcceleratedModel:
     model = module.build(method, inputs)
     if module.SPEC.converts:  # a graph that may fix the sample's sizes (eager kinds fix none)
         model.record_shapes([t.shape for t in inputs.flat_sample()], inputs.dynamic_dims())
+        model.record_index_bounds(index_bounds(inputs))  # graphs do not range-check ids
     return model
 
 
