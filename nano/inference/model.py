@@ -11,6 +11,9 @@ standard artifacts that deploy without Nano.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -216,7 +219,8 @@ class AcceleratedModel(torch.nn.Module):
             raise NanoValueError(f"compression='bf16' applies to models saved as state dicts "
                                  f"(plain PyTorch, compile); {self.method.name} is saved as a "
                                  f"{self.accelerator} graph whose weights keep their precision")
-        target = os.path.abspath(directory)
+        # a symlink is followed: the model goes where it points, and the link stays
+        target = os.path.realpath(directory)
         check_save_path(target)
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
@@ -254,7 +258,8 @@ class AcceleratedModel(torch.nn.Module):
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from others
-            _swap_into_place(staging, target)
+            with _locked(parent):
+                _swap_into_place(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -275,10 +280,47 @@ def check_save_path(directory: str) -> None:
         raise NanoValueError(f"cannot save to {target!r}: {reason}")
 
 
+@contextlib.contextmanager
+def _locked(directory: str, shared: bool = False) -> Iterator[None]:
+    """Hold an flock on ``directory`` itself (no lock file to leave behind): saves into it
+    take turns swapping, and loads wait for a swap under way."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system
+    cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd = -100
+    done = renameat2(at_cwd, a.encode(), at_cwd, b.encode(), _RENAME_EXCHANGE)
+    if done != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOSYS):  # a file system or kernel without it
+            return False
+        raise OSError(err, os.strerror(err), b)
+    return True
+
+
 def _swap_into_place(staging: str, target: str) -> None:
-    """Rename ``staging`` to ``target``, removing what ``target`` held before."""
+    """Put ``staging`` at ``target`` in one step, removing what ``target`` held before.
+    Called under ``_locked(parent)``: a concurrent save waits for its turn, and a reader
+    sees the old model or the new one, never neither."""
     if not os.path.exists(target):
         os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # it holds the previous model now
         return
     old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-",
                            dir=os.path.dirname(target))
@@ -385,9 +427,17 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
                thread_num: Optional[int] = None) -> AcceleratedModel:
     """Load a directory written by ``AcceleratedModel.save``; ``thread_num`` overrides the
     saved thread count (e.g. for a worker pinned to fewer cores)."""
+    check_thread_num(thread_num)
+    parent = os.path.dirname(os.path.realpath(directory))
+    # a save into the same parent swaps whole directories: read between two swaps
+    with _locked(parent, shared=True) if os.path.isdir(parent) else contextlib.nullcontext():
+        return _load_unlocked(directory, model, thread_num)
+
+
+def _load_unlocked(directory: str, model: Optional[torch.nn.Module],
+                   thread_num: Optional[int]) -> AcceleratedModel:
     from nano.inference.backends import backend_class
 
-    check_thread_num(thread_num)
     meta = read_metadata(directory)
     if thread_num is not None:
         meta["thread_num"] = thread_num

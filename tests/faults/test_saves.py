@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from nano import InferenceOptimizer
 from nano.errors import NanoValueError
 from nano.inference.model import META_FILE, ModelLoadError
+from tests.fresh_process import ROOT
 
 
 def _model():
@@ -142,3 +145,43 @@ def test_save_refuses_to_replace_what_is_not_a_nano_model(tmp_path):
         InferenceOptimizer.save(model, str(a_file))
     with pytest.raises(NanoValueError, match="is a file, not a directory"):
         InferenceOptimizer.save(model, str(a_file / "sub"))
+
+
+_SAVE_AND_LOAD = """
+import sys, torch
+from nano import InferenceOptimizer
+target, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    InferenceOptimizer.save(torch.nn.Linear(4, 3), target)
+    InferenceOptimizer.load(target, model=torch.nn.Linear(4, 3))
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_saves_and_loads_into_one_directory(tmp_path):
+    """3 processes saving and loading one path: raw FileNotFoundError / 'Directory not empty',
+    loads of half-swapped models and leftover .old copies before. Saves take turns swapping
+    (an flock on the parent, no lock file) and each swap is one step."""
+    target = tmp_path / "model"
+    procs = [subprocess.Popen([sys.executable, "-c", _SAVE_AND_LOAD, str(target), "120"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for _ in range(3)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(errors)[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # no staging or old copies left
+    InferenceOptimizer.load(str(target), model=torch.nn.Linear(4, 3))
+
+
+def test_saving_into_a_symlink_follows_it(tmp_path):
+    """The link stays a link and the model goes where it points; nothing else is left."""
+    real = tmp_path / "store" / "model"
+    real.parent.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    model = _model()
+    InferenceOptimizer.save(model, str(link))
+    InferenceOptimizer.save(model, str(link))  # a second save replaces it through the link
+    assert link.is_symlink() and os.path.realpath(link) == str(real)
+    assert sorted(os.listdir(tmp_path)) == ["link", "store"]
+    assert sorted(os.listdir(real.parent)) == ["model"]
+    InferenceOptimizer.load(str(link), model=_model())
