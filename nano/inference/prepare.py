@@ -31,6 +31,8 @@ class BuildInputs:
     calib: Optional[list] = None  # calibration inputs as (args, kwargs), for INT8 builders
     conversion_cache: Optional[str] = None  # a directory builds of these inputs share
     held_out: Optional[HeldOut] = None  # for INT8 that measures which layers cost accuracy
+    # why a trace would freeze a branch ("" none shown; None not asked yet): see control_flow
+    control_flow: Optional[str] = None
 
     def require_held_out(self, what: str) -> HeldOut:
         """The held-out data, or an error saying ``what`` needs it."""

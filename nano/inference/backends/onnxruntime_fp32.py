@@ -14,13 +14,16 @@ from typing import Any, Optional, Sequence, TYPE_CHECKING
 import torch
 
 from nano.inference.backends import module_available
+from nano.errors import TraceError
 from nano.inference.backends.spec import BackendSpec, Flavour
+from nano.inference.control_flow import (EXPORT_LOGGERS, baked_decision, bounded_dim, classify,
+                                        refusal)
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
 from nano.inference.prepare import export_dynamic_shapes
 from nano.inference.sources import is_onnx_source
-from nano.noise import quiet_third_party
+from nano.noise import quiet_console, quiet_third_party
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -69,16 +72,26 @@ def _export(inputs, path: str) -> None:
     errors = []
     # the exporter logs a warning per torchvision op it cannot register (torchvision is not
     # needed here); Nano's own error says what failed
-    with torch.no_grad(), quiet_third_party("torch.onnx"):
+    with torch.no_grad(), quiet_third_party(*EXPORT_LOGGERS):
         try:
             if isinstance(inputs.model, ScriptModuleHolder):
                 raise RuntimeError("torch.export cannot read TorchScript")
-            torch.onnx.export(flat, sample, path, input_names=names, dynamo=True,
-                              dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
-                              optimize=True)
+            with quiet_console():  # a failed export prints its FX graph (~40 lines)
+                program = torch.onnx.export(flat, sample, path, input_names=names, dynamo=True,
+                                            dynamic_shapes=dynamic_shapes, external_data=False,
+                                            verbose=False, optimize=True)
+            branch = bounded_dim(program.exported_program, inputs) if program else None
+            if branch:
+                raise TraceError(refusal("the ONNX export", branch))
             return
+        except TraceError:
+            raise
         except Exception as e:  # some models only export with the TorchScript-based exporter
             errors.append(summarize_error(e))
+            branch = classify(e) or (None if isinstance(inputs.model, ScriptModuleHolder)
+                                     else baked_decision(inputs))
+            if branch:  # the TorchScript-based exporter would freeze it
+                raise TraceError(refusal("the ONNX export", branch)) from None
         try:
             axes = {n: {d: f"{n}_dim{d}" for d in ds} for n, ds in zip(names, dims) if ds}
             torch.onnx.export(flat, sample, path, input_names=names, dynamo=False,

@@ -15,9 +15,10 @@ from typing import Any, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
-from nano.errors import NanoTypeError, NanoValueError
+from nano.errors import NanoTypeError, NanoValueError, TraceError
 from nano.inference.backends import module_available
 from nano.inference.backends.spec import BackendSpec, Flavour
+from nano.inference.control_flow import baked_decision, refusal
 from nano.inference.errors import summarize_error
 from nano.inference.methods import Method
 from nano.inference.model import AcceleratedModel, restore_common
@@ -103,6 +104,9 @@ def convert(inputs: BuildInputs, check: bool = True) -> Any:
 def _convert_module(inputs):
     import openvino as ov
 
+    branch = baked_decision(inputs)
+    if branch:  # convert_model traces the module: it would freeze the branch
+        raise TraceError(refusal("the OpenVINO conversion", branch))
     sample = inputs.flat_sample()
     shapes = [ov.PartialShape([-1 if d in dyn else s for d, s in enumerate(t.shape)])
               for t, dyn in zip(sample, inputs.dynamic_dims())]

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
-from nano.errors import NanoValueError
+from nano.errors import NanoValueError, TraceError
 from nano.inference.backends.spec import BackendSpec, Flavour
 from nano.inference.backends.torch_common import (autocast, low_precision_tracing,
                                                   outputs_as_float32, prepare_module)
@@ -146,6 +146,7 @@ def build(method: Method, inputs: BuildInputs) -> TorchScriptModel:
     fresh inputs, script) the model; the result is checked against the original."""
     from nano.inference.errors import summarize_error
     from nano.inference.structure import FlatModule
+    from nano.inference.control_flow import baked_decision, refusal
     from nano.inference.verify import check_conversion, tracer_warnings
 
     options = method.option_dict
@@ -163,6 +164,17 @@ def build(method: Method, inputs: BuildInputs) -> TorchScriptModel:
         return model
 
     warned: list = []
+    branch = baked_decision(inputs) if jit_method != "script" else None
+    if branch and jit_method == "trace":
+        raise TraceError(refusal("a TorchScript trace", branch,
+                                 "leave jit_method unset (Nano then scripts it)"))
+    if branch:  # a trace would freeze it: script, which compiles the branch
+        logger.info("forward %s; scripting instead of tracing", branch)
+        try:
+            return accept(_script(module), True)
+        except Exception as script_error:
+            raise RuntimeError(f"forward {branch}, which a trace would freeze, and scripting "
+                               f"failed ({summarize_error(script_error)})") from script_error
     if jit_method != "script":
         try:
             with tracer_warnings() as warned:

@@ -1,0 +1,101 @@
+"""Whether a trace of the model would bake in a decision its inputs make.
+
+A tracer records the one path ``forward`` took on the sample: an ``if`` on tensor values
+(``if x.abs().max() > 10``) or on the size of a dimension that may vary (``if x.shape[0] >
+4``) is frozen at the sample's side. Checking on sampled inputs cannot prove such a branch
+absent: fresh values on the same side pass, and the model is wrong on the other side
+(off by 86-184 on jit, ONNX Runtime and OpenVINO before). ``torch.export`` can prove it: it
+refuses data-dependent control flow and a guard on a dim declared dynamic. So a
+conversion that traces asks ``baked_decision`` first; TorchScript then compiles the branch
+with ``torch.jit.script`` instead, and the graph runtimes refuse with the reason.
+
+Export failing for another reason (an operator it does not know) proves nothing either way;
+the fresh-values check (``nano.inference.verify``) stays the guard there, and a tracer
+warning about converting a tensor to a Python number fails that check.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+from nano.noise import quiet_console, quiet_third_party
+
+if TYPE_CHECKING:
+    from nano.inference.prepare import BuildInputs
+
+# the loggers torch.export prints a failed export through (a dump of the FX graph, the
+# symbolic-shapes guards): Nano's error says what matters in one line
+EXPORT_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "torch.export",
+                  "torch._export", "torch._subclasses.fake_tensor", "torch.onnx")
+
+
+def classify(error: BaseException) -> Optional[str]:
+    """What an export error says about the model's control flow, as a phrase, or None when
+    the error is about something else."""
+    kind, text = type(error).__name__, str(error)
+    if ("DataDependent" in kind or "data-dependent" in text.lower()
+            or "data dependent" in text.lower()):
+        return "branches on tensor values (an if on what the inputs hold)"
+    if ("ConstraintViolation" in kind or "Constraints violated" in text
+            or "specialized" in text.lower()):
+        return ("branches on the size of a dimension that may vary (an if on x.shape, or a "
+                "size used as a number)")
+    return None
+
+
+def baked_decision(inputs: BuildInputs) -> Optional[str]:
+    """Why a trace of ``inputs.model`` would freeze a decision of ``forward`` at the sample's
+    values, as a phrase ("branches on tensor values ..."), or None (no such branch shown).
+    Computed once per BuildInputs."""
+    if inputs.control_flow is not None:
+        return inputs.control_flow or None
+    from nano.inference.prepare import export_dynamic_shapes
+
+    reason = ""
+    try:
+        # quiet_console: a data-dependent failure prints the FX graph, ~40 lines, to stderr
+        with torch.no_grad(), warnings.catch_warnings(), quiet_third_party(*EXPORT_LOGGERS), \
+                quiet_console():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(
+                inputs.flat_module(), tuple(inputs.export_sample()),
+                dynamic_shapes=(export_dynamic_shapes(inputs.dynamic_dims()),), strict=False)
+        reason = bounded_dim(program, inputs) or ""
+    except Exception as e:
+        reason = classify(e) or ""
+    inputs.control_flow = reason
+    return reason or None
+
+
+def bounded_dim(program, inputs: BuildInputs) -> Optional[str]:
+    """A dim declared dynamic that the exported program holds only for some sizes (an ``if
+    x.shape[0] > 4`` traced at 2 bounds it to 2..4), as a phrase, or None."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    users = [placeholders[name] for name in program.graph_signature.user_inputs]
+    for name, node, dims in zip(inputs.signature.tensor_names, users, inputs.dynamic_dims()):
+        shape = getattr(node.meta.get("val"), "shape", ())
+        for d in dims:
+            size = shape[d] if d < len(shape) else None
+            if isinstance(size, int):
+                return (f"branches on the size of dim {d} of input {name!r} (the trace holds "
+                        f"only for size {size})")
+            node_of_size = getattr(size, "node", None)
+            bounds = (program.range_constraints.get(node_of_size.expr)
+                      if node_of_size is not None else None)
+            if bounds is not None and float(bounds.upper) != float("inf"):
+                return (f"branches on the size of dim {d} of input {name!r} (the trace holds "
+                        f"only for sizes {bounds.lower} to {bounds.upper})")
+    return None
+
+
+SCRIPT_IT = "use accelerator='jit' (TorchScript compiles the branch)"
+
+
+def refusal(what: str, reason: str, remedy: str = SCRIPT_IT) -> str:
+    """The one line a conversion that cannot keep the branch refuses with."""
+    return (f"{what} would freeze one path through forward, which {reason}: Nano cannot "
+            f"prove the result right for every input; {remedy}, or make the branch a tensor "
+            f"operation (torch.where)")
