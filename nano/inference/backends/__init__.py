@@ -150,8 +150,8 @@ def build(method: Method, inputs: BuildInputs) -> AcceleratedModel:
     model = module.build(method, inputs)
     if module.SPEC.converts:  # a graph that may fix the sample's sizes (eager kinds fix none)
         model.record_shapes([t.shape for t in inputs.flat_sample()], inputs.dynamic_dims())
-        model.record_index_bounds(index_bounds(inputs))  # graphs do not range-check ids
-    return model
+    # ONNX Runtime and OpenVINO do not range-check ids; every kind checks them alike
+    return model.record_index_bounds(index_bounds(inputs))
 
 
 def build_without_sample(method: Method, model: torch.nn.Module,
