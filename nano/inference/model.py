@@ -284,7 +284,11 @@ def check_save_path(directory: str) -> None:
 def _locked(directory: str, shared: bool = False) -> Iterator[None]:
     """Hold an flock on ``directory`` itself (no lock file to leave behind): saves into it
     take turns swapping, and loads wait for a swap under way."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # a directory this user cannot open: no one to take turns with here
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
@@ -430,7 +434,7 @@ def load_model(directory: str, model: Optional[torch.nn.Module] = None,
     check_thread_num(thread_num)
     parent = os.path.dirname(os.path.realpath(directory))
     # a save into the same parent swaps whole directories: read between two swaps
-    with _locked(parent, shared=True) if os.path.isdir(parent) else contextlib.nullcontext():
+    with _locked(parent, shared=True):
         return _load_unlocked(directory, model, thread_num)
 
 
