@@ -16,6 +16,8 @@ warning about converting a tensor to a Python number fails that check.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from typing import TYPE_CHECKING, Optional
 
@@ -52,8 +54,14 @@ def baked_decision(inputs: BuildInputs) -> Optional[str]:
     Computed once per BuildInputs."""
     if inputs.control_flow is not None:
         return inputs.control_flow or None
+    from nano.inference.conversions import cache_path
     from nano.inference.prepare import export_dynamic_shapes
 
+    shared = cache_path(inputs, "control_flow", ".txt")  # one probe per search
+    if shared and os.path.exists(shared):
+        with open(shared) as f:
+            inputs.control_flow = f.read()
+        return inputs.control_flow or None
     reason = ""
     try:
         # quiet_console: a data-dependent failure prints the FX graph, ~40 lines, to stderr
@@ -67,7 +75,21 @@ def baked_decision(inputs: BuildInputs) -> Optional[str]:
     except Exception as e:
         reason = classify(e) or ""
     inputs.control_flow = reason
+    if shared:
+        _share(reason, shared)
     return reason or None
+
+
+def _share(reason: str, path: str) -> None:
+    """Keep the probe's answer for the other builds of this search (atomically)."""
+    from nano.inference.conversions import publish
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(reason)
+    try:
+        publish(f.name, path)
+    finally:
+        os.unlink(f.name)
 
 
 def bounded_dim(program, inputs: BuildInputs) -> Optional[str]:
