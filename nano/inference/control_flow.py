@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -40,17 +40,18 @@ def classify(error: BaseException) -> Optional[str]:
     kind, text = type(error).__name__, str(error)
     if ("DataDependent" in kind or "data-dependent" in text.lower()
             or "data dependent" in text.lower()):
-        return "branches on tensor values (an if on what the inputs hold)"
+        return ("depends on tensor values in Python (an if on them, or an .item(), int() or "
+                "bool() of one)")
     if ("ConstraintViolation" in kind or "Constraints violated" in text
             or "specialized" in text.lower()):
-        return ("branches on the size of a dimension that may vary (an if on x.shape, or a "
-                "size used as a number)")
+        return ("depends on the size of a dimension that may vary (an if on x.shape, a loop "
+                "over it, or a number made of it)")
     return None
 
 
 def baked_decision(inputs: BuildInputs) -> Optional[str]:
     """Why a trace of ``inputs.model`` would freeze a decision of ``forward`` at the sample's
-    values, as a phrase ("branches on tensor values ..."), or None (no such branch shown).
+    values, as a phrase ("depends on tensor values ..."), or None (no such branch shown).
     Computed once per BuildInputs."""
     if inputs.control_flow is not None:
         return inputs.control_flow or None
@@ -92,7 +93,7 @@ def _share(reason: str, path: str) -> None:
         os.unlink(f.name)
 
 
-def bounded_dim(program, inputs: BuildInputs) -> Optional[str]:
+def bounded_dim(program: Any, inputs: BuildInputs) -> Optional[str]:
     """A dim declared dynamic that the exported program holds only for some sizes (an ``if
     x.shape[0] > 4`` traced at 2 bounds it to 2..4), as a phrase, or None."""
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
@@ -101,15 +102,19 @@ def bounded_dim(program, inputs: BuildInputs) -> Optional[str]:
         shape = getattr(node.meta.get("val"), "shape", ())
         for d in dims:
             size = shape[d] if d < len(shape) else None
+            expr = getattr(getattr(size, "node", None), "expr", None)
+            if expr is not None and getattr(expr, "is_number", False):
+                size = int(expr)  # a symbol the export specialized to one value
             if isinstance(size, int):
-                return (f"branches on the size of dim {d} of input {name!r} (the trace holds "
-                        f"only for size {size})")
+                return (f"depends on the size of dim {d} of input {name!r} (an if, a loop or "
+                        f"a number made of it): the trace holds only for size {size}")
             node_of_size = getattr(size, "node", None)
             bounds = (program.range_constraints.get(node_of_size.expr)
                       if node_of_size is not None else None)
             if bounds is not None and float(bounds.upper) != float("inf"):
-                return (f"branches on the size of dim {d} of input {name!r} (the trace holds "
-                        f"only for sizes {bounds.lower} to {bounds.upper})")
+                return (f"depends on the size of dim {d} of input {name!r} (an if, a loop or "
+                        f"a number made of it): the trace holds only for sizes {bounds.lower} "
+                        f"to {bounds.upper}")
     return None
 
 

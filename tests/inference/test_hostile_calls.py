@@ -185,7 +185,7 @@ def test_a_branch_the_trace_would_freeze_is_scripted_or_refused(case, accelerato
     from nano.errors import TraceError
 
     with pytest.raises(TraceError, match=f"would freeze one path through forward, which "
-                                         f"branches on {what}") as e:
+                                         f"depends on {what}") as e:
         InferenceOptimizer.trace(model, accelerator=accelerator, input_sample=torch.randn(2, 4))
     assert "\n" not in str(e.value) and "accelerator='jit'" in str(e.value)
 

@@ -163,23 +163,20 @@ def build(method: Method, inputs: BuildInputs) -> TorchScriptModel:
                          "the TorchScript " + ("script" if scripted else "trace"), warned)
         return model
 
+    def untraceable() -> None:
+        """Refuse a trace that froze a decision of forward (see control_flow)."""
+        branch = baked_decision(inputs)
+        if branch:
+            raise TraceError(refusal("a TorchScript trace", branch,
+                                     "leave jit_method unset (Nano then scripts it)"))
+
     warned: list = []
-    branch = baked_decision(inputs) if jit_method != "script" else None
-    if branch and jit_method == "trace":
-        raise TraceError(refusal("a TorchScript trace", branch,
-                                 "leave jit_method unset (Nano then scripts it)"))
-    if branch:  # a trace would freeze it: script, which compiles the branch
-        logger.info("forward %s; scripting instead of tracing", branch)
-        try:
-            return accept(_script(module), True)
-        except Exception as script_error:
-            raise RuntimeError(f"forward {branch}, which a trace would freeze, and scripting "
-                               f"failed ({summarize_error(script_error)})") from script_error
     if jit_method != "script":
         try:
             with tracer_warnings() as warned:
                 frozen = trace_and_freeze(FlatModule(module, inputs.signature), sample, method,
                                 bool(options.get("jit_strict", False)))
+            untraceable()
             return accept(frozen, False)
         except Exception as trace_error:
             if jit_method == "trace":
