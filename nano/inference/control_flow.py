@@ -17,7 +17,6 @@ warning about converting a tensor to a Python number fails that check.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -55,7 +54,7 @@ def baked_decision(inputs: BuildInputs) -> Optional[str]:
     Computed once per BuildInputs."""
     if inputs.control_flow is not None:
         return inputs.control_flow or None
-    from nano.inference.conversions import cache_path
+    from nano.inference.conversions import cache_path, publish_text
     from nano.inference.prepare import export_dynamic_shapes
 
     shared = cache_path(inputs, "control_flow", ".txt")  # one probe per search
@@ -76,21 +75,9 @@ def baked_decision(inputs: BuildInputs) -> Optional[str]:
     except Exception as e:
         reason = classify(e) or ""
     inputs.control_flow = reason
-    if shared:
-        _share(reason, shared)
+    if shared:  # for the other builds of this search
+        publish_text(reason, shared)
     return reason or None
-
-
-def _share(reason: str, path: str) -> None:
-    """Keep the probe's answer for the other builds of this search (atomically)."""
-    from nano.inference.conversions import publish
-
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        f.write(reason)
-    try:
-        publish(f.name, path)
-    finally:
-        os.unlink(f.name)
 
 
 def bounded_dim(program: Any, inputs: BuildInputs) -> Optional[str]:

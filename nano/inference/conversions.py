@@ -36,3 +36,13 @@ def publish(source: str, target: str) -> None:
     partial = f"{target}.{os.getpid()}.partial"
     shutil.copyfile(source, partial)
     os.replace(partial, target)
+
+
+def publish_text(text: str, target: str) -> None:
+    """Write ``text`` to ``target`` atomically (a small answer every build of the search
+    shares, such as the control-flow probe's)."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    partial = f"{target}.{os.getpid()}.partial"
+    with open(partial, "w") as f:
+        f.write(text)
+    os.replace(partial, target)

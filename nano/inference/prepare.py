@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 from dataclasses import dataclass
 from typing import Any, Optional, TYPE_CHECKING, Union
 
@@ -85,7 +87,21 @@ class BuildInputs:
 def index_bounds(inputs: "BuildInputs") -> dict[int, int]:
     """For each flat integer input that an ``nn.Embedding``/``EmbeddingBag`` reads, the ids it
     takes (``0 <= id < bound``): eager PyTorch refuses another id, while ONNX Runtime and
-    OpenVINO return another row (-1: the last) or zeros."""
+    OpenVINO return another row (-1: the last) or zeros. Found once per search (kept with
+    its shared conversions): it runs the model once."""
+    from nano.inference.conversions import cache_path, publish_text
+
+    shared = cache_path(inputs, "index_bounds", ".json")
+    if shared and os.path.exists(shared):
+        with open(shared) as f:
+            return {int(i): n for i, n in json.load(f).items()}
+    bounds = _find_index_bounds(inputs)
+    if shared:
+        publish_text(json.dumps(bounds), shared)
+    return bounds
+
+
+def _find_index_bounds(inputs: "BuildInputs") -> dict[int, int]:
     args, kwargs = map_tensors(torch.Tensor.clone, (inputs.args, inputs.kwargs))
     flat = inputs.signature.flatten(args, kwargs)
     storages = {i: t.untyped_storage().data_ptr() for i, t in enumerate(flat)
