@@ -10,13 +10,12 @@ conversion that traces asks ``baked_decision`` first; TorchScript then compiles 
 with ``torch.jit.script`` instead, and the graph runtimes refuse with the reason.
 
 Export failing for another reason (an operator it does not know) proves nothing either way;
-the fresh-values check (``nano.inference.verify``) stays the guard there, and a tracer
-warning about converting a tensor to a Python number fails that check.
+the fresh-values check (``nano.inference.verify``) stays the guard there. The answer is
+asked once per search (``conversions.shared_answer``).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -52,17 +51,18 @@ def baked_decision(inputs: BuildInputs) -> Optional[str]:
     """Why a trace of ``inputs.model`` would freeze a decision of ``forward`` at the sample's
     values, as a phrase ("depends on tensor values ..."), or None (no such branch shown).
     Computed once per BuildInputs."""
-    if inputs.control_flow is not None:
-        return inputs.control_flow or None
-    from nano.inference.conversions import cache_path, publish_text
+    if inputs.control_flow is None:
+        from nano.inference.conversions import shared_answer
+
+        inputs.control_flow = shared_answer(inputs, "control_flow", lambda: _probe(inputs))
+    return inputs.control_flow or None
+
+
+def _probe(inputs: BuildInputs) -> str:
+    """Export the model as the conversions would and read what the export says ("" for
+    nothing found)."""
     from nano.inference.prepare import export_dynamic_shapes
 
-    shared = cache_path(inputs, "control_flow", ".txt")  # one probe per search
-    if shared and os.path.exists(shared):
-        with open(shared) as f:
-            inputs.control_flow = f.read()
-        return inputs.control_flow or None
-    reason = ""
     try:
         # quiet_console: a data-dependent failure prints the FX graph, ~40 lines, to stderr
         with torch.no_grad(), warnings.catch_warnings(), quiet_third_party(*EXPORT_LOGGERS), \
@@ -71,13 +71,9 @@ def baked_decision(inputs: BuildInputs) -> Optional[str]:
             program = torch.export.export(
                 inputs.flat_module(), tuple(inputs.export_sample()),
                 dynamic_shapes=(export_dynamic_shapes(inputs.dynamic_dims()),), strict=False)
-        reason = bounded_dim(program, inputs) or ""
     except Exception as e:
-        reason = classify(e) or ""
-    inputs.control_flow = reason
-    if shared:  # for the other builds of this search
-        publish_text(reason, shared)
-    return reason or None
+        return classify(e) or ""
+    return bounded_dim(program, inputs) or ""
 
 
 def bounded_dim(program: Any, inputs: BuildInputs) -> Optional[str]:
@@ -89,15 +85,13 @@ def bounded_dim(program: Any, inputs: BuildInputs) -> Optional[str]:
         shape = getattr(node.meta.get("val"), "shape", ())
         for d in dims:
             size = shape[d] if d < len(shape) else None
-            expr = getattr(getattr(size, "node", None), "expr", None)
+            expr = getattr(getattr(size, "node", None), "expr", None)  # a symbolic size's
             if expr is not None and getattr(expr, "is_number", False):
                 size = int(expr)  # a symbol the export specialized to one value
             if isinstance(size, int):
                 return (f"depends on the size of dim {d} of input {name!r} (an if, a loop or "
                         f"a number made of it): the trace holds only for size {size}")
-            node_of_size = getattr(size, "node", None)
-            bounds = (program.range_constraints.get(node_of_size.expr)
-                      if node_of_size is not None else None)
+            bounds = program.range_constraints.get(expr) if expr is not None else None
             if bounds is not None and float(bounds.upper) != float("inf"):
                 return (f"depends on the size of dim {d} of input {name!r} (an if, a loop or "
                         f"a number made of it): the trace holds only for sizes {bounds.lower} "

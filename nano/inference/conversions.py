@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from nano.inference.prepare import BuildInputs
@@ -38,11 +38,18 @@ def publish(source: str, target: str) -> None:
     os.replace(partial, target)
 
 
-def publish_text(text: str, target: str) -> None:
-    """Write ``text`` to ``target`` atomically (a small answer every build of the search
-    shares, such as the control-flow probe's)."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    partial = f"{target}.{os.getpid()}.partial"
-    with open(partial, "w") as f:
-        f.write(text)
-    os.replace(partial, target)
+def shared_answer(inputs: BuildInputs, kind: str, compute: Callable[[], str]) -> str:
+    """``compute()``, once per search: a small answer every build of these inputs needs (the
+    control-flow probe's, the embedding bounds), kept beside the conversions (atomically)."""
+    path = cache_path(inputs, kind, ".txt")
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return f.read()
+    answer = compute()
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "w") as f:
+            f.write(answer)
+        os.replace(partial, path)
+    return answer

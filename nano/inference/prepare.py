@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass
 from typing import Any, Optional, TYPE_CHECKING, Union
 
@@ -89,16 +88,11 @@ def index_bounds(inputs: "BuildInputs") -> dict[int, int]:
     takes (``0 <= id < bound``): eager PyTorch refuses another id, while ONNX Runtime and
     OpenVINO return another row (-1: the last) or zeros. Found once per search (kept with
     its shared conversions): it runs the model once."""
-    from nano.inference.conversions import cache_path, publish_text
+    from nano.inference.conversions import shared_answer
 
-    shared = cache_path(inputs, "index_bounds", ".json")
-    if shared and os.path.exists(shared):
-        with open(shared) as f:
-            return {int(i): n for i, n in json.load(f).items()}
-    bounds = _find_index_bounds(inputs)
-    if shared:
-        publish_text(json.dumps(bounds), shared)
-    return bounds
+    found = shared_answer(inputs, "index_bounds",
+                          lambda: json.dumps(_find_index_bounds(inputs)))
+    return {int(i): n for i, n in json.loads(found).items()}
 
 
 def _find_index_bounds(inputs: "BuildInputs") -> dict[int, int]:
