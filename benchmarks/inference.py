@@ -2,7 +2,7 @@
 
 For each workload (ResNet-18 at batch 1 and 16, a MiniLM-sized encoder at
 batch 1) this runs optimize() over the fp32/bf16 methods, then times, side by
-side in this process (nano.inference.measure.time_side_by_side: shuffled
+side in this process (nano.search.measure.time_side_by_side: shuffled
 rounds, median of round medians) with the same threads:
 
 - eager fp32 (the baseline),
@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from nano.inference.measure import time_side_by_side
+from nano.search.measure import time_side_by_side
 
 
 def round_seconds(args) -> float:
@@ -53,7 +53,7 @@ def print_medians(medians: dict) -> float:
 def workload(name, model, args, threads, rounds, round_seconds, quick, excludes):
     from nano import InferenceOptimizer
     from nano.optimizer import build_method
-    from nano.inference.methods import get_method
+    from nano.runtimes.registry import get_method
 
     print(f"\n== {name} ==", flush=True)
     opt = InferenceOptimizer()
@@ -68,7 +68,7 @@ def workload(name, model, args, threads, rounds, round_seconds, quick, excludes)
     pick, desc = opt.get_best_model()
     print(f"pick: {desc} (search took {search_s:.0f} s)")
 
-    from nano.inference.baselines import hand_onnxruntime, hand_openvino
+    from nano.runtimes.baselines import hand_onnxruntime, hand_openvino
 
     nano_ort = build_method(model, get_method("onnxruntime_fp32"), tuple(args), threads)
     nano_ov = build_method(model, get_method("openvino_fp32"), tuple(args), threads)

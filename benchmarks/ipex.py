@@ -1,5 +1,5 @@
 """IPEX against Nano's upstream methods on the same model, same threads, timed side by side
-(nano.inference.measure.time_side_by_side) in one run. Runs in the IPEX lane's environment
+(nano.search.measure.time_side_by_side) in one run. Runs in the IPEX lane's environment
 (torch 2.8 + IPEX 2.8, built by scripts/setup-ipex.sh):
 
     .venv-ipex/bin/python benchmarks/ipex.py [--quick] [--model resnet18|bert]
@@ -50,9 +50,9 @@ WORKLOADS = {"resnet18": [("ResNet-18 batch 1", resnet18, 1), ("ResNet-18 batch 
 
 
 def build_all(model, sample, calib) -> dict:
-    from nano.inference import backends
-    from nano.inference.methods import get_method
-    from nano.inference.prepare import prepare
+    from nano.runtimes import registry as backends
+    from nano.runtimes.registry import get_method
+    from nano.runtimes.prepare import prepare
 
     args = sample if isinstance(sample, tuple) else (sample,)
     built = {}
@@ -74,7 +74,7 @@ def build_all(model, sample, calib) -> dict:
 
 
 def side_by_side(built: dict, sample, rounds: int, round_seconds: float) -> dict:
-    from nano.inference.measure import time_side_by_side
+    from nano.search.measure import time_side_by_side
 
     args = sample if isinstance(sample, tuple) else (sample,)
     fns = {name: (lambda m=m: m(*args)) for name, m in built.items()}

@@ -116,7 +116,7 @@ def main() -> int:
     args = p.parse_args()
     from nano import InferenceOptimizer
     from nano.demo import COMPILE_METHODS, minilm_search
-    from nano.inference.measure import time_side_by_side
+    from nano.search.measure import time_side_by_side
     from nano.launcher.capability import current
     from nano.launcher.topology import read_topology
     from nano.models.minilm import unavailable_reason

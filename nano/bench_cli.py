@@ -92,8 +92,8 @@ def _parser() -> OneLineParser:
 def _check_outputs(args) -> None:
     """Every output path must be writable before the search starts, not after it."""
     from nano.errors import NanoValueError
-    from nano.inference.model import check_save_path
-    from nano.inference.report import CHART_EXTENSIONS, check_output_file
+    from nano.runtimes.model_files import check_save_path
+    from nano.search.report import CHART_EXTENSIONS, check_output_file
 
     try:
         if args.save:
@@ -114,7 +114,7 @@ def _run_sample(_task) -> None:
     """In an isolated child: one call of the model on the sample (the payload)."""
     import torch
 
-    from nano.inference import isolation
+    from nano.search import isolation
 
     model, sample = isolation.SHARED
     with torch.no_grad():
@@ -124,7 +124,7 @@ def _run_sample(_task) -> None:
 def _check_model_runs(model, sample, shapes, timeout: float) -> Optional[str]:
     """Call the model once in a child process under ``timeout``. Raises UsageError when it
     raises (the inputs do not fit); returns why when it hangs or crashes, else None."""
-    from nano.inference.isolation import Zygote
+    from nano.search.isolation import Zygote
 
     with Zygote((model, sample)) as zygote:
         outcome = zygote.run(_run_sample, None, timeout)
@@ -139,9 +139,9 @@ def _check_model_runs(model, sample, shapes, timeout: float) -> Optional[str]:
 
 def _baselines(model, args, threads) -> list[dict]:
     """Time the hand-driven runtimes in this process, like optimize() times its candidates."""
-    from nano.inference.baselines import hand_onnxruntime, hand_openvino
-    from nano.inference.errors import summarize_error
-    from nano.inference.measure import measure_latency
+    from nano.runtimes.baselines import hand_onnxruntime, hand_openvino
+    from nano.runtimes.error_summary import summarize_error
+    from nano.search.measure import measure_latency
 
     rows = []
     for name, make in (("baseline: plain ORT session", lambda: hand_onnxruntime(model, args,
@@ -170,8 +170,10 @@ def _main(argv: list[str]) -> int:
     if args.calib < 0:
         raise UsageError("--calib must be 0 or more")
     _check_outputs(args)
-    from nano.inference.methods import normalize_accelerator, normalize_precision
-    from nano.inference.sources import SourceError, applicable_accelerators, load_source
+    from nano.runtimes.registry import normalize_accelerator
+    from nano.runtimes.methods import normalize_precision
+    from nano.runtimes.sources import SourceError, load_source
+    from nano.runtimes.registry import applicable_accelerators
 
     try:
         accelerators = ([normalize_accelerator(a.strip()) for a in args.accelerator.split(",")]
@@ -198,7 +200,7 @@ def _main(argv: list[str]) -> int:
 
     from nano import InferenceOptimizer
     from nano.errors import SearchFailed
-    from nano.inference import report
+    from nano.search import report
 
     opt = InferenceOptimizer()
     started = time.time()

@@ -1,10 +1,12 @@
-"""The import layers, read from the source (no module is executed).
+"""The import layers and the absence of import cycles, read from the source (no module is
+executed).
 
-Bottom to top: shared helpers -> launcher -> inference (model interface,
-backends incl. the INT8 builders, measurement, isolated search) -> quantize
-(accuracy-aware search), multiprocess, trainer -> the InferenceOptimizer facade
--> the CLIs and the package entry points. A module may import its own layer's
-package and any lower layer; packages side by side on one layer stay apart.
+Bottom to top: shared helpers -> launcher -> runtimes (the model interface, the backends
+and their registry) -> search (how optimize() chooses), multiprocess, trainer -> quantize
+(the accuracy-aware INT8 search, which judges like the search) -> the InferenceOptimizer
+facade -> the CLIs and the package entry points. A module may import its own layer's
+package and any lower layer; packages side by side on one layer stay apart. Inside a
+package, no file imports another in a circle (annotation-only imports included).
 """
 
 import ast
@@ -18,10 +20,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "nano"
 LAYERS = {
     "nano.errors": 0, "nano.noise": 0,
     "nano.launcher": 1,
-    "nano.inference": 2,
-    "nano.quantize": 3, "nano.multiprocess": 3, "nano.trainer": 3, "nano.cuda_patch": 3,
-    "nano.optimizer": 4, "nano.torch_patch": 4,
-    "nano.models": 5, "nano.bench_cli": 5, "nano.demo": 5, "nano.__main__": 5, "nano": 5,
+    "nano.runtimes": 2,
+    "nano.search": 3, "nano.multiprocess": 3, "nano.trainer": 3, "nano.cuda_patch": 3,
+    "nano.quantize": 4,
+    "nano.optimizer": 5, "nano.torch_patch": 5,
+    "nano.models": 6, "nano.bench_cli": 6, "nano.demo": 6, "nano.__main__": 6, "nano": 6,
 }
 
 
@@ -92,17 +95,108 @@ def test_no_layer_imports_a_higher_one():
     assert found == []
 
 
-def test_the_check_sees_an_upward_import():
-    """The test can fail: an inference module importing the quantize layer inside a function."""
-    source = "import torch\n\ndef f():\n    from nano.quantize.api import quantize\n"
-    assert violations("nano.inference.search", source) == [
-        "nano.inference.search:4: nano.inference (layer 2) imports nano.quantize.api (layer 3)"]
+@pytest.mark.parametrize("module, imported, layers", [
+    ("nano.runtimes.registry", "nano.search.judgement", (2, 3)),
+    ("nano.runtimes.backends.onnxruntime_int8", "nano.search.measure", (2, 3)),
+    ("nano.search.candidates", "nano.quantize.api", (3, 4)),
+    ("nano.search.plan", "nano.optimizer", (3, 5)),
+    ("nano.quantize.api", "nano.optimizer", (4, 5)),
+])
+def test_the_check_sees_an_upward_import(module, imported, layers):
+    """The test can fail: a lower package importing a higher one inside a function."""
+    source = f"import torch\n\ndef f():\n    import {imported}\n"
+    here = unit(module)
+    assert violations(module, source) == [
+        f"{module}:4: {here} (layer {layers[0]}) imports {imported} (layer {layers[1]})"]
 
 
-@pytest.mark.parametrize("peer", ["nano.multiprocess.pool", "nano.trainer.options"])
+@pytest.mark.parametrize("module, imported", [
+    ("nano.search.candidates", "nano.runtimes.registry"),
+    ("nano.quantize.api", "nano.search.judgement"),
+    ("nano.optimizer", "nano.search.search_options"),
+    ("nano.optimizer", "nano.quantize.api"),
+])
+def test_downward_imports_pass(module, imported):
+    assert violations(module, f"from {imported} import x\n") == []
+
+
+@pytest.mark.parametrize("peer", ["nano.multiprocess.pool", "nano.trainer.training_options"])
 def test_peers_stay_apart(peer):
-    assert len(violations("nano.quantize.api", f"import {peer}\n")) == 1
+    assert len(violations("nano.search.plan", f"import {peer}\n")) == 1
     assert violations("nano.optimizer", f"import {peer}\n") == []
+
+
+MODULES = {module_name(path) for path in SOURCES}
+
+
+def module_imports(module: str, source: str) -> set[str]:
+    """The nano modules (files) ``module`` imports anywhere, ``if TYPE_CHECKING:`` blocks
+    included: ``from pkg import name`` counts as importing ``pkg.name`` where that is a
+    module, else ``pkg`` itself."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES
+                     else node.module for a in node.names]
+        else:
+            continue
+        found.update(n for n in names if n in MODULES and n != module)
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each group of modules that import each other in a circle (Tarjan's strongly
+    connected components of more than one module), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(groups)
+
+
+def test_no_file_imports_another_in_a_circle():
+    graph = {module_name(path): module_imports(module_name(path), path.read_text())
+             for path in SOURCES}
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_sees_a_circle_through_a_function_level_import():
+    """The test can fail: the registry's lookups imported back by a model class, inside a
+    method (what ``load()`` once did), close a circle."""
+    graph = {module_name(path): module_imports(module_name(path), path.read_text())
+             for path in SOURCES}
+    probe = "def load(self):\n    from nano.runtimes.registry import backend_class\n"
+    graph["nano.runtimes.model"] |= module_imports("nano.runtimes.model", probe)
+    cycles = import_cycles(graph)
+    assert len(cycles) == 1 and {"nano.runtimes.model", "nano.runtimes.registry"} <= set(cycles[0])
 
 
 def test_every_error_class_derives_from_nano_error():

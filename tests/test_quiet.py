@@ -19,8 +19,8 @@ def _stderr_of(code: str) -> str:
 
 
 def test_checking_runtimes_prints_nothing_from_them():
-    err = _stderr_of("from nano.inference import backends\n"
-                     "from nano.inference.methods import Method\n"
+    err = _stderr_of("from nano.runtimes import registry as backends\n"
+                     "from nano.runtimes.methods import Method\n"
                      "assert backends.unavailable_reason(Method('compile', 'int8')) is None\n")
     assert not [n for n in NOISE if n in err], err
 

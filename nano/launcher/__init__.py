@@ -3,6 +3,8 @@
 The pieces are pure functions over a :class:`Topology` value so they can be
 tested against any machine description; the commands ``bigdl-nano-init``,
 ``bigdl-nano-unset-env`` and ``bigdl-nano-run`` are thin shells around them.
+
+Imports only ``nano.errors`` and ``nano.noise``; every other package may import it.
 """
 
 from nano.launcher.environment import EnvPlan, plan_environment, plan_restore

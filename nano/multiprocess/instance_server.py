@@ -31,7 +31,7 @@ def load(model_dir: str, threads: int) -> torch.nn.Module:
         with open(module_file, "rb") as f:
             module = pickle.load(f)
     if os.path.isdir(os.path.join(model_dir, "model")):
-        from nano.inference.model import load_model
+        from nano.runtimes.loading import load_model
 
         return load_model(os.path.join(model_dir, "model"), module, thread_num=threads)
     if module is None:
@@ -48,7 +48,7 @@ def handle(model: Callable[..., Any], request: dict, inputs: Any, outputs: Any) 
     """
     import torch
 
-    from nano.inference.structure import flatten_output, output_spec
+    from nano.runtimes.structure import flatten_output, output_spec
     from nano.multiprocess import transport
 
     calls = transport.unpack(inputs.get(request["shm"]), request["skeleton"], copy=False)

@@ -22,8 +22,8 @@ from typing import IO, Optional, Sequence
 import torch
 
 from nano.errors import NanoError, NanoTypeError, NanoValueError
-from nano.inference.data import ForwardParams, as_batches, split_batch
-from nano.inference.structure import normalize_sample, unflatten_output
+from nano.runtimes.data import ForwardParams, as_batches, split_batch
+from nano.runtimes.structure import normalize_sample, unflatten_output
 from nano.launcher.cpulist import format_cpu_list
 from nano.launcher.pinning import child_setup
 from nano.multiprocess import transport
@@ -77,7 +77,7 @@ def save_for_workers(model: torch.nn.Module, directory: str) -> None:
     The module stays out of the Nano directory, whose files are all checksummed."""
     import cloudpickle
 
-    from nano.inference.model import AcceleratedModel
+    from nano.runtimes.model import AcceleratedModel
 
     module = None
     if isinstance(model, AcceleratedModel):

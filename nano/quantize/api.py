@@ -18,19 +18,20 @@ from typing import Any, Callable, Optional, TYPE_CHECKING
 import torch
 
 from nano.errors import NanoError, NanoTypeError, NanoValueError
-from nano.inference import backends
-from nano.inference.criterion import Criterion
-from nano.inference.data import ForwardParams, as_batches, sample_call, split_batch
-from nano.inference.int8_overflow import overflow_fix
-from nano.inference.judgement import OutputJudgement
-from nano.inference.measure import evaluate_metric, measure_latency, metric_style
-from nano.inference.methods import Method, normalize_accelerator, normalize_precision
-from nano.inference.prepare import prepare
-from nano.inference.calibration import calibration_samples
-from nano.inference.quant_config import QuantConfig, trial_configs
+from nano.runtimes import registry
+from nano.search.criterion import Criterion
+from nano.runtimes.data import ForwardParams, as_batches, sample_call, split_batch
+from nano.runtimes.int8_overflow import overflow_fix
+from nano.search.judgement import OutputJudgement
+from nano.search.measure import evaluate_metric, measure_latency, metric_style
+from nano.runtimes.methods import Method, normalize_precision
+from nano.runtimes.registry import normalize_accelerator
+from nano.runtimes.prepare import prepare
+from nano.runtimes.calibration import calibration_samples
+from nano.runtimes.quant_config import QuantConfig, trial_configs
 
 if TYPE_CHECKING:
-    from nano.inference.model import AcceleratedModel
+    from nano.runtimes.model import AcceleratedModel
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def int8_method(accelerator: str, method: Optional[str], approach: str,
                 use_ipex: bool = False) -> Method:
     """The INT8 Method for an accelerator and the BigDL-style ``method``/``approach``, read
     from the quantizer's spec; an accelerator without a quantizer is an error."""
-    builder = backends.quantizer_for(accelerator, use_ipex).SPEC
+    builder = registry.quantizer_for(accelerator, use_ipex).SPEC
     spec = builder.quantizer
     named = [v for v in spec.variants if v]  # the flavours BigDL's method= picks
     if named and spec.dynamic_variant:
@@ -95,9 +96,9 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
              runtime: Optional[dict] = None) -> AcceleratedModel:
     """Return ``model`` quantized for ``accelerator`` (see InferenceOptimizer.quantize).
 
-    ``runtime`` holds the runtime options of ``nano.inference.compat.runtime_options``.
+    ``runtime`` holds the runtime options of ``nano.runtimes.bigdl_forms.runtime_options``.
     """
-    from nano.inference.compat import runtime_options
+    from nano.runtimes.bigdl_forms import runtime_options
 
     precision = normalize_precision(precision)
     acc = normalize_accelerator(accelerator)
@@ -125,8 +126,8 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
         if sample is None and calib_data is not None:
             sample = _first_input(model, calib_data)
         if sample is None:  # plain PyTorch and scripted TorchScript need no sample
-            return backends.build_without_sample(fmethod, model, thread_num)
-        return backends.build(fmethod, prepare(model, sample, thread_num, dynamic_axes))
+            return registry.build_without_sample(fmethod, model, thread_num)
+        return registry.build(fmethod, prepare(model, sample, thread_num, dynamic_axes))
 
     if channels_last:
         raise NanoValueError("channels_last applies to precision='bf16' (and fp32 trace()); "
@@ -145,10 +146,10 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
         raise NanoValueError("dynamic INT8 needs input_sample (or calib_data) to export the "
                              "model")
     inputs = prepare(model, sample, thread_num, dynamic_axes, calib)
-    quantizer = backends.backend_for(qmethod)
+    quantizer = registry.backend_for(qmethod)
     configs = [c for c in trial_configs(dynamic) if quantizer.SPEC.quantizer.supports(c)]
     if criterion is None or metric is None:
-        built = backends.build(_with(qmethod, configs[0]), inputs)
+        built = registry.build(_with(qmethod, configs[0]), inputs)
         _warn_on_drift(built, inputs)
         return built
     samples, targets, vdata = _eval_data(model, validation_data, calib_data)
@@ -166,7 +167,7 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
 def _calib_batches(calib_data, sample_size: Optional[int]) -> int:
     """How many batches hold ``sample_size`` samples (BigDL counted samples, Nano batches);
     without it, the one calibration limit."""
-    from nano.inference.calibration import CALIBRATION_BATCHES
+    from nano.runtimes.calibration import CALIBRATION_BATCHES
 
     if sample_size is None:
         return CALIBRATION_BATCHES
@@ -211,7 +212,7 @@ def _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, sa
     best = (None, float("inf"))
     todo = [(c, None) for c in configs]
     if quantizer.SPEC.quantizer.accuracy_control and metric_style(metric) == "pred":
-        from nano.inference.backends.openvino_nncf import metric_validation
+        from nano.runtimes.backends.openvino_nncf import metric_validation
 
         # the runtime's own accuracy control right after the plain default (NNCF's reverts only
         # the layers that cost accuracy, which usually beats the coarser configurations after it)
@@ -233,10 +234,10 @@ def _search(quantizer, qmethod, configs, inputs, criterion, baseline, metric, sa
                 model = quantizer.build_with_accuracy_control(_with(qmethod, config), inputs,
                                                               validation)
             else:
-                model = backends.build(_with(qmethod, config), inputs)
+                model = registry.build(_with(qmethod, config), inputs)
             value = evaluate_metric(model, metric, samples, targets, vdata)
         except Exception as e:  # a configuration the runtime cannot build is one failed trial
-            from nano.inference.errors import summarize_error
+            from nano.runtimes.error_summary import summarize_error
 
             trials.append((label, f"failed: {type(e).__name__}: {summarize_error(e)}"))
             continue

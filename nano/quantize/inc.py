@@ -15,13 +15,13 @@ from typing import Any, Callable, Optional, TYPE_CHECKING
 
 import torch
 
-from nano.inference.backends import module_available
-from nano.inference.prepare import export_dynamic_shapes
+from nano.runtimes.availability import module_available
+from nano.runtimes.prepare import export_dynamic_shapes
 from nano.noise import quiet_third_party
 
 if TYPE_CHECKING:
-    from nano.inference.prepare import BuildInputs
-    from nano.inference.criterion import Criterion
+    from nano.runtimes.prepare import BuildInputs
+    from nano.search.criterion import Criterion
 
 INSTALL_HINT = "pip install neural-compressor neural-compressor-pt py-cpuinfo"
 NEURAL_COMPRESSOR_LOGGERS = ("neural_compressor", "neural_compressor.common")
@@ -79,7 +79,7 @@ class _FlatCaller(torch.nn.Module):
         self.inputs = inputs
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        from nano.inference.structure import unflatten_output
+        from nano.runtimes.structure import unflatten_output
 
         with torch.no_grad():
             out = self.graph(*self.inputs.signature.flatten(args, kwargs))

@@ -8,8 +8,8 @@ import lightning.pytorch as pl
 
 from nano.trainer.auto_lr import attach_lr_scaling
 from nano.trainer.channels_last import use_channels_last
-from nano.trainer.ipex import ipex_optimize
-from nano.trainer.options import TrainingOptions
+from nano.trainer.ipex_training import ipex_optimize
+from nano.trainer.training_options import TrainingOptions
 
 
 class NanoTrainingCallback(pl.Callback):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nano.inference.structure import to_channels_last
+from nano.runtimes.structure import to_channels_last
 
 
 def _convert_inputs(_module, args, kwargs):

@@ -29,7 +29,8 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from nano.trainer.arguments import load_module_states, module_states
 from nano.errors import NanoValueError
-from nano.inference.model import AcceleratedModel, load_model, save_model
+from nano.runtimes.model import AcceleratedModel
+from nano.runtimes.loading import load_model, save_model
 from nano.trainer.callbacks import NanoTrainingCallback
 from nano.trainer.compiled_module import CompiledModule
 from nano.trainer.local_ranks import run_distributed

@@ -30,7 +30,7 @@ from nano.launcher.pinned_instances import instance_specs
 from nano.launcher.pinning import child_setup
 from nano.launcher.topology import read_topology
 from nano.trainer.distributed import rank_environment
-from nano.trainer.options import TrainingOptions
+from nano.trainer.training_options import TrainingOptions
 from nano.trainer.rank_job import error_path, save_job, spawn_entry
 
 # After the first failure the other ranks get this long to exit on their own.

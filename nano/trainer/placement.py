@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from nano.trainer.distributed import RankInfo, current_rank, settle_rank
-from nano.trainer.options import TrainingOptions, training_options
+from nano.trainer.training_options import TrainingOptions, training_options
 
 PLACEMENT_KWARGS = ("accelerator", "strategy", "devices", "num_nodes")
 

@@ -23,9 +23,9 @@ from nano.trainer.arguments import (find, find_modules, load_module_states, modu
                                     state_outside_modules)
 from nano.trainer.auto_lr import attach_lr_scaling
 from nano.trainer.channels_last import use_channels_last
-from nano.trainer.ipex import ipex_optimize
+from nano.trainer.ipex_training import ipex_optimize
 from nano.trainer.local_ranks import run_distributed
-from nano.trainer.options import training_options
+from nano.trainer.training_options import training_options
 from nano.trainer.placement import place
 from nano.trainer.precision import CpuBf16Autocast
 

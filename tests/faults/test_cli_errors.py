@@ -110,7 +110,7 @@ def test_python_api_summary_extension(tmp_path):
 def test_bench_save_twice_into_the_same_directory(tmp_path):
     """The issue's reproduction: two bench runs with --save d, then one flipped byte."""
     from nano import InferenceOptimizer
-    from nano.inference.model import META_FILE, ModelLoadError
+    from nano.runtimes.model_files import META_FILE, ModelLoadError
 
     target = tmp_path / "d"
     for accelerator, kept in (("jit", "model.pt"), ("onnxruntime", "model.onnx")):

@@ -10,7 +10,7 @@ import torch
 
 from nano import InferenceOptimizer
 from nano.errors import NanoValueError
-from nano.inference.model import META_FILE, ModelLoadError
+from nano.runtimes.model_files import META_FILE, ModelLoadError
 from tests.fresh_process import ROOT
 
 
@@ -34,7 +34,7 @@ def _meta(directory):
 def _write_meta(directory, meta):
     """Metadata written consistently (its own checksum renewed), as by a tool that gets the
     rest wrong: the checks past the checksum must catch it."""
-    from nano.inference.model import META_CHECKSUM, metadata_digest
+    from nano.runtimes.model_files import META_CHECKSUM, metadata_digest
 
     meta = {**meta, META_CHECKSUM: metadata_digest(meta)}
     with open(os.path.join(directory, META_FILE), "w") as f:
@@ -90,7 +90,7 @@ def test_an_interrupted_save_keeps_the_previous_model(tmp_path, monkeypatch):
         open(os.path.join(directory, "state_dict.pt"), "wb").write(b"half")
         raise KeyboardInterrupt
 
-    from nano.inference.backends.torch_eager import EagerModel
+    from nano.runtimes.backends.torch_eager import EagerModel
 
     monkeypatch.setattr(EagerModel, "save_artifacts", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -61,7 +61,7 @@ def test_optimize_cleans_up_when_the_caller_raises(monkeypatch):
     """An exception in the caller's process mid-search (here from the progress bar) kills the
     isolation process and removes the search's directories."""
     from nano import InferenceOptimizer
-    from nano.inference import search
+    from nano.search import candidates as search
 
     before, children_before = nano_temp_dirs(), descendants(os.getpid())
     real = search.run_candidate
@@ -73,7 +73,7 @@ def test_optimize_cleans_up_when_the_caller_raises(monkeypatch):
             raise RuntimeError("boom in the caller")
         return real(zygote, task, timeout, memory)
 
-    monkeypatch.setattr("nano.optimizer.run_candidate", failing)
+    monkeypatch.setattr("nano.search.run.run_candidate", failing)
     opt = InferenceOptimizer()
     with pytest.raises(RuntimeError, match="boom in the caller"):
         opt.optimize(torch.nn.Linear(4, 2), torch.randn(8, 4), accelerator="pytorch")

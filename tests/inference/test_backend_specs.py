@@ -8,9 +8,10 @@ import types
 import pytest
 
 from nano.errors import NanoValueError
-from nano.inference import backends, methods
-from nano.inference.backends.spec import Backend, BackendSpec, Flavour
-from nano.inference.methods import Method, get_method, method_table, normalize_accelerator
+from nano.runtimes import registry as backends
+from nano.runtimes.backends.spec import Backend, BackendSpec, Flavour
+from nano.runtimes.methods import Method
+from nano.runtimes.registry import get_method, method_table, normalize_accelerator
 
 BIGDL_NAMES = ["original", "fp32_channels_last", "bf16", "bf16_channels_last", "fp32_ipex",
                "bf16_ipex", "jit_fp32", "jit_bf16", "openvino_fp32", "openvino_bf16",
@@ -65,7 +66,7 @@ def test_a_precision_a_backend_does_not_build_is_unavailable_with_the_reason():
 @pytest.fixture
 def fake_runtime(monkeypatch):
     """A runtime registered the way a new one would be: a module plus its list entry."""
-    module = types.ModuleType("nano.inference.backends.fake_runtime")
+    module = types.ModuleType("nano.runtimes.backends.fake_runtime")
     module.SPEC = BackendSpec(accelerator="fake", aliases=("fk",), precisions=("fp32",),
                               candidates=(Flavour(),), converts=True)
     module.INSTALL_HINT = "pip install fake"
@@ -75,10 +76,10 @@ def fake_runtime(monkeypatch):
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(backends, "BACKENDS", (*backends.BACKENDS, "fake_runtime"))
     backends.backend_modules.cache_clear()
-    methods.method_table.cache_clear()
+    backends.method_table.cache_clear()
     yield module
     backends.backend_modules.cache_clear()
-    methods.method_table.cache_clear()
+    backends.method_table.cache_clear()
 
 
 def test_one_module_and_one_entry_reach_every_table(fake_runtime):
@@ -87,7 +88,7 @@ def test_one_module_and_one_entry_reach_every_table(fake_runtime):
     assert normalize_accelerator("fk") == "fake"
     assert "fake" in backends.accelerators()
     assert backends.unavailable_reason(Method("fake")) == "missing dependency: pip install fake"
-    assert [m.name for m in methods.select_methods(accelerator="fake")] == ["original",
+    assert [m.name for m in backends.select_methods(accelerator="fake")] == ["original",
                                                                             "fake_fp32"]
     with pytest.raises(NanoValueError, match="no INT8 quantizer for accelerator 'fake'"):
         backends.quantizer_for("fake")
@@ -95,4 +96,6 @@ def test_one_module_and_one_entry_reach_every_table(fake_runtime):
 
 def test_without_the_entry_the_runtime_is_unknown():
     with pytest.raises(NanoValueError, match="unknown accelerator 'fake'"):
-        Method("fake")
+        backends.backend_for(Method("fake"))
+    with pytest.raises(NanoValueError, match="unknown accelerator 'fake'"):
+        normalize_accelerator("fake")

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nano import InferenceOptimizer
 from nano.errors import NanoValueError
-from nano.inference.build_cache import model_key
+from nano.search.build_cache import model_key
 from tests.inference.models import SmallCNN
 
 CACHED = ["onnxruntime_fp32", "openvino_fp32", "onnxruntime_int8_qdq"]
@@ -116,7 +116,7 @@ def _entry(root, key, method, size):
 
 
 def test_eviction_removes_the_least_recently_used_models_first(tmp_path):
-    from nano.inference.build_cache import evict, touch
+    from nano.search.build_cache import evict, touch
 
     old = _entry(tmp_path, "old", "openvino_fp32-1", 400)
     mid = _entry(tmp_path, "mid", "openvino_fp32-1", 400)
@@ -132,7 +132,7 @@ def test_eviction_removes_the_least_recently_used_models_first(tmp_path):
 
 
 def test_the_size_limit_comes_from_the_environment(monkeypatch):
-    from nano.inference.build_cache import DEFAULT_MAX_GB, max_bytes
+    from nano.search.build_cache import DEFAULT_MAX_GB, max_bytes
 
     monkeypatch.setenv("NANO_CACHE_MAX_GB", "0.5")
     assert max_bytes() == 500_000_000
@@ -144,7 +144,7 @@ def test_a_copy_left_by_a_dead_process_is_removed(tmp_path):
     import subprocess
     import sys
 
-    from nano.inference.build_cache import store
+    from nano.search.build_cache import store
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -168,9 +168,9 @@ def test_a_candidate_stopped_early_is_kept_for_the_next_search(tmp_path):
     kwargs = dict(includes=["onnxruntime_fp32"], latency_sample_num=5, latency_budget=1,
                   final_round=False, cache_dir=str(tmp_path), early_stop_factor=1e-6)
     opt.optimize(model, _data(), **kwargs)
-    assert opt._result("onnxruntime_fp32").status == "slow"
+    assert opt._search.result("onnxruntime_fp32").status == "slow"
     opt.optimize(model, _data(), **kwargs)
-    row = opt._result("onnxruntime_fp32")
+    row = opt._search.result("onnxruntime_fp32")
     assert row.status == "slow" and "build cache" in row.detail
 
 
@@ -218,7 +218,7 @@ def test_a_failed_build_is_remembered_and_a_failed_judgement_is_not(tmp_path):
 
 
 def test_a_failure_marker_that_does_not_read_is_dropped(tmp_path):
-    from nano.inference.build_cache import remember_failure, remembered_failure
+    from nano.search.build_cache import remember_failure, remembered_failure
 
     entry = str(tmp_path / "k" / "onnxruntime_fp32-1")
     remember_failure(entry, "OSError: No space left on device")  # transient: not kept

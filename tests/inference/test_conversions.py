@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nano import InferenceOptimizer
-from nano.inference.backends import onnxruntime_fp32, openvino_ir
-from nano.inference.prepare import prepare
+from nano.runtimes.backends import onnxruntime_fp32, openvino_ir
+from nano.runtimes.prepare import prepare
 from tests.inference.models import SmallCNN
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def test_a_second_build_reuses_the_checked_export(tmp_path, monkeypatch):
 
 def test_a_conversion_that_fails_its_check_is_not_stored(tmp_path, monkeypatch):
     from nano.errors import TraceError
-    from nano.inference import verify
+    from nano.runtimes import verify
 
     def refuse(*a, **k):
         raise TraceError("differs")
@@ -73,7 +73,7 @@ def test_optimize_converts_once_per_runtime_and_stays_right():
                  early_stop_factor=None)
     rows = {r.name: r for r in opt.results}
     assert all(r.status == "ok" for r in rows.values()), {n: r.detail for n, r in rows.items()}
-    cache = os.path.join(opt._workdir.name, "conversions")
+    cache = os.path.join(opt._search.workdir.name, "conversions")
     # one conversion per runtime, plus the small answers every build shares (.txt, .json)
     assert sorted(os.path.splitext(f)[1] for f in os.listdir(cache)
                   if not f.startswith(("control_flow-", "index_bounds-"))) == [

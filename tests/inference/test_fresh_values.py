@@ -138,7 +138,7 @@ def test_fresh_values_match_the_original(case, runtime):
 FRESH_PROCESS = r"""
 import json, sys, torch
 from nano import InferenceOptimizer
-from nano.inference.structure import flatten_output
+from nano.runtimes.structure import flatten_output
 from tests.inference import models
 errors = {}
 for item in json.load(sys.stdin):

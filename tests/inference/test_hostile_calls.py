@@ -82,7 +82,7 @@ def test_an_edited_metadata_file_is_refused(tmp_path):
     """nano_model.json was outside the checksums: a method edited to bf16 loaded as fp32."""
     import json
 
-    from nano.inference.model import META_FILE, ModelLoadError
+    from nano.runtimes.model_files import META_FILE, ModelLoadError
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
     fast = InferenceOptimizer.trace(model, accelerator="onnxruntime",
@@ -100,7 +100,7 @@ def test_an_edited_metadata_file_is_refused(tmp_path):
 @pytest.mark.parametrize("bad", [-3, 0, 1.5, True, "2"])
 def test_a_bad_thread_num_is_one_line_before_any_work(bad, tmp_path):
     from nano.errors import NanoValueError
-    from nano.inference.model import load_model
+    from nano.runtimes.loading import load_model
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
     with pytest.raises(NanoValueError, match="thread_num must be a whole number >= 1"):
@@ -119,7 +119,7 @@ def test_ids_an_embedding_does_not_have_are_refused_as_the_original_refuses_them
     """ONNX Runtime and OpenVINO returned row 9 for id -1, and OpenVINO zeros for 10 or 1000,
     where eager PyTorch raises IndexError."""
     from nano.errors import NanoIndexError
-    from nano.inference.model import load_model
+    from nano.runtimes.loading import load_model
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4)).eval()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nano import InferenceOptimizer
-from nano.inference.int8_overflow import EIGHT_BIT, SEVEN_BIT
+from nano.runtimes.int8_overflow import EIGHT_BIT, SEVEN_BIT
 from nano.launcher.capability import current
 from tests.fresh_process import ROOT, check_in_fresh_process, python_command
 

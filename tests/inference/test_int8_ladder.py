@@ -9,11 +9,11 @@ from torch import nn
 
 from nano import InferenceOptimizer
 from nano.errors import NanoValueError
-from nano.inference import int8_ladder
-from nano.inference.methods import get_method
-from nano.inference.quant_config import QuantConfig
-from nano.inference.search import CandidateResult
-from nano.inference.measure import Latency
+from nano.search import int8_ladder
+from nano.runtimes.registry import get_method
+from nano.runtimes.quant_config import QuantConfig
+from nano.search.candidates import CandidateResult
+from nano.search.measure import Latency
 from tests.fresh_process import check_in_fresh_process
 
 
@@ -46,7 +46,7 @@ def test_each_runtime_has_its_ladder_and_its_steps_are_named():
 
 
 def test_measured_needs_the_held_out_data_only_optimize_has():
-    from nano.inference.prepare import prepare
+    from nano.runtimes.prepare import prepare
 
     assert QuantConfig(symmetric=False, keep_fp32="measured").label() == "asym_measured"
     inputs = prepare(nn.Linear(4, 2).eval(), torch.randn(2, 4))

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from nano.inference import isolation
-from nano.inference.isolation import Zygote
-from nano.inference.measure import measure_latency
+from nano.search import isolation
+from nano.search.isolation import Zygote
+from nano.search.measure import measure_latency
 
 
 def task(kind):

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from nano.errors import NanoValueError
-from nano.inference.calibration import (CALIBRATION_BATCHES, HELD_OUT_BATCHES,
-                                        MIN_HELD_OUT_SAMPLES, MORE_CALIBRATION_BATCHES,
-                                        batch_rows, calibration_and_held_out, held_out_read)
-from nano.inference.data import as_batches
-from nano.inference.judgement import TOLERANCE, OutputJudgement
+from nano.runtimes.calibration import (CALIBRATION_BATCHES, HELD_OUT_BATCHES,
+                                       MIN_HELD_OUT_SAMPLES, MORE_CALIBRATION_BATCHES, batch_rows,
+                                       calibration_and_held_out, held_out_read)
+from nano.runtimes.data import as_batches
+from nano.search.judgement import TOLERANCE, OutputJudgement
 
 
 def kinds(reference, model=None, accuracy=None):

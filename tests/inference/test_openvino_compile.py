@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nano import InferenceOptimizer
-from nano.inference.backends import MissingDependency
+from nano.runtimes.availability import MissingDependency
 from tests.inference.models import SmallCNN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,7 +60,7 @@ torch.testing.assert_close(loaded(io["x"]), io["want"], rtol=1e-4, atol=1e-5)
 
 
 def test_load_without_the_model_says_to_pass_it(cnn_and_model, tmp_path):
-    from nano.inference.model import ModelLoadError
+    from nano.runtimes.model_files import ModelLoadError
 
     InferenceOptimizer.save(cnn_and_model[1], str(tmp_path / "m"))
     with pytest.raises(ModelLoadError, match="pass the original module"):

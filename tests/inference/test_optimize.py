@@ -59,7 +59,7 @@ def test_cost_columns(searched):
     records = {r["method"]: r for r in opt.records()}
     for name in FAST:
         assert records[name]["peak_mb"] > 10, name  # a process with torch loaded
-        assert opt._result(name).extra["artifact_bytes"] > 1000, name  # the weights at least
+        assert opt._search.result(name).extra["artifact_bytes"] > 1000, name  # the weights at least
     table = opt.summary()
     assert "peak MB" in table and "size MB" in table
 
@@ -138,16 +138,16 @@ def test_summary_and_saved_reports(searched, tmp_path, capsys):
 
 
 def test_final_round_times_the_closest_candidates_side_by_side(searched, tmp_path):
-    from nano.inference.search import finalists, ranked
+    from nano.search.candidates import finalists, ranked
 
     opt, _, _ = searched
     timed = [r for r in opt.results if "side_by_side" in r.extra]
     assert timed and {r.name for r in timed} == {r.name for r in finalists(opt.results,
-                                                                         opt._passes_default)}
+                                                                         opt._search.passes_default)}
     assert "original" in {r.name for r in timed}
     assert all(r.extra["side_by_side"] > 0 for r in timed)
     records = {r["method"]: r for r in opt.records()}
-    base = opt._result("original").extra["side_by_side"]
+    base = opt._search.result("original").extra["side_by_side"]
     for r in timed:
         assert records[r.name]["speedup"] == round(base / r.extra["side_by_side"], 3)
         # load() and the first call, as a user's process would: longer than one warm call
@@ -162,9 +162,9 @@ def test_final_round_times_the_closest_candidates_side_by_side(searched, tmp_pat
 
 
 def test_finalists_are_the_close_ones_of_each_precision():
-    from nano.inference.measure import Latency
-    from nano.inference.methods import get_method
-    from nano.inference.search import CandidateResult, finalists
+    from nano.search.measure import Latency
+    from nano.runtimes.registry import get_method
+    from nano.search.candidates import CandidateResult, finalists
 
     def row(name, ms, status="ok"):
         return CandidateResult(get_method(name), status, latency=Latency(ms, ms, ms, 10))
@@ -194,10 +194,10 @@ def test_finalists_are_the_close_ones_of_each_precision():
 def test_speedup_comes_from_the_side_by_side_round():
     """Measured on a busy machine: the original took 170 ms in its own window and 30 ms side
     by side, so its own-window ratio called a 6x model 36x."""
-    from nano.inference.measure import Latency
-    from nano.inference.methods import get_method
-    from nano.inference.report import result_records
-    from nano.inference.search import CandidateResult, speedup
+    from nano.search.measure import Latency
+    from nano.runtimes.registry import get_method
+    from nano.search.report import result_records
+    from nano.search.candidates import CandidateResult, speedup
 
     def row(name, ms, side_by_side=None):
         r = CandidateResult(get_method(name), "ok", latency=Latency(ms, ms, ms, 10))
@@ -215,9 +215,9 @@ def test_speedup_comes_from_the_side_by_side_round():
 
 
 def test_side_by_side_times_order_only_the_close_finalists():
-    from nano.inference.measure import Latency
-    from nano.inference.methods import get_method
-    from nano.inference.search import CandidateResult, ranked
+    from nano.search.measure import Latency
+    from nano.runtimes.registry import get_method
+    from nano.search.candidates import CandidateResult, ranked
 
     def row(name, ms, side_by_side=None):
         r = CandidateResult(get_method(name), "ok", latency=Latency(ms, ms, ms, 10))

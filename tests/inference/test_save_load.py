@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nano import InferenceOptimizer
-from nano.inference.model import ModelLoadError
+from nano.runtimes.model_files import ModelLoadError
 from tests.inference.models import SmallCNN, TwoInput
 
 GRAPH_KINDS = ["jit", "onnxruntime", "openvino"]

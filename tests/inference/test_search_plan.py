@@ -6,10 +6,10 @@ import warnings
 import pytest
 import torch
 
-from nano.inference.measure import Latency
-from nano.inference.methods import get_method, method_table
-from nano.inference.search import CandidateResult
-from nano.inference.search_plan import HOPELESS, SearchPlan, model_family
+from nano.search.measure import Latency
+from nano.runtimes.registry import get_method, method_table
+from nano.search.candidates import CandidateResult
+from nano.search.plan import HOPELESS, SearchPlan, model_family
 from nano.launcher.capability import CpuCapability
 from nano.models import resnet18
 
@@ -175,16 +175,21 @@ def test_a_per_precision_pick_after_a_default_search_says_what_was_left_out(monk
     stopped early, and get_best_model(precision="fp32") returned the original."""
     from nano import InferenceOptimizer
 
+    from nano.search.search_options import SearchOptions
+    from nano.search.run import Search
+
     opt = InferenceOptimizer()
-    opt.results = [row("original", 30), row("openvino_int8", 2), row("openvino_fp32", 20, "slow"),
-                   row("jit_fp32", status="skipped")]
-    opt._plan = Plan(resnet18())
-    opt._plan.outpaced.add("jit_fp32")  # as skip_reason records a method faster rows outpaced
+    search = opt._search = Search.__new__(Search)  # the rows of a search, without running one
+    search.options = SearchOptions()
+    search.results = [row("original", 30), row("openvino_int8", 2),
+                      row("openvino_fp32", 20, "slow"), row("jit_fp32", status="skipped")]
+    search.plan = Plan(resnet18())
+    search.plan.outpaced.add("jit_fp32")  # as skip_reason records a method faster rows outpaced
     monkeypatch.setattr(opt, "get_model", lambda name: name)
     with pytest.warns(UserWarning, match=r"left out or stopped 2 such method\(s\) \(openvino_fp32, "
                                          r"jit_fp32\).*optimize\(..., precision='fp32'\)"):
         assert opt.get_best_model(precision="fp32")[0] == "original"
-    opt._plan = Plan(resnet18(), "all")  # an exhaustive search has nothing to say
+    search.plan = Plan(resnet18(), "all")  # an exhaustive search has nothing to say
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         opt.get_best_model(precision="fp32")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nano.inference import sensitivity
-from nano.inference.judgement import HeldOut, OutputJudgement
+from nano.runtimes import sensitivity
+from nano.search.judgement import HeldOut, OutputJudgement
 from tests.inference.test_int8_ladder import OutlierInside
 
 
@@ -81,9 +81,9 @@ def test_held_out_accepts_by_the_metric_and_criterion_when_there_is_one():
 
 @pytest.mark.slow
 def test_onnx_nodes_are_found_by_the_layer_they_come_from(tmp_path):
-    from nano.inference.backends.onnxruntime_fp32 import export_onnx
-    from nano.inference.backends.onnxruntime_int8 import layer_nodes
-    from nano.inference.prepare import prepare
+    from nano.runtimes.backends.onnxruntime_fp32 import export_onnx
+    from nano.runtimes.backends.onnxruntime_int8 import layer_nodes
+    from nano.runtimes.prepare import prepare
 
     path = str(tmp_path / "m.onnx")
     export_onnx(prepare(OutlierInside().eval(), torch.randn(4, 16)), path)

@@ -5,8 +5,7 @@ import collections
 import pytest
 import torch
 
-from nano.inference.structure import (InputSignature, flatten_output, output_spec,
-                                      unflatten_output)
+from nano.runtimes.structure import InputSignature, flatten_output, output_spec, unflatten_output
 from tests.inference.models import TwoInput
 
 Pair = collections.namedtuple("Pair", "first second")
@@ -95,7 +94,7 @@ def test_model_output_class_is_rebuilt():
 def test_channels_last_reaches_tensors_in_every_container():
     from collections import namedtuple
 
-    from nano.inference.structure import to_channels_last
+    from nano.runtimes.structure import to_channels_last
 
     Batch = namedtuple("Batch", "image volume")
     value = {"b": Batch(torch.rand(2, 3, 4, 4), torch.rand(1, 2, 3, 4, 4)),
@@ -118,7 +117,7 @@ class AllOptional(torch.nn.Module):
 def test_an_input_sample_says_a_two_tensor_batch_is_two_inputs():
     """Without it a batch (ids, mask) of an all-optional forward reads as an input and a
     target: quantize() of BERT with input_sample=(ids, mask) refused its own calib_data."""
-    from nano.inference.calibration import calibration_samples
+    from nano.runtimes.calibration import calibration_samples
 
     ids, mask = torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long)
     batches = [(ids, mask), (ids, mask)]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nano import InferenceOptimizer
-from nano.inference.backends import backend_for, quantizer_for
-from nano.inference.methods import get_method
+from nano.runtimes.registry import backend_for, quantizer_for
+from nano.runtimes.registry import get_method
 from nano.launcher.capability import current
 from nano.models.zoo import ZOO, build
 from tests.fresh_process import check_in_fresh_process
@@ -49,8 +49,8 @@ def test_bert_on_fresh_values_and_after_load_in_a_fresh_process(tmp_path):
 def test_a_saved_torchao_model_refuses_to_load_where_it_would_saturate(tmp_path):
     """It is saved as fp32 weights and quantizes again when loaded: on a CPU without an int8
     dot product that INT8 would be off (0.28 on a wide-activation MLP under AVX2)."""
-    from nano.inference.model import ModelLoadError
-    from nano.inference.backends.torchao_int8 import TorchaoInt8Model
+    from nano.runtimes.model_files import ModelLoadError
+    from nano.runtimes.backends.torchao_int8 import TorchaoInt8Model
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
                                 torch.nn.Linear(16, 4)).eval()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nano import InferenceOptimizer
-from nano.inference.backends import MissingDependency
+from nano.runtimes.availability import MissingDependency
 from nano.models import TinyEncoder
 from tests.inference.models import DtypeSpy, SmallCNN, TwoInput
 
@@ -86,7 +86,7 @@ def test_compile_runs_and_matches(cnn):
 
 
 def test_bf16_is_active_inside_the_call_without_context():
-    from nano.inference.methods import Method
+    from nano.runtimes.methods import Method
     from nano.optimizer import build_method
 
     spy = DtypeSpy().eval()
@@ -98,7 +98,7 @@ def test_bf16_is_active_inside_the_call_without_context():
 
 
 def test_channels_last_is_active_inside_the_call():
-    from nano.inference.methods import Method
+    from nano.runtimes.methods import Method
     from nano.optimizer import build_method
 
     spy = DtypeSpy().eval()
@@ -111,7 +111,7 @@ def test_channels_last_is_active_inside_the_call():
 @pytest.mark.slow
 @pytest.mark.parametrize("accelerator", ["jit", "compile", "openvino"])
 def test_bf16_runtimes_really_compute_in_bf16(cnn, accelerator):
-    from nano.inference.methods import Method
+    from nano.runtimes.methods import Method
     from nano.optimizer import build_method
 
     from nano.launcher.capability import current
@@ -170,7 +170,7 @@ def test_bad_options_are_clear(cnn, kwargs, error, fragment):
 
 
 def test_missing_ipex_is_a_clear_message(cnn):
-    from nano.inference.backends.ipex import ipex_unavailable
+    from nano.runtimes.backends.ipex import ipex_unavailable
 
     if ipex_unavailable() is None:
         pytest.skip("IPEX is installed and usable here")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nano.errors import TraceError
-from nano.inference.prepare import prepare
-from nano.inference.verify import check_conversion
+from nano.runtimes.prepare import prepare
+from nano.runtimes.verify import check_conversion
 
 
 def _inputs():

@@ -9,8 +9,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nano import InferenceOptimizer, Trainer, TorchNano
-from nano.inference.backends.ipex import ipex_unavailable
-from nano.inference.judgement import OutputJudgement
+from nano.runtimes.backends.ipex import ipex_unavailable
+from nano.search.judgement import OutputJudgement
 from tests.conftest import accuracy
 from tests.fresh_process import check_in_fresh_process
 from tests.inference.models import SmallCNN

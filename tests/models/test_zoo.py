@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from nano.inference.structure import flatten_output
+from nano.runtimes.structure import flatten_output
 from nano.models.zoo import ZOO, build
 
 AVAILABLE = [name for name, entry in ZOO.items() if entry.unavailable_reason() is None]

@@ -40,7 +40,7 @@ def test_one_calibration_limit_and_sample_size_counts_samples():
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from nano.inference.calibration import CALIBRATION_BATCHES, calibration_samples
+    from nano.runtimes.calibration import CALIBRATION_BATCHES, calibration_samples
     from nano.quantize.api import _calib_batches
 
     loader = DataLoader(TensorDataset(torch.randn(400, 4)), batch_size=8)
@@ -57,7 +57,8 @@ def test_ipex_int8_routes_to_ipex_and_says_where_it_runs():
     import torch
 
     from nano import InferenceOptimizer
-    from nano.inference.backends import MissingDependency, ipex
+    from nano.runtimes.availability import MissingDependency
+    from nano.runtimes.backends import ipex
 
     with pytest.raises(NanoValueError, match="no INT8 quantizer for accelerator 'onnxruntime' "
                                              "with use_ipex=True; INT8 runs with accelerator "

@@ -46,7 +46,7 @@ def test_int8_keeps_accuracy_and_outputs(quantized, digits_cnn, digits, key):
 
 
 def test_pt2e_really_quantized(quantized):
-    from nano.inference.backends.pt2e_int8 import count_quantize_nodes
+    from nano.runtimes.backends.pt2e_int8 import count_quantize_nodes
 
     assert count_quantize_nodes(quantized[(None, None)].graph_module) > 0
 
@@ -133,7 +133,7 @@ def test_optimize_includes_int8_with_calibration_data(digits_cnn, digits, calib)
     assert set(rows) == {"original", "compile_int8", "compile_int8_torchao",
                          "onnxruntime_int8_qdq", "onnxruntime_int8_qlinear",
                          "onnxruntime_int8_integer", "openvino_int8", "int8_ipex"}
-    from nano.inference.backends.ipex import ipex_unavailable
+    from nano.runtimes.backends.ipex import ipex_unavailable
 
     from nano.launcher.capability import current
 
@@ -195,7 +195,7 @@ def test_bad_input_names_the_argument(digits_cnn, digits, kwargs, error, fragmen
 
 
 def test_quant_config_rejects_unknown_options():
-    from nano.inference.quant_config import QuantConfig
+    from nano.runtimes.quant_config import QuantConfig
 
     with pytest.raises(TypeError, match="unknown quantization option"):
         QuantConfig.from_options({"per_chanel": False})
@@ -235,7 +235,7 @@ def test_a_list_of_same_shaped_tensors_is_a_list_of_batches(digits_cnn, digits):
 
 
 def test_a_list_of_tensors_stays_one_batch_where_the_model_takes_that_many():
-    from nano.inference.data import ForwardParams, as_batches
+    from nano.runtimes.data import ForwardParams, as_batches
 
     class Two(torch.nn.Module):
         def forward(self, a, b):
@@ -253,7 +253,7 @@ def test_a_list_of_tensors_stays_one_batch_where_the_model_takes_that_many():
     assert len(as_batches(eight, "calib_data", params=ForwardParams.of(One()))) == 8
     unlike = [torch.randn(1, 3), torch.randn(1, 5), torch.randn(1, 3)]  # not one kind
     with pytest.raises(DataMismatch, match="batches hold 3"):
-        from nano.inference.data import split_batch
+        from nano.runtimes.data import split_batch
 
         split_batch(as_batches(unlike, "calib_data", params=ForwardParams.of(One()))[0],
                     ForwardParams.of(One()), "calib_data")

@@ -9,7 +9,7 @@ from nano import TorchNano, Trainer, nano
 from nano.launcher.topology import LogicalCpu, Topology
 from nano.trainer import AutoLR
 from nano.trainer.auto_lr import attach_lr_scaling
-from nano.trainer.options import training_options
+from nano.trainer.training_options import training_options
 
 
 def machine(cores=4, flags=("avx512f",)):
