@@ -101,6 +101,9 @@ def test_no_layer_imports_a_higher_one():
     ("nano.search.candidates", "nano.quantize.api", (3, 4)),
     ("nano.search.plan", "nano.optimizer", (3, 5)),
     ("nano.quantize.api", "nano.optimizer", (4, 5)),
+    ("nano.runtimes.model", "nano.trainer.torch_nano", (2, 3)),
+    ("nano.launcher.topology", "nano.runtimes.registry", (1, 2)),
+    ("nano.search.run", "nano.models.zoo", (3, 6)),
 ])
 def test_the_check_sees_an_upward_import(module, imported, layers):
     """The test can fail: a lower package importing a higher one inside a function."""
@@ -120,9 +123,14 @@ def test_downward_imports_pass(module, imported):
     assert violations(module, f"from {imported} import x\n") == []
 
 
-@pytest.mark.parametrize("peer", ["nano.multiprocess.pool", "nano.trainer.training_options"])
-def test_peers_stay_apart(peer):
-    assert len(violations("nano.search.plan", f"import {peer}\n")) == 1
+@pytest.mark.parametrize("module, peer", [
+    ("nano.search.plan", "nano.multiprocess.pool"),
+    ("nano.search.run", "nano.trainer.training_options"),
+    ("nano.trainer.torch_nano", "nano.search.judgement"),
+    ("nano.multiprocess.pool", "nano.trainer.local_ranks"),
+])
+def test_peers_stay_apart(module, peer):
+    assert len(violations(module, f"import {peer}\n")) == 1
     assert violations("nano.optimizer", f"import {peer}\n") == []
 
 
