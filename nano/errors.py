@@ -34,3 +34,7 @@ class TraceError(NanoError, RuntimeError):
 class SearchFailed(NanoError, RuntimeError):
     """optimize() ran, but the original model did not, so nothing can be compared with it;
     ``summary()`` still shows every row and how it ended."""
+
+
+class MetricError(NanoError, RuntimeError):
+    """The user's metric raised while it was evaluated (the cause is chained)."""

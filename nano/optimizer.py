@@ -14,7 +14,7 @@ from nano.errors import NanoTypeError, NanoValueError
 from nano.runtimes import bigdl_forms, registry
 from nano.runtimes.loading import load_model, save_model
 from nano.runtimes.methods import Method, normalize_precision
-from nano.runtimes.model import AcceleratedModel
+from nano.runtimes.model import AcceleratedModel, torch_threads
 from nano.runtimes.prepare import prepare
 from nano.runtimes.registry import get_method, normalize_accelerator
 from nano.search import report
@@ -68,13 +68,30 @@ def _original_of(model, function: str) -> torch.nn.Module:
     return model
 
 
+def bigdl_status(row: CandidateResult) -> str:
+    """A row's status in BigDL-Nano's words ("successful", "early stopped", "fail to
+    convert", "fail to forward", "lack dependency"), for code that reads them; the summary
+    table keeps Nano's own, which say more (drift, crashed, timeout, memory, skipped)."""
+    if row.usable:  # ok, or drift: it ran, and its accuracy columns say how far off it is
+        return "successful"
+    if row.status in ("slow", "skipped"):
+        return "early stopped"
+    if row.status == "unavailable":
+        return "lack dependency"
+    if row.status == "failed" and row.detail.startswith("failed to convert"):
+        return "fail to convert"
+    return "fail to forward"
+
+
 class ResultView(Mapping):
-    """One row of ``optimized_model_dict``: read-only, its model built on first access."""
+    """One row of ``optimized_model_dict``: read-only, its model built on first access.
+    ``status`` speaks BigDL-Nano's words (``bigdl_status``); ``nano_status`` is the table's."""
 
     def __init__(self, optimizer: "InferenceOptimizer", row: CandidateResult):
         self._optimizer, self._row = optimizer, row
         latency = row.latency.median * 1e3 if row.latency else None
-        self._data = {"status": row.status, "latency": latency, "accuracy": row.accuracy,
+        self._data = {"status": bigdl_status(row), "nano_status": row.status,
+                      "latency": latency, "accuracy": row.accuracy,
                       "output_error": row.output_error, "model": None}
 
     def __getitem__(self, key):
@@ -250,9 +267,14 @@ class InferenceOptimizer:
 
     @staticmethod
     def get_context(model: Any = None, *more: Any) -> contextlib.AbstractContextManager:
-        """A no-op context kept for BigDL-Nano compatibility: Nano models apply their own
-        threads and autocast inside each call."""
-        return contextlib.nullcontext()
+        """BigDL-Nano's context for calling accelerated models: inside it, torch uses the
+        models' ``thread_num`` (the largest one given; the count is put back on exit).
+        Nano models already apply their own threads and autocast inside each call, so
+        this matters only to code that reads ``torch.get_num_threads()`` or runs plain
+        PyTorch beside them."""
+        counts = [m.thread_num for m in (model, *more)
+                  if isinstance(m, AcceleratedModel) and m.thread_num]
+        return torch_threads(max(counts) if counts else None)
 
     # the search ------------------------------------------------------------------
 

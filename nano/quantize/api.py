@@ -17,13 +17,14 @@ from typing import Any, Callable, Optional, TYPE_CHECKING
 
 import torch
 
-from nano.errors import NanoError, NanoTypeError, NanoValueError
+from nano.errors import NanoError, NanoValueError
 from nano.runtimes import registry
 from nano.search.criterion import Criterion
 from nano.runtimes.data import ForwardParams, as_batches, sample_call, split_batch
 from nano.runtimes.int8_overflow import overflow_fix
 from nano.search.judgement import OutputJudgement
-from nano.search.measure import evaluate_metric, measure_latency, metric_style
+from nano.search.measure import (check_metric, evaluate_metric, measure_latency,
+                                 metric_style)
 from nano.runtimes.methods import Method, normalize_precision
 from nano.runtimes.registry import normalize_accelerator
 from nano.runtimes.prepare import prepare
@@ -104,9 +105,8 @@ def quantize(model: torch.nn.Module, *, precision: str = "int8",
     acc = normalize_accelerator(accelerator)
     if approach not in ("static", "dynamic"):
         raise NanoValueError(f"approach must be 'static' or 'dynamic', got {approach!r}")
-    if metric is not None and not callable(metric):
-        raise NanoTypeError("metric must be callable: metric(pred, target) or "
-                            "metric(model, data)")
+    if metric is not None:
+        check_metric(metric)
     if max_trials is not None and max_trials < 1:
         raise NanoValueError(f"max_trials must be at least 1, got {max_trials}")
     if timeout is not None and timeout <= 0:

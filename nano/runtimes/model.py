@@ -11,6 +11,7 @@ standard artifacts that deploy without Nano.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, ClassVar, Iterator, Optional
 
 import torch
@@ -51,6 +52,8 @@ class AcceleratedModel(torch.nn.Module):
     needs_model_to_load: ClassVar[bool] = False
     # kinds saved as a state dict can store their weights in bf16 (save(compression="bf16"))
     state_dict_saved: ClassVar[bool] = False
+    # a TorchScript graph: compression="bf16" saves it as it is, with a warning
+    frozen_graph: ClassVar[bool] = False
 
     def __init__(self, method: Method, signature: Optional[InputSignature],
                  output: Optional[dict], thread_num: Optional[int]):
@@ -193,11 +196,17 @@ class AcceleratedModel(torch.nn.Module):
         """Save to ``directory`` (created if needed) with metadata and checksums.
 
         ``compression="bf16"`` stores the weights of state-dict kinds (plain
-        PyTorch, compile) in bf16, half the size; load() casts them back.
+        PyTorch, compile) in bf16, half the size; load() casts them back. A TorchScript
+        model is saved as it is, with a warning; other graph kinds refuse it.
         """
         if compression not in (None, "fp32", "bf16"):
             raise NanoValueError(f"compression must be None, 'fp32' or 'bf16', got "
                                  f"{compression!r}")
+        if compression == "bf16" and self.frozen_graph:
+            warnings.warn(f"save(compression='bf16'): {self.method.name} is a TorchScript graph "
+                          f"whose weights are part of the graph; it is saved as it is (BigDL-Nano "
+                          f"took the option for jit models too)", stacklevel=3)
+            compression = None
         if compression == "bf16" and not self.state_dict_saved:
             raise NanoValueError(f"compression='bf16' applies to models saved as state dicts "
                                  f"(plain PyTorch, compile); {self.method.name} is saved as a "

@@ -90,12 +90,26 @@ def backend_for(method: Method) -> ModuleType:
 def quantizer_for(accelerator: str, use_ipex: bool = False) -> ModuleType:
     """The INT8 builder for a user's ``accelerator`` (PyTorch's is torch.compile's, or IPEX's
     with ``use_ipex``), or an error listing the accelerators that have one (never a fallback
-    to another runtime)."""
-    for module in backend_modules():
-        spec = module.SPEC
-        if spec.quantizer is not None and spec.use_ipex == use_ipex \
-                and accelerator in (spec.accelerator, *spec.serves):
-            return module
+    to another runtime).
+
+    BigDL-Nano's ``accelerator="jit"`` INT8 was IPEX's static INT8 traced to TorchScript: it
+    gets that builder without ``use_ipex=True`` where IPEX imports, and where it does not,
+    an error naming the calls that give INT8 here."""
+    for ipex in ((use_ipex,) if use_ipex else (False, True)):
+        for module in backend_modules():
+            spec = module.SPEC
+            if spec.quantizer is not None and spec.use_ipex == ipex \
+                    and accelerator in (spec.accelerator, *spec.serves):
+                if ipex == use_ipex:
+                    return module
+                reason = module.unavailable_reason(Method(spec.accelerator, "int8",
+                                                          use_ipex=True))
+                if reason is None:
+                    return module
+                raise NanoValueError(
+                    f"accelerator={accelerator!r} INT8 is IPEX's static INT8 traced to "
+                    f"TorchScript, unavailable here ({reason}); without IPEX, "
+                    f"{int8_accelerators_hint()} (None: PyTorch's own INT8, compiled)")
     raise NanoValueError(f"no INT8 quantizer for accelerator {accelerator!r}"
                          f"{' with use_ipex=True' if use_ipex else ''}; "
                          f"{int8_accelerators_hint(use_ipex)}")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from nano.errors import MetricError, NanoTypeError
 from nano.runtimes.data import call
 from nano.runtimes.structure import concat_values
 
@@ -106,20 +107,47 @@ def metric_style(metric: Callable) -> str:
     return "model" if params and params[0] == "model" else "pred"
 
 
+def check_metric(metric: Any) -> None:
+    """A one-line NanoTypeError unless ``metric`` is a callable taking ``(pred, target)`` or
+    ``(model, data)``: found before any model is built, not at its first evaluation."""
+    if not callable(metric):
+        raise NanoTypeError("metric must be callable: metric(pred, target) or "
+                            "metric(model, data)")
+    try:
+        signature = inspect.signature(metric)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    if _binds(signature, 2) or (metric_style(metric) == "model" and _binds(signature, 1)):
+        return
+    name = getattr(metric, "__name__", type(metric).__name__)
+    raise NanoTypeError(f"metric must take two arguments, metric(pred, target) or "
+                        f"metric(model, data) (or metric(model)); {name} takes {signature}")
+
+
+def _binds(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*([None] * count))
+    except TypeError:
+        return False
+    return True
+
+
 def evaluate_metric(model: Callable[..., Any], metric: Callable, samples: list, targets: list,
                     validation_data: Any = None) -> float:
     """Run ``metric`` on ``model``; raise a clear error if it fails or returns no number."""
     try:
         if metric_style(metric) == "model":
-            value = metric(model, validation_data)
+            # BigDL-Nano's metric(model) form takes no data
+            takes_data = _binds(inspect.signature(metric), 2)
+            value = metric(model, validation_data) if takes_data else metric(model)
         else:
             with torch.no_grad():
                 preds = [call(model, s) for s in samples]
             value = metric(concat_values(preds), concat_values(targets))
     except Exception as e:
-        raise RuntimeError(f"metric raised {type(e).__name__}: {e}") from e
+        raise MetricError(f"metric raised {type(e).__name__}: {e}") from e
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"metric must return a number, got {value!r}")
+        raise NanoTypeError(f"metric must return a number, got {value!r}")
     return float(value)

@@ -7,16 +7,17 @@ work starts; the search takes this one value.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from nano.errors import NanoTypeError, NanoValueError
+from nano.errors import NanoValueError
 from nano.runtimes.bigdl_forms import check_options
 from nano.runtimes.methods import Method
 from nano.runtimes.model import check_thread_num
 from nano.runtimes.registry import select_methods
 from nano.search.judgement import check_judgement_name
-from nano.search.measure import metric_style
+from nano.search.measure import check_metric, metric_style
 from nano.search.report import check_output_file
 
 SEARCH_MODES = ("default", "all", "grid")
@@ -62,6 +63,10 @@ class SearchOptions:
         for name in ("includes", "excludes"):
             if options.get(name) is not None:
                 options[name] = tuple(options[name])
+        if "original" in (options.get("excludes") or ()):  # BigDL-Nano ignored it too
+            warnings.warn("optimize(): 'original' is always tried (it is the baseline for "
+                          "speed and accuracy); excludes=['original'] is ignored", stacklevel=3)
+            options["excludes"] = tuple(n for n in options["excludes"] if n != "original")
         return SearchOptions(**options)
 
     def __post_init__(self):
@@ -78,9 +83,8 @@ class SearchOptions:
                                  "accelerator=, precision= or use_ipex=; give at least one")
         if self.direction not in ("max", "min"):
             raise NanoValueError(f"direction must be 'max' or 'min', got {self.direction!r}")
-        if self.metric is not None and not callable(self.metric):
-            raise NanoTypeError("metric must be callable: metric(pred, target) or "
-                                "metric(model, data)")
+        if self.metric is not None:
+            check_metric(self.metric)
         if self.metric is not None and not self.has_validation_data \
                 and metric_style(self.metric) == "pred":
             raise NanoValueError("a metric(pred, target) needs validation_data to be "

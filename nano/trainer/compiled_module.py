@@ -9,6 +9,7 @@ batch of inputs only is fine too). Logged: ``train/loss``, ``val/loss``,
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -24,6 +25,17 @@ def _split(batch: Any) -> tuple[tuple, Any]:
             return tuple(batch[:-1]), batch[-1]
         return tuple(batch), None
     return (batch,), None
+
+
+# plain module -> the CompiledModule made of it last: an accelerated model traced from the
+# plain module is validated with that module's loss and metrics (BigDL-Nano's form)
+_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, CompiledModule]" = \
+    weakref.WeakKeyDictionary()
+
+
+def compiled_for(model: Optional[torch.nn.Module]) -> Optional["CompiledModule"]:
+    """The CompiledModule ``Trainer.compile`` made of ``model`` (the latest), or None."""
+    return _COMPILED.get(model) if model is not None else None
 
 
 class CompiledModule(pl.LightningModule):
@@ -46,6 +58,7 @@ class CompiledModule(pl.LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.metrics = torch.nn.ModuleList(metrics or [])
+        _COMPILED[model] = self
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)

@@ -32,9 +32,9 @@ from nano.errors import NanoValueError
 from nano.runtimes.model import AcceleratedModel
 from nano.runtimes.loading import load_model, save_model
 from nano.trainer.callbacks import NanoTrainingCallback
-from nano.trainer.compiled_module import CompiledModule
+from nano.trainer.compiled_module import CompiledModule, compiled_for
 from nano.trainer.local_ranks import run_distributed
-from nano.trainer.placement import place
+from nano.trainer.placement import bigdl_strategy, place
 
 
 @dataclass
@@ -62,8 +62,12 @@ def as_lightning_module(model: AcceleratedModel) -> pl.LightningModule:
     """The LightningModule ``model`` was built from, with ``self(...)`` in its steps calling
     ``model`` (BigDL-Nano's ``trainer.validate(InferenceOptimizer.trace(lit, ...))``). Steps
     that call a submodule directly (``self.net(x)``) run that submodule, not ``model``. The
-    user's module is not changed: this is a shallow copy."""
+    user's module is not changed: this is a shallow copy. A model traced from a plain module
+    that ``Trainer.compile`` wrapped is run in that LightningModule (its loss, metrics)."""
     original = model.original
+    if not isinstance(original, pl.LightningModule):
+        # a plain module that Trainer.compile wrapped: its loss and metrics judge the model
+        original = compiled_for(original) or original
     if not isinstance(original, pl.LightningModule):
         raise NanoValueError(
             f"Trainer.validate/test/predict need a LightningModule, and this accelerated "
@@ -79,17 +83,19 @@ def as_lightning_module(model: AcceleratedModel) -> pl.LightningModule:
 class Trainer(pl.Trainer):
     """``lightning.Trainer`` plus ``num_processes``, bf16, channels_last, IPEX and lr scaling.
 
-    ``precision``: 32 or "bf16" (bf16 autocast; falls back to fp32 with a warning
-    on CPUs without bf16). ``cpu_for_each_process``: explicit CPU ids per process
+    ``precision``: 32 or "bf16" (bf16 autocast; emulated, with a warning, on CPUs
+    without native bf16). ``cpu_for_each_process``: explicit CPU ids per process
     (default: the launcher splits the physical cores evenly). ``auto_lr``: True,
     False or :class:`nano.trainer.AutoLR` (see :mod:`nano.trainer.auto_lr`).
     ``distributed_backend``: "subprocess" (no ``__main__`` guard needed) or
-    "spawn". Every other keyword goes to ``lightning.Trainer``.
+    "spawn"; BigDL-Nano's ``strategy="subprocess"/"spawn"/"ddp"`` names them too. Every
+    other keyword goes to ``lightning.Trainer``.
     """
 
     def __init__(self, num_processes: int = 1, precision=32, channels_last: bool = False,
                  use_ipex: bool = False, cpu_for_each_process=None, auto_lr=True,
                  distributed_backend: str = "subprocess", **kwargs):
+        distributed_backend = bigdl_strategy(kwargs, distributed_backend)
         placement = place("nano.Trainer", kwargs, refuse_always=False,
                           num_processes=num_processes, precision=precision,
                           channels_last=channels_last, use_ipex=use_ipex,

@@ -412,7 +412,7 @@ def test_optimize_search_modes_and_optimized_model_dict(model, tmp_path):
     results = opt.optimized_model_dict
     assert set(results) == {"original", "onnxruntime_fp32"}
     entry = results["onnxruntime_fp32"]
-    assert entry["status"] == "ok" and entry["latency"] > 0
+    assert entry["status"] == "successful" and entry["nano_status"] == "ok" and entry["latency"] > 0
     assert_close(entry["model"](x()), model(x()))
     with pytest.raises(TypeError):
         results["bf16"] = {}  # a read-only view

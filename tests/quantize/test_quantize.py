@@ -177,7 +177,7 @@ def test_bf16_through_quantize(digits_cnn, digits):
     (dict(metric=accuracy, accuracy_criterion={"absolute": -1}), ValueError, ">= 0"),
     (dict(metric=accuracy, accuracy_criterion={"relativ": 0.1}), ValueError, "exactly one of"),
     (dict(accuracy_criterion=0.01), ValueError, "needs a metric"),
-    (dict(accelerator="jit"), ValueError, "no INT8 quantizer for accelerator 'jit'"),
+    (dict(accelerator="jit"), ValueError, "accelerator='jit' INT8 is IPEX's static INT8"),
     (dict(accelerator="onnxruntime", method="qlinar"), ValueError, "method for onnxruntime"),
     (dict(approach="sometimes"), ValueError, "approach must be"),
     (dict(accelerator="openvino", approach="dynamic"), ValueError, "static only"),

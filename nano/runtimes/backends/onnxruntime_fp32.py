@@ -164,6 +164,12 @@ class OnnxRuntimeModel(AcceleratedModel):
                                             providers=["CPUExecutionProvider"])
         self._input_names = [i.name for i in self.session.get_inputs()]
 
+    @property
+    def session_options(self) -> Any:
+        """The ``onnxruntime.SessionOptions`` the session runs with (threads included), as
+        BigDL-Nano's ONNX Runtime models exposed them."""
+        return self.session.get_session_options()
+
     def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         feed = {name: t.detach().contiguous().numpy() for name, t in zip(self._input_names, inputs)}
         return [torch.from_numpy(o) for o in self.session.run(None, feed)]

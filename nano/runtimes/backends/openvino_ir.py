@@ -185,16 +185,24 @@ class OpenVINOModel(AcceleratedModel):
         return [torch.from_numpy(request.get_output_tensor(i).data.copy())
                 for i in range(self._n_outputs)]
 
-    def async_predict(self, input_data: Sequence[Any], num_requests: int = 0) -> list:
-        """Run every input of ``input_data`` (a list of calls: tensors, tuples of inputs or
-        dicts of keyword inputs) through OpenVINO's asynchronous queue of ``num_requests``
-        infer requests (0: OpenVINO's optimal number); outputs in input order."""
+    def async_predict(self, input_data: Any, num_requests: int = 0) -> list:
+        """Run every input of ``input_data`` through OpenVINO's asynchronous queue of
+        ``num_requests`` infer requests (0: OpenVINO's optimal number); outputs in input
+        order. ``input_data``: a list of calls (tensors, lists or tuples of inputs, dicts of
+        keyword inputs) or, as in BigDL-Nano, a DataLoader (each batch one call, a target
+        in it left out as training batches are matched to the inputs)."""
         import openvino as ov
+        from torch.utils.data import DataLoader
 
+        from nano.runtimes.data import ForwardParams, split_batch
         from nano.runtimes.structure import normalize_sample
 
+        if isinstance(input_data, DataLoader):
+            params = ForwardParams.of(self)
+            input_data = [split_batch(b, params, "input_data")[0] for b in input_data]
         if not isinstance(input_data, (list, tuple)):
-            raise NanoTypeError("async_predict takes a list of inputs, one per call")
+            raise NanoTypeError(f"async_predict takes a list of inputs (one per call) or a "
+                                f"DataLoader, got {type(input_data).__name__}")
         if num_requests < 0:
             raise NanoValueError(f"num_requests must be >= 0, got {num_requests}")
         signature, output = self.recorded_io()

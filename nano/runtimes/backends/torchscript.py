@@ -37,6 +37,7 @@ class TorchScriptModel(AcceleratedModel):
 
     accelerator = "jit"
     artifact = "model.pt"
+    frozen_graph = True
 
     def __init__(self, module, method, signature, output, thread_num, scripted: bool = False):
         super().__init__(method, signature, output, thread_num)
