@@ -15,6 +15,20 @@ from nano.trainer.distributed import RankInfo, current_rank, settle_rank
 from nano.trainer.training_options import TrainingOptions, training_options
 
 PLACEMENT_KWARGS = ("accelerator", "strategy", "devices", "num_nodes")
+# BigDL-Nano's strategy= names -> the distributed_backend that starts the same processes
+BIGDL_STRATEGIES = {"subprocess": "subprocess", "spawn": "spawn", "ddp": "subprocess",
+                    "ddp_spawn": "spawn"}
+
+
+def bigdl_strategy(kwargs: dict, distributed_backend: str) -> str:
+    """Take a BigDL-Nano ``strategy=`` name out of ``kwargs`` and return the
+    distributed_backend it stands for (else ``distributed_backend``); any other strategy
+    stays in ``kwargs`` for :func:`place` to judge."""
+    strategy = kwargs.get("strategy")
+    if not isinstance(strategy, str) or strategy not in BIGDL_STRATEGIES:
+        return distributed_backend
+    del kwargs["strategy"]
+    return BIGDL_STRATEGIES[strategy]
 
 
 @dataclass(frozen=True)

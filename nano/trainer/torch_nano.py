@@ -26,7 +26,7 @@ from nano.trainer.channels_last import use_channels_last
 from nano.trainer.ipex_training import ipex_optimize
 from nano.trainer.local_ranks import run_distributed
 from nano.trainer.training_options import training_options
-from nano.trainer.placement import place
+from nano.trainer.placement import bigdl_strategy, place
 from nano.trainer.precision import CpuBf16Autocast
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class TorchNano(Fabric):
         if refused:
             raise ValueError(f"TorchNano sets the precision itself; drop {refused} and use "
                              f"precision=32 or 'bf16'")
+        distributed_backend = bigdl_strategy(fabric_kwargs, distributed_backend)
         placement = place("TorchNano", fabric_kwargs, refuse_always=True,
                           num_processes=num_processes, precision=precision,
                           channels_last=channels_last, use_ipex=use_ipex,

@@ -53,8 +53,8 @@ def normalize_precision(precision: Any, topology: Topology) -> str:
 
 
 def _auto_lr(value: Union[bool, dict, AutoLR]) -> Optional[AutoLR]:
-    if value is True:
-        return AutoLR()
+    if value is True:  # BigDL-Nano's form, with its behaviour (see auto_lr.VisibleScaling)
+        return AutoLR(visible=True, warmup_fraction=0.1)
     if value is False or value is None:
         return None
     if isinstance(value, AutoLR):

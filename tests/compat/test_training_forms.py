@@ -9,9 +9,9 @@ from tests.compat import training_jobs as jobs
 
 
 def test_auto_lr_takes_bigdl_nanos_warmup_epochs():
-    assert AutoLR.from_dict({"warmup_epochs": 2}) == AutoLR(warmup_epochs=2)
+    assert AutoLR.from_dict({"warmup_epochs": 2}) == AutoLR(warmup_epochs=2, visible=True)
     assert AutoLR(warmup_epochs=2).per_epoch(8) == AutoLR(warmup_steps=16)
-    assert AutoLR(warmup_epochs=0).per_epoch(8) == AutoLR(warmup_steps=1)  # no ramp: N at once
+    assert AutoLR(warmup_epochs=0).per_epoch(8) == AutoLR(warmup_steps=0)  # no ramp: N at once
     assert AutoLR(warmup_steps=5).per_epoch(None) == AutoLR(warmup_steps=5)
     with pytest.raises(ValueError, match="auto_lr takes 'warmup_epochs' or 'warmup_steps', got "
                                          r"\['warmup'\]"):
@@ -50,14 +50,14 @@ def test_warmup_epochs_ramps_over_an_epoch_of_steps():
     # 2 processes, 8 batches: 4 steps per epoch per process, so the ramp takes 4 steps
     seen, scaling = jobs.WarmupNano(num_processes=2, auto_lr={"warmup_epochs": 1}).train(
         jobs.two_layers(), jobs.data())
-    assert seen == [0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2, 0.2]
+    assert seen == [0.1, 0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2]  # BigDL's: step 0 unscaled
     assert scaling == (4, 8, 2.0)  # warm-up steps, steps taken, the last factor
     trainer = Trainer(num_processes=2, auto_lr={"warmup_epochs": 1}, max_epochs=2, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False)
     lit = jobs.LitRegression()
     trainer.fit(lit, jobs.data())
     assert lit.steps.item() == 8
-    assert lit.lrs[:8].tolist() == pytest.approx([0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2, 0.2])
+    assert lit.lrs[:8].tolist() == pytest.approx([0.1, 0.125, 0.15, 0.175, 0.2, 0.2, 0.2, 0.2])
 
 
 def test_trainer_compile_fit_validate_test_predict_save_load(tmp_path):

@@ -99,3 +99,147 @@ class LitRegression(pl.LightningModule):
         opt = torch.optim.SGD(self.parameters(), lr=0.1)
         opt.register_step_post_hook(lambda o, a, k: self._record(o))
         return opt
+
+
+# BigDL-Nano 2.4's exactness toys (its test_torch_nano.py and test_channels_last.py), written
+# here from what they check: one weight, a loss whose gradient is known, exact equality.
+
+class OneWeight(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(1, 1, bias=False)
+        self.fc1.weight.data.fill_(1.0)
+
+    def forward(self, x):
+        return self.fc1(x)
+
+
+def zeros_and_ones():
+    """Four samples, two batches of two: x in {0, 1}, every target 0."""
+    x = torch.tensor([[0.0], [0.0], [1.0], [1.0]])
+    return DataLoader(TensorDataset(x, torch.zeros(4, 1)), batch_size=2, shuffle=False)
+
+
+class ExactSteps(TorchNano):
+    """Two epochs of SGD on the toy; returns the one weight (0.25 for BigDL's lr choice)."""
+
+    def train(self, lr):
+        model = OneWeight()
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        model, opt, loader = self.setup(model, opt, zeros_and_ones())
+        for _ in range(2):
+            for x, y in loader:
+                opt.zero_grad()
+                self.backward(torch.nn.functional.mse_loss(model(x), y))
+                opt.step()
+        return model.fc1.weight.item()
+
+
+class StateDictRoundTrip(TorchNano):
+    """One epoch, the weights and optimizer state loaded into the plain module and optimizer,
+    set up again, one more epoch (BigDL's load_state_dict test)."""
+
+    def train(self, lr):
+        plain = OneWeight()
+        plain_opt = torch.optim.SGD(plain.parameters(), lr=lr)
+        raw = zeros_and_ones()
+
+        def epoch(model, opt, loader):
+            for x, y in loader:
+                opt.zero_grad()
+                self.backward(torch.nn.functional.mse_loss(model(x), y))
+                opt.step()
+
+        model, opt, loader = self.setup(plain, plain_opt, raw)
+        epoch(model, opt, loader)
+        plain.load_state_dict(model.state_dict())
+        plain_opt.load_state_dict(opt.state_dict())
+        model, opt, loader = self.setup(plain, plain_opt, raw)
+        epoch(model, opt, loader)
+        return model.fc1.weight.item()
+
+
+class RampReadsMaxStep(TorchNano):
+    """BigDL's auto-lr test: reads ``optimizer.max_step`` and checks every step's weight
+    against lr x (1 + (N - 1) x step / max_step)."""
+
+    def train(self, lr, steps=6):
+        model = OneWeight()
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        model, opt, loader = self.setup(model, opt, zeros_and_ones())
+        max_step = opt.max_step
+        expected, ratio, errors = 1.0, 1.0, []
+        for step in range(steps):
+            for x, y in loader:
+                opt.zero_grad()
+                self.backward(torch.nn.functional.mse_loss(model(x), y))
+                opt.step()
+            # each rank's one batch holds x = 0 and x = 1: the gradient is the weight itself
+            expected = expected - expected * lr * ratio
+            errors.append(abs(model.fc1.weight.item() - expected) / expected)
+            ratio = (self.num_processes - 1) * min(step + 1, max_step) / max_step + 1
+        return max_step, max(errors)
+
+
+class ConvOneStep(torch.nn.Module):
+    """BigDL's channels_last toy: a 1x2 convolution from 2 channels, weights 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(2, 1, (1, 2), bias=False)
+        self.conv1.weight.data.fill_(1.0)
+
+    def forward(self, x):
+        return torch.flatten(self.conv1(x), 1)
+
+
+def conv_toy_data():
+    x = torch.tensor([[[[1.0, 0]], [[1, 0]]], [[[1, 0]], [[2, 0]]],
+                      [[[0, 3]], [[1, 0]]], [[[1, 1]], [[2, 1]]]])
+    y = torch.tensor([[0.0], [1.0], [0.0], [1.0]])
+    return DataLoader(TensorDataset(x, y), batch_size=4, shuffle=False)
+
+
+# one SGD step at lr 0.25 on the whole batch (BigDL worked the gradients out by hand)
+CONV_TOY_RESULT = torch.tensor([[[[0.0, -1.0]], [[-1.25, 0.5]]]])
+
+
+class ConvToyNano(TorchNano):
+    def train(self):
+        model = ConvOneStep()
+        opt = torch.optim.SGD(model.parameters(), lr=0.25)
+        model, opt, loader = self.setup(model, opt, conv_toy_data())
+        for x, y in loader:
+            opt.zero_grad()
+            self.backward(torch.nn.functional.mse_loss(model(x), y))
+            opt.step()
+        return model.conv1.weight.detach().clone().contiguous()
+
+
+class LitSeesLr(pl.LightningModule):
+    """Records the lr its training_step sees (BigDL's tests read the optimizer's lr there), and
+    with ``scheduler`` the scheduler's base_lrs at each epoch start (BigDL's test_scale_lr)."""
+
+    def __init__(self, scheduler=False):
+        super().__init__()
+        self.net = two_layers()
+        self.scheduler = scheduler
+        self.register_buffer("seen", torch.zeros(64))
+        self.register_buffer("base", torch.zeros(4))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def on_train_epoch_start(self):
+        if self.scheduler:
+            self.base[self.current_epoch] = self.lr_schedulers().base_lrs[0]
+
+    def training_step(self, batch, _):
+        self.seen[self.steps] = self.optimizers().param_groups[0]["lr"]
+        self.steps += 1
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        if not self.scheduler:
+            return opt
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]

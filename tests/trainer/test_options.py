@@ -70,15 +70,17 @@ def test_placement_kwargs_refused_with_num_processes():
     with pytest.raises(ValueError, match="drop \\['devices'\\]"):
         Trainer(num_processes=2, devices=2)
     with pytest.raises(ValueError, match="drop \\['strategy'\\]"):
-        TorchNano(strategy="ddp")
+        TorchNano(strategy="fsdp")  # BigDL's names (ddp, subprocess, spawn) are mapped
 
 
 def test_auto_lr_warmup_values():
     with pytest.raises(ValueError, match="warmup_steps"):
-        AutoLR(warmup_steps=0)
+        AutoLR(warmup_steps=-1)
     cfg = AutoLR(warmup_steps=4)
-    assert [cfg.factor(t, 3) for t in range(6)] == [1.5, 2.0, 2.5, 3.0, 3.0, 3.0]
+    # BigDL-Nano's ramp: the first step at the user's own lr, world_size x it from step 4
+    assert [cfg.factor(t, 3) for t in range(6)] == [1.0, 1.5, 2.0, 2.5, 3.0, 3.0]
     assert cfg.factor(0, 1) == 1.0
+    assert AutoLR(warmup_steps=0).factor(0, 3) == 3.0  # no ramp
 
 
 def test_lr_scaling_applies_only_inside_step_and_composes_with_schedulers():
@@ -86,7 +88,7 @@ def test_lr_scaling_applies_only_inside_step_and_composes_with_schedulers():
     opt = torch.optim.SGD([p], lr=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     attach_lr_scaling(opt, world_size=2, config=AutoLR(warmup_steps=2))
-    attach_lr_scaling(opt, world_size=2, config=AutoLR(warmup_steps=2))  # second call: no-op
+    attach_lr_scaling(opt, world_size=2, config=AutoLR(warmup_steps=2))  # again: no second hooks
     moves = []
     for _ in range(3):
         before = p.item()
@@ -95,8 +97,8 @@ def test_lr_scaling_applies_only_inside_step_and_composes_with_schedulers():
         sched.step()
         moves.append(before - p.item())
         assert opt.param_groups[0]["lr"] == sched.get_last_lr()[0]  # user sees the unscaled lr
-    # step t uses lr_t * factor_t: 1.0*1.5, 0.5*2, 0.25*2
-    assert moves == pytest.approx([1.5, 1.0, 0.5])
+    # step t uses lr_t * factor_t: 1.0*1, 0.5*1.5, 0.25*2
+    assert moves == pytest.approx([1.0, 0.75, 0.5])
 
 
 def test_decorator_checks_options_when_decorating():
@@ -110,7 +112,7 @@ def test_decorator_checks_options_when_decorating():
 def test_adaptive_optimizers_keep_their_lr_unless_asked(make):
     """Scaling Adam's lr for 2 processes cost 12 points of accuracy on benchmarks/training.py."""
     seen = []
-    for config in (AutoLR(warmup_steps=1), AutoLR(warmup_steps=1, adaptive=True)):
+    for config in (AutoLR(warmup_steps=0), AutoLR(warmup_steps=0, adaptive=True)):
         opt = make([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         attach_lr_scaling(opt, world_size=2, config=config)
         opt.register_step_pre_hook(lambda o, a, k: seen.append(o.param_groups[0]["lr"]))
@@ -118,4 +120,25 @@ def test_adaptive_optimizers_keep_their_lr_unless_asked(make):
         opt.step()
     assert seen == pytest.approx([0.1, 0.2])
     assert AutoLR.from_dict({"warmup_epochs": 1, "adaptive": True}).per_epoch(3) == AutoLR(
-        warmup_steps=3, adaptive=True)
+        warmup_steps=3, adaptive=True, visible=True)  # BigDL's dict form: BigDL's behaviour
+
+
+def test_bigdls_visible_scaling_scales_schedulers_at_once_and_ramps_the_rest():
+    from nano.trainer.auto_lr import VisibleScaling
+
+    p, q, r = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
+    scheduled = torch.optim.SGD([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(scheduled, step_size=1, gamma=0.5)
+    ramped, adam = torch.optim.SGD([q], lr=0.1), torch.optim.Adam([r], lr=0.1)
+    config = AutoLR(visible=True, warmup_fraction=0.1).for_run(40)
+    assert config.warmup_steps == 4
+    scaling = VisibleScaling([scheduled, ramped, adam], [sched], world_size=2, config=config)
+    assert sched.base_lrs == [0.2] and scheduled.param_groups[0]["lr"] == 0.2
+    seen = []
+    for step in range(6):
+        scaling.before_step(step)
+        seen.append(ramped.param_groups[0]["lr"])
+    assert seen == pytest.approx([0.1, 0.125, 0.15, 0.175, 0.2, 0.2])
+    assert adam.param_groups[0]["lr"] == 0.1 and ramped.max_step == 4  # Adam: not scaled
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        AutoLR(warmup_fraction=2)
