@@ -154,6 +154,7 @@ def test_jit_bf16_saves_with_bf16_compression_and_loads_in_a_fresh_process(tmp_p
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(x), rtol=0.05, atol=0.05)
 
 
+@pytest.mark.emulated  # run again as an AVX2 CPU (no native bf16) by scripts/test-emulated.sh
 @pytest.mark.parametrize("accelerator", [None, "jit"])
 def test_bf16_models_return_the_originals_dtype_on_every_cpu(accelerator):
     """BigDL returned bf16 tensors; Nano returns what the original returns (float32), with
@@ -303,6 +304,7 @@ def test_channels_last_with_two_processes_trains_to_the_same_weights():
                            jobs.CONV_TOY_RESULT), kwargs
 
 
+@pytest.mark.emulated
 def test_trainer_bf16_runs_on_every_cpu_kind():
     """BigDL used Lightning's bf16 autocast whatever the CPU; so does Nano (emulated, with a
     one-line warning, where the CPU has no native bf16: tests/trainer/test_options.py)."""
