@@ -113,6 +113,7 @@ def test_get_context_applies_the_models_thread_num(accelerator):
         assert torch.get_num_threads() == before
 
 
+@pytest.mark.ipex  # the IPEX lane runs it where IPEX imports (its first branch)
 def test_jit_int8_is_ipex_int8_traced_or_one_line_naming_what_gives_int8():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     calib = loader(fresh(32, 4), torch.zeros(32))
