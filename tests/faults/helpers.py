@@ -62,11 +62,20 @@ def kill_all(pids) -> None:
             pass
 
 
+def _terminal_signals() -> None:
+    """In the child: SIGINT and SIGHUP as a terminal's job has them. A suite started in the
+    background (``&`` in a script, ``nohup``) passes them on ignored, and a command told
+    to stop by them would not."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start(args, cwd=None, env=None, own_group: bool = False) -> subprocess.Popen:
     """Start a command; ``own_group``: in a new session, as a shell starts a job, so that
     ``os.killpg(proc.pid, SIGINT)`` is what Ctrl-C in a terminal does."""
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, env=env, start_new_session=own_group)
+                            cwd=cwd, env=env, start_new_session=own_group,
+                            preexec_fn=_terminal_signals)
 
 
 def wait_for(predicate, seconds: float, what: str) -> None:
