@@ -61,17 +61,17 @@ class Search:
         from tqdm.auto import tqdm
 
         methods = self.plan.order(self.options.methods())
-        cache = self._build_cache()
         memory = self.options.memory_limit or default_memory_limit()
         self._started = time.monotonic()
         # the cleanup is inside signals_unwind: a SIGTERM is re-delivered (and ends the
         # process) when that block exits, so nothing after it would run
-        with signals_unwind(), self._discarded_on_error(), \
-                Zygote(self.inputs.data, janitor_dirs=[self.workdir.name]) as zygote, \
-                tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
-                     file=sys.stderr) as bar:
-            stop = self._try_each(methods, zygote, cache, memory, bar)
-            self._final_round(zygote, memory, bar, stopped=stop is not None)
+        with signals_unwind(), self._discarded_on_error():
+            cache = self._build_cache()  # an unwritable cache_dir leaves no work directory
+            with Zygote(self.inputs.data, janitor_dirs=[self.workdir.name]) as zygote, \
+                    tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
+                         file=sys.stderr) as bar:
+                stop = self._try_each(methods, zygote, cache, memory, bar)
+                self._final_round(zygote, memory, bar, stopped=stop is not None)
         self.total_seconds = time.monotonic() - self._started
         original = self.result("original")
         if original is None or not original.usable:
@@ -97,7 +97,8 @@ class Search:
                                 + (f" of {budget:g} s" if budget else ""))
             row = run_candidate(zygote, self._task(method, cache(method)),
                                 self._time_limit(method), memory)
-            if method.name == "original" and row.status == "ok" and self.options.metric:
+            if method.name == "original" and row.status == "ok" \
+                    and self.options.metric is not None:
                 row.accuracy = self.inputs.baseline_accuracy
             self.results.append(row)
             bar.update(1)
