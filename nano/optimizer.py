@@ -25,6 +25,8 @@ from nano.search.search_options import SearchOptions
 from nano.search.run import Search
 
 if TYPE_CHECKING:
+    from nano.generation.lm_models import GeneratingModel
+    from nano.generation.lm_search import GenerationSearch
     from nano.multiprocess.pool import MultiInstanceModel
 
 
@@ -234,17 +236,41 @@ class InferenceOptimizer:
         A plain ``nn.Module`` is saved as an ``original`` model (its state
         dict). ``compression="bf16"`` stores state-dict weights in bf16.
         """
+        from nano.generation.lm_models import GeneratingModel
+
+        if isinstance(model, GeneratingModel):
+            if compression is not None:
+                raise NanoValueError("compression applies to inference models; a generating "
+                                     "model keeps the weights its method chose")
+            model.save(path)
+            return
         save_model(model, path, compression)
 
     @staticmethod
     def load(path: str, model: Optional[torch.nn.Module] = None, input_sample: Any = None,
-             device: str = "CPU") -> AcceleratedModel:
+             device: str = "CPU") -> Union[AcceleratedModel, "GeneratingModel"]:
         """Load a directory written by ``save``. ``model`` (the original module) is needed
         only for kinds saved as state dicts (plain PyTorch, compile, IPEX); the error says
         so. Given, its attributes are reachable on the loaded model. ``input_sample`` is
-        accepted for BigDL-Nano code: saved models need none."""
+        accepted for BigDL-Nano code: saved models need none. A generating model (saved
+        from ``optimize_generation``) loads as one."""
+        from nano.generation.lm_models import is_generation_dir, load_lm
+
         bigdl_forms.check_device(device)
+        if is_generation_dir(path):  # written by optimize_generation's pick or build_lm
+            return load_lm(path)
         return load_model(path, model)
+
+    @staticmethod
+    def optimize_generation(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
+                            held_out_text: str, methods: Optional[Sequence[str]] = None,
+                            **choices: Any) -> "GenerationSearch":
+        """Build, judge and time every text-generation candidate of a causal LM; the result's
+        ``best()`` is the fastest whose greedy tokens and perplexity stay within bounds, and
+        ``summary()`` the table. See ``nano.generation``."""
+        from nano.generation.lm_search import optimize_generation
+
+        return optimize_generation(model, tokenizer, prompts, held_out_text, methods, **choices)
 
     @staticmethod
     def to_multi_instance(model: torch.nn.Module, num_processes: int,

@@ -1,0 +1,258 @@
+"""The generating models Nano builds: one interface, a PyTorch kind and an OpenVINO kind.
+
+Each is called like the original's ``generate()`` (``**tokenizer(prompts)`` and the usual
+options) and returns the prompt plus new tokens. ``logits(ids, mask)`` gives every
+position's logits, which the judgement reads. ``save(dir)`` writes a checksummed Nano
+directory (the runtimes' ``save_directory``: written aside and swapped in whole) holding
+standard files: ``config.json`` and a state dict, or OpenVINO IR that deploys without Nano.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, ClassVar, Optional
+
+import torch
+
+from nano.errors import NanoValueError
+from nano.generation.causal_lm import (check_lengths, eos_ids, kv_shape, pad_id)
+from nano.generation.decoding import Sampling, decode
+from nano.runtimes.model_files import ModelLoadError, read_metadata, reading, save_directory
+
+KIND = "generation"  # the metadata's "kind": InferenceOptimizer.load dispatches on it
+CONFIG_FILE = "config.json"
+GENERATE_OPTIONS = {"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k",
+                    "top_p", "eos_token_id", "pad_token_id", "generator"}
+
+
+class GeneratingModel:
+    """A causal LM rebuilt by Nano: ``generate()``, ``logits()``, ``save()``."""
+
+    runtime: ClassVar[str] = ""
+
+    def __init__(self, method: str, config: Any, eos: list[int], pad: int,
+                 thread_num: Optional[int] = None):
+        self.method = method  # e.g. "openvino_int4"
+        self.config = config
+        self.eos = eos
+        self.pad = pad
+        self.thread_num = thread_num
+
+    @property
+    def weights(self) -> str:
+        """The weights' precision: the method's last part (fp32, bf16, int8, int4)."""
+        return self.method.rsplit("_", 1)[-1]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(method={self.method})"
+
+    # generating -------------------------------------------------------------------
+
+    def generate(self, input_ids: Optional[torch.Tensor] = None,
+                 attention_mask: Optional[torch.Tensor] = None, **options: Any) -> torch.Tensor:
+        """Prompt plus new tokens, as the original's ``generate()`` returns them."""
+        unknown = sorted(set(options) - GENERATE_OPTIONS)
+        if unknown:
+            raise NanoValueError(f"generate() of a Nano model takes {sorted(GENERATE_OPTIONS)}; "
+                                 f"got {unknown}")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise NanoValueError("generate() needs input_ids, a (batch, length) tensor of token "
+                                 "ids, e.g. model.generate(**tokenizer(prompts, "
+                                 "return_tensors='pt', padding=True))")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        max_new = options.pop("max_new_tokens", 20)
+        check_lengths(self.config, input_ids.shape[1], max_new)
+        eos = options.pop("eos_token_id", None)
+        eos_list = self.eos if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+        pad = options.pop("pad_token_id", None)
+        return self._generate(input_ids, attention_mask, max_new, eos_list,
+                              self.pad if pad is None else int(pad), options)
+
+    def _generate(self, input_ids, attention_mask, max_new_tokens, eos, pad, options):
+        sampling = Sampling(bool(options.get("do_sample", False)),
+                            float(options.get("temperature", 1.0)),
+                            int(options.get("top_k") or 0), float(options.get("top_p", 1.0)))
+        with torch.no_grad():
+            return decode(self.step, input_ids, attention_mask, max_new_tokens, sampling, eos,
+                          pad, int(options.get("min_new_tokens", 0)), options.get("generator"))
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             position_ids: torch.Tensor) -> torch.Tensor:
+        """Logits of the last position; a call with the whole prompt starts a new cache."""
+        raise NotImplementedError
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Every position's logits (float32) for whole sequences, with a fresh cache."""
+        raise NotImplementedError
+
+    # saving ---------------------------------------------------------------------
+
+    def save(self, directory: str) -> None:
+        """Save to ``directory`` (checksummed, replaced in one step)."""
+        def write(staging: str) -> dict:
+            with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+                f.write(self.config.to_json_string())
+            return {"kind": KIND, "runtime": self.runtime, "method": self.method,
+                    "method_name": self.method, "eos": self.eos, "pad": self.pad,
+                    "thread_num": self.thread_num, "files_written": self._save(staging)}
+        save_directory(directory, write)
+
+    def _save(self, directory: str) -> list[str]:
+        raise NotImplementedError
+
+    def size_on_disk(self, directory: str) -> int:
+        """Bytes of the weights this model saved into ``directory``."""
+        meta = read_metadata(directory)
+        return sum(os.path.getsize(os.path.join(directory, f)) for f in meta["files_written"])
+
+
+class TorchLM(GeneratingModel):
+    """The PyTorch module itself (fp32, bf16, or weight-only INT8 by torchao), generating
+    with ``transformers``' own ``generate()``; ``compile_*`` methods compile its forward for
+    a static cache (``transformers``' ``cache_implementation="static"``)."""
+
+    runtime = "pytorch"
+    WEIGHTS_FILE = "weights.pt"
+
+    def __init__(self, method: str, module: torch.nn.Module, thread_num: Optional[int] = None):
+        super().__init__(method, module.config, eos_ids(module), pad_id(module), thread_num)
+        self.module = module.eval()
+        if method.startswith("compile_"):
+            # compiled on first use, for each prompt length and cache size it meets
+            getattr(module, "generation_config").cache_implementation = "static"
+            module.forward = torch.compile(module.forward, dynamic=False)
+
+    def _generate(self, input_ids, attention_mask, max_new_tokens, eos, pad, options):
+        options = dict(options)
+        generator = options.pop("generator", None)
+        if generator is not None:  # transformers' sampling draws from the global generator
+            torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        with torch.no_grad():
+            return self.module.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                        max_new_tokens=max_new_tokens, eos_token_id=eos or None,
+                                        pad_token_id=pad, **options)
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             position_ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - generate()
+        raise NotImplementedError("TorchLM generates with transformers' generate()")
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.module(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return out.logits.float()
+
+    def _save(self, directory):
+        torch.save(self.module.state_dict(), os.path.join(directory, self.WEIGHTS_FILE))
+        return [self.WEIGHTS_FILE]
+
+    @classmethod
+    def load_files(cls, directory: str, meta: dict, config: Any) -> "TorchLM":
+        from transformers import AutoModelForCausalLM
+
+        try:
+            module = AutoModelForCausalLM.from_config(config)
+        except Exception as e:
+            raise ModelLoadError(f"{directory!r}: transformers cannot build its model from "
+                                 f"config.json ({type(e).__name__}: {e})") from None
+        if meta["method"].endswith("bf16"):
+            module = module.to(torch.bfloat16)
+        state = torch.load(os.path.join(directory, cls.WEIGHTS_FILE), weights_only=False)
+        module.load_state_dict(state, assign=True)
+        if getattr(config, "tie_word_embeddings", False):
+            module.tie_weights()
+        return cls(meta["method"], module, meta.get("thread_num"))
+
+
+class OpenVINOLM(GeneratingModel):
+    """A stateful OpenVINO model (the KV cache inside it), decoded by Nano's loop."""
+
+    runtime = "openvino"
+    XML = "openvino_model.xml"
+
+    def __init__(self, method: str, ov_model: Any, config: Any, eos: list[int], pad: int,
+                 thread_num: Optional[int] = None):
+        super().__init__(method, config, eos, pad, thread_num)
+        import openvino as ov
+
+        self.ov_model = ov_model
+        precision = "bf16" if self.weights == "bf16" else "f32"
+        options: dict = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if self.weights == "fp32":  # the cache at full precision too: fp32 is exact
+            options["KV_CACHE_PRECISION"] = "f32"
+        if thread_num:
+            options["INFERENCE_NUM_THREADS"] = thread_num
+        self.compiled = ov.Core().compile_model(ov_model, "CPU", options)
+        self.request = self.compiled.create_infer_request()
+        self.layers, self.kv_heads, self.head_dim = kv_shape(config)
+
+    def _run(self, input_ids, attention_mask, position_ids, fresh: bool) -> torch.Tensor:
+        import numpy as np
+        import openvino as ov
+
+        if fresh:  # a new cache, sized for this batch (the state starts with no rows)
+            self.request.reset_state()
+            empty = np.zeros((input_ids.shape[0], self.kv_heads, 0, self.head_dim), np.float32)
+            for state in self.request.query_state():
+                state.state = ov.Tensor(empty)
+        out = self.request.infer({"input_ids": input_ids.numpy(),
+                                  "attention_mask": attention_mask.numpy(),
+                                  "position_ids": position_ids.numpy()})
+        return torch.from_numpy(out["logits"].copy())
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             position_ids: torch.Tensor) -> torch.Tensor:
+        fresh = input_ids.shape[1] == attention_mask.shape[1]
+        return self._run(input_ids, attention_mask.long(), position_ids.long(), fresh)[:, -1]
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from nano.generation.decoding import position_ids
+
+        return self._run(input_ids, attention_mask.long(), position_ids(attention_mask), True)
+
+    def _save(self, directory):
+        import openvino as ov
+
+        ov.save_model(self.ov_model, os.path.join(directory, self.XML), compress_to_fp16=False)
+        return [self.XML, self.XML[:-4] + ".bin"]
+
+    @classmethod
+    def load_files(cls, directory: str, meta: dict, config: Any) -> "OpenVINOLM":
+        import openvino as ov
+
+        ov_model = ov.Core().read_model(os.path.join(directory, cls.XML))
+        return cls(meta["method"], ov_model, config, meta["eos"], meta["pad"],
+                   meta.get("thread_num"))
+
+
+KINDS = {cls.runtime: cls for cls in (TorchLM, OpenVINOLM)}
+
+
+def is_generation_dir(directory: str) -> bool:
+    """Whether ``directory`` holds a saved generating model (not another Nano model)."""
+    try:
+        with open(os.path.join(directory, "nano_model.json")) as f:
+            return json.load(f).get("kind") == KIND
+    except (OSError, ValueError):
+        return False
+
+
+def load_lm(directory: str, thread_num: Optional[int] = None) -> GeneratingModel:
+    """Load a directory written by ``GeneratingModel.save`` (checksums verified first)."""
+    from transformers import AutoConfig
+
+    with reading(directory):
+        meta = read_metadata(directory)
+        if meta.get("kind") != KIND or meta.get("runtime") not in KINDS:
+            raise ModelLoadError(f"{directory!r} is a Nano model but not a generating one: "
+                                 f"load it with InferenceOptimizer.load")
+        with open(os.path.join(directory, CONFIG_FILE)) as f:
+            config_dict = json.load(f)
+        model_type = config_dict.pop("model_type", None)
+        config = AutoConfig.for_model(model_type, **config_dict) if model_type else None
+        if config is None:
+            raise ModelLoadError(f"{directory!r}: {CONFIG_FILE} names no model_type")
+        if thread_num is not None:
+            meta["thread_num"] = thread_num
+        return KINDS[meta["runtime"]].load_files(directory, meta, config)

@@ -1,0 +1,263 @@
+"""``optimize_generation``: build each candidate in isolation, judge it, time it, pick one.
+
+Each candidate is built and saved by one child process and loaded, judged and timed by
+another (``nano.search.isolation``): a runtime that crashes costs its row, every number is
+of the saved model as a user would load it, and the peak memory is that child's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import psutil
+import torch
+
+from nano.errors import NanoTypeError, NanoValueError, SearchFailed
+from nano.generation import judging
+from nano.generation.build import (DEFAULT_METHODS, METHODS, build_lm, lm_method,
+                                   unavailable_reason)
+from nano.generation.causal_lm import check_causal_lm, check_lengths
+from nano.generation.judging import HeldOut
+from nano.generation.lm_models import GeneratingModel, TorchLM, load_lm
+from nano.generation.timing import (Speed, bytes_per_step, measure, memory_bandwidth,
+                                    streamed_weight_bytes)
+from nano.search import isolation
+from nano.search.isolation import Zygote
+
+logger = logging.getLogger(__name__)
+
+ORIGINAL = "pytorch_fp32"
+
+
+@dataclass
+class LMResult:
+    """One candidate's row: how it ended and, if it ran, what it measured."""
+
+    method: str
+    status: str  # ok, rejected, skipped, failed, crashed, timeout, memory
+    detail: str = ""
+    agreement: Optional[float] = None
+    perplexity: Optional[float] = None
+    speeds: list = field(default_factory=list)  # Speed per batch size
+    size_bytes: int = 0
+    peak_memory_bytes: int = 0
+    build_s: float = 0.0
+    limit_tokens_per_s: Optional[float] = None  # bandwidth / bytes per step, at batch 1
+
+    @property
+    def passes(self) -> bool:
+        return self.status == "ok"
+
+    def speed(self, batch: int) -> Optional[Speed]:
+        return next((s for s in self.speeds if s.batch == batch), None)
+
+    def decode_tokens_per_s(self, batch: int) -> float:
+        """Decode tokens/s at ``batch`` (0 when not measured)."""
+        speed = self.speed(batch)
+        return speed.decode_tokens_per_s if speed else 0.0
+
+
+def _build(task: tuple) -> float:
+    method, path, thread_num = task
+    start = time.monotonic()
+    build_lm(isolation.SHARED["model"], method, thread_num).save(path)
+    return time.monotonic() - start
+
+
+def _measure(task: tuple) -> dict:
+    path, held_out, timing_prompt, batches, new_tokens = task
+    before = psutil.Process().memory_info().rss
+    model = load_lm(path)
+    result = {"agreement": judging.agreement(model, held_out),
+              "perplexity": judging.perplexity(model, held_out.windows),
+              "speeds": [measure(model, timing_prompt[:1].expand(b, -1).contiguous(), new_tokens)
+                         for b in batches],
+              "size_bytes": model.size_on_disk(path)}
+    result["peak_memory_bytes"] = max(
+        0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+    return result
+
+
+def _bandwidth(_task: Any) -> float:
+    return memory_bandwidth()
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """The choices of one ``optimize_generation`` call, checked when made."""
+
+    methods: tuple
+    new_tokens: int = 32
+    batches: tuple = (1, 4)
+    prompt_tokens: int = 64
+    min_agreement: float = judging.MIN_AGREEMENT
+    max_perplexity_increase: float = judging.MAX_PERPLEXITY_INCREASE
+    thread_num: Optional[int] = None
+    timeout: float = 900
+
+    def __post_init__(self):
+        for name in self.methods:
+            lm_method(name)
+        if not 0 <= self.min_agreement <= 1:
+            raise NanoValueError(f"min_agreement must be in [0, 1], got {self.min_agreement!r}")
+        if self.max_perplexity_increase < 0:
+            raise NanoValueError(f"max_perplexity_increase must be >= 0, got "
+                                 f"{self.max_perplexity_increase!r}")
+        if any(not isinstance(b, int) or b < 1 for b in self.batches) or not self.batches:
+            raise NanoValueError(f"batch sizes must be whole numbers >= 1, got {self.batches!r}")
+
+
+class GenerationSearch:
+    """Candidates of a causal LM, each judged and timed; ``best()`` is the pick."""
+
+    def __init__(self, model: torch.nn.Module, prompt_ids: torch.Tensor,
+                 prompt_mask: torch.Tensor, windows: torch.Tensor, options: GenerationOptions):
+        self.model, self.options = model, options
+        self.prompt_ids, self.prompt_mask, self.windows = prompt_ids, prompt_mask, windows
+        self.rows: list[LMResult] = []
+        self.bandwidth: Optional[float] = None
+        self.paths: dict[str, str] = {}
+
+    def run(self) -> "GenerationSearch":
+        from tqdm.auto import tqdm
+
+        options = self.options
+        original = TorchLM(ORIGINAL, self.model, options.thread_num)
+        held_out = HeldOut.from_original(original, self.prompt_ids, self.prompt_mask,
+                                         self.windows, options.new_tokens)
+        timing_prompt = self.windows[:1, :options.prompt_tokens]
+        workdir = tempfile.mkdtemp(prefix="nano-generation-")
+        try:
+            with Zygote({"model": self.model}, janitor_dirs=[workdir]) as zygote, \
+                    tqdm(total=len(options.methods), desc="optimize_generation", unit="method",
+                         disable=None, file=sys.stderr) as bar:
+                bandwidth = zygote.run(_bandwidth, None, options.timeout)
+                self.bandwidth = bandwidth.result if bandwidth.status == "ok" else None
+                for method in options.methods:
+                    bar.set_postfix_str(method)
+                    self.rows.append(self._try(zygote, method, workdir, held_out, timing_prompt))
+                    bar.update(1)
+            self._judge()
+            self._picked = self._load_best()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return self
+
+    def _try(self, zygote: Zygote, method: str, workdir: str, held_out: HeldOut,
+             timing_prompt: torch.Tensor) -> LMResult:
+        reason = unavailable_reason(METHODS[method]) if method != ORIGINAL else None
+        if reason:
+            return LMResult(method, "skipped", reason)
+        path = os.path.join(workdir, method)
+        built = zygote.run(_build, (method, path, self.options.thread_num), self.options.timeout)
+        if built.status != "ok":
+            return LMResult(method, built.status, f"build: {built.detail}")
+        measured = zygote.run(_measure, (path, held_out, timing_prompt, self.options.batches,
+                                         self.options.new_tokens), self.options.timeout)
+        if measured.status != "ok":
+            return LMResult(method, measured.status, f"after loading: {measured.detail}")
+        self.paths[method] = path
+        row = LMResult(method, "ok", build_s=built.result, **measured.result)
+        if self.bandwidth:
+            spec = METHODS[method]
+            cache_bytes = 2 if spec.weights == "bf16" else 4
+            weights = streamed_weight_bytes(self.model, row.size_bytes)
+            if spec.runtime == "openvino" and spec.weights == "bf16":
+                weights //= 2  # saved at fp32, converted to bf16 when compiled
+            per_step = bytes_per_step(self.model.config, weights, 1,
+                                      timing_prompt.shape[1] + self.options.new_tokens // 2,
+                                      cache_bytes)
+            row.limit_tokens_per_s = self.bandwidth / per_step
+        return row
+
+    def _judge(self) -> None:
+        """Reject rows outside the accuracy bounds, relative to the original's row."""
+        original = self.result(ORIGINAL)
+        if original is None or not original.passes:
+            why = f"{original.status}: {original.detail}" if original else "not tried"
+            raise SearchFailed(f"the original model could not be run ({why})")
+        base = original.perplexity
+        for row in self.rows:
+            if not row.passes or row.method == ORIGINAL:
+                continue
+            assert row.agreement is not None and row.perplexity is not None and base
+            increase = row.perplexity / base - 1
+            if row.agreement < self.options.min_agreement:
+                row.status, row.detail = "rejected", (
+                    f"greedy agreement {row.agreement:.3f} < {self.options.min_agreement}")
+            elif increase > self.options.max_perplexity_increase:
+                row.status, row.detail = "rejected", (
+                    f"perplexity +{increase:.1%} > +{self.options.max_perplexity_increase:.0%}")
+
+    def _load_best(self) -> GeneratingModel:
+        best = self.best_row()
+        if best.method == ORIGINAL:
+            return TorchLM(ORIGINAL, self.model, self.options.thread_num)
+        return load_lm(self.paths[best.method], self.options.thread_num)
+
+    # reading the results ---------------------------------------------------------------
+
+    def result(self, method: str) -> Optional[LMResult]:
+        return next((r for r in self.rows if r.method == method), None)
+
+    def best_row(self) -> LMResult:
+        """The passing row with the most decode tokens/s at the first batch size."""
+        first = self.options.batches[0]
+        return max((r for r in self.rows if r.passes and r.speed(first)),
+                   key=lambda r: r.decode_tokens_per_s(first))
+
+    def best(self) -> GeneratingModel:
+        """The pick, loaded (the original itself when nothing beats it)."""
+        return self._picked
+
+    def summary(self) -> str:
+        """The table of every row, as ``optimize()`` prints its own."""
+        from nano.generation.report import render
+
+        return render(self)
+
+
+def optimize_generation(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
+                        held_out_text: str, methods: Optional[Sequence[str]] = None,
+                        **choices: Any) -> GenerationSearch:
+    """Build, judge and time every generation candidate of ``model``; see GenerationSearch."""
+    check_causal_lm(model)
+    known = {f for f in GenerationOptions.__dataclass_fields__ if f != "methods"}
+    unknown = sorted(set(choices) - known)
+    if unknown:
+        raise NanoTypeError(f"optimize_generation() got unknown choices {unknown}; it takes "
+                            f"{sorted(known)}")
+    options = GenerationOptions(tuple(methods) if methods is not None else DEFAULT_METHODS,
+                                **choices)
+    if ORIGINAL not in options.methods:
+        options = GenerationOptions((ORIGINAL, *options.methods), **choices)
+    if not callable(tokenizer):
+        raise NanoTypeError(f"tokenizer must be the model's tokenizer (callable on text), got "
+                            f"{type(tokenizer).__name__}")
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise NanoValueError("prompts must be a non-empty list of strings")
+    if not isinstance(held_out_text, str) or not held_out_text.strip():
+        raise NanoValueError("held_out_text must be text the model was not trained on (a str)")
+    encoded = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
+    check_lengths(model.config, encoded["input_ids"].shape[1], options.new_tokens)
+    windows = text_windows(tokenizer, held_out_text, options.prompt_tokens + options.new_tokens)
+    return GenerationSearch(model.eval(), encoded["input_ids"], encoded["attention_mask"],
+                            windows, options).run()
+
+
+def text_windows(tokenizer: Any, text: str, length: int, count: int = 16) -> torch.Tensor:
+    """Up to ``count`` non-overlapping windows of ``length`` tokens of ``text``."""
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
+    n = min(count, len(ids) // length)
+    if n < 1:
+        raise NanoValueError(f"held_out_text has {len(ids)} tokens; at least {length} are "
+                             f"needed (prompt_tokens + new_tokens)")
+    return ids[:n * length].reshape(n, length)

@@ -1,0 +1,135 @@
+"""A Hugging Face causal LM as a stateful OpenVINO model, its weights optionally by NNCF.
+
+The exported graph takes ``input_ids``, ``attention_mask`` and ``position_ids`` and returns
+the logits of every position; the key/value cache is a state inside the compiled model
+(OpenVINO's make-stateful transformation pairs each ``past.*`` input with its ``present.*``
+output), so a decode step sends one token per row and reads nothing back but logits.
+
+The export hands the model a 4-D additive mask it builds itself: a left-padded row's pad
+positions would otherwise attend to nothing, and OpenVINO's attention returns NaN for
+such a row (PyTorch returns numbers), which then reaches every later token through the
+cache. Here a pad position attends to itself only; no real token ever attends to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import torch
+
+from nano.errors import NanoValueError
+from nano.generation.causal_lm import kv_shape, text_config
+
+logger = logging.getLogger(__name__)
+
+INPUTS = ("input_ids", "attention_mask", "position_ids")
+WEIGHT_MODES = {"int8": "INT8_ASYM", "int4": "INT4_SYM"}  # fp32 and bf16 keep fp32 weights
+
+
+def _cache_names(layers: int) -> list[tuple[str, str]]:
+    return [(f"past.{i}.{kv}", f"present.{i}.{kv}") for i in range(layers) for kv in ("key",
+                                                                                       "value")]
+
+
+def padding_safe_mask(attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:
+    """The additive (batch, 1, query, key) mask: causal, padding masked, and a query that
+    would see nothing (a pad position) sees itself."""
+    keys = attention_mask.shape[1]
+    query_pos = torch.arange(query_length) + (keys - query_length)
+    key_pos = torch.arange(keys)
+    allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] \
+        & attention_mask[:, None, None, :].bool()
+    itself = (key_pos[None, :] == query_pos[:, None])[None, None]
+    allowed = allowed | (itself & ~allowed.any(-1, keepdim=True))
+    return torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+
+
+class _WithExplicitCache(torch.nn.Module):
+    """The model as a function of flat tensors: ids, mask, positions, then the cache."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.layers = kv_shape(model.config)[0]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor, *past: torch.Tensor) -> tuple:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=getattr(self.model, "config"))
+        layers: list[Any] = list(cache.layers[:self.layers])  # full-attention DynamicLayers
+        for i, layer in enumerate(layers):
+            # set, not update(): update() concatenates onto an empty tensor, which the
+            # converter cannot give a rank
+            layer.keys, layer.values = past[2 * i], past[2 * i + 1]
+            layer.is_initialized, layer.device = True, past[2 * i].device
+        mask = padding_safe_mask(attention_mask, input_ids.shape[1])
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True)
+        flat = []
+        for layer in list(out.past_key_values.layers[:self.layers]):
+            flat += [layer.keys, layer.values]
+        return (out.logits, *flat)
+
+
+def export_stateful(model: torch.nn.Module) -> Any:
+    """The model as a stateful ``openvino.Model`` (fp32 weights)."""
+    import openvino as ov
+    from openvino._offline_transformations import apply_make_stateful_transformation
+
+    layers, kv_heads, head_dim = kv_shape(model.config)
+    if len(getattr(text_config(model.config), "layer_types", None) or []) and any(
+            t != "full_attention" for t in text_config(model.config).layer_types):
+        raise NanoValueError("the OpenVINO export handles full attention only; this model has "
+                             "sliding-window layers")
+    batch, prompt, cached = 2, 4, 3
+    mask = torch.ones(batch, cached + prompt, dtype=torch.long)
+    mask[0, 0] = 0  # traced with padding, so the mask's path is in the graph
+    example = (torch.ones(batch, prompt, dtype=torch.long), mask,
+               torch.arange(cached, cached + prompt).expand(batch, prompt).contiguous(),
+               *(torch.zeros(batch, kv_heads, cached, head_dim) for _ in range(2 * layers)))
+    shapes = [(ov.PartialShape([-1, -1]), ov.Type.i64)] * 3 \
+        + [(ov.PartialShape([-1, kv_heads, -1, head_dim]), ov.Type.f32)] * (2 * layers)
+    wrapper = _WithExplicitCache(model).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on HF's Python branches
+        ov_model = ov.convert_model(wrapper, example_input=example, input=shapes)
+    pairs = _cache_names(layers)
+    for port, name in zip(ov_model.inputs, [*INPUTS, *(p for p, _ in pairs)]):
+        port.get_tensor().set_names({name})
+    for port, name in zip(ov_model.outputs, ["logits", *(p for _, p in pairs)]):
+        port.get_tensor().set_names({name})
+    apply_make_stateful_transformation(ov_model, dict(pairs))
+    return ov_model
+
+
+def group_size(model: Any, preferred: int = 128) -> int:
+    """The largest group (preferred, halved down to 16) that divides every matmul input
+    width of ``model`` (an ``openvino.Model``): NNCF needs whole groups."""
+    widths = set()
+    for op in model.get_ops():
+        if op.get_type_name() == "MatMul":
+            shape = op.input(1).get_partial_shape()
+            if shape.rank.is_static and shape[-1].is_static:
+                widths.add(shape[-1].get_length())
+    size = preferred
+    while size > 16 and any(w % size for w in widths):
+        size //= 2
+    return size
+
+
+def compress_weights(ov_model: Any, weights: str) -> Any:
+    """The model with its weights compressed by NNCF (``int8``: asymmetric per channel;
+    ``int4``: symmetric in groups, embeddings and the head INT8 as NNCF keeps them)."""
+    if weights not in WEIGHT_MODES:  # bf16 is a compile-time hint, not stored weights
+        return ov_model
+    import nncf
+
+    from nano.noise import quiet_console, quiet_third_party
+
+    mode = getattr(nncf.CompressWeightsMode, WEIGHT_MODES[weights])
+    extra = {"group_size": group_size(ov_model), "ratio": 1.0} if weights == "int4" else {}
+    with quiet_third_party("nncf"), quiet_console():  # NNCF prints a table and its bars
+        return nncf.compress_weights(ov_model, mode=mode, **extra)

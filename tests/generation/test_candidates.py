@@ -1,0 +1,172 @@
+"""Each generation candidate against the original, on prompts from plays it never saw."""
+
+import os
+import subprocess
+import warnings
+
+import pytest
+import torch
+
+from nano import InferenceOptimizer
+from nano.generation import judging
+from nano.generation.build import build_lm
+from nano.generation.judging import HeldOut
+from nano.generation.lm_models import TorchLM
+from nano.launcher.capability import current
+from tests.fresh_process import ROOT, python_command
+
+NEW = 24
+_built: dict = {}
+
+
+def candidate(shakespeare, method):
+    """Each method is built once per session (the model is not changed by building)."""
+    if method not in _built:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bf16 on a CPU without it warns (tested apart)
+            _built[method] = build_lm(shakespeare[1], method)
+    return _built[method]
+
+
+def original_tokens(model, prompts, **options):
+    with torch.no_grad():
+        return model.generate(**prompts, max_new_tokens=NEW, do_sample=False, **options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pytorch_fp32", "openvino_fp32"])
+def test_fp32_candidates_generate_exactly_the_original_tokens(shakespeare, held_out_prompts,
+                                                              method):
+    want = original_tokens(shakespeare[1], held_out_prompts)
+    got = candidate(shakespeare, method).generate(**held_out_prompts, max_new_tokens=NEW)
+    assert got.shape == want.shape
+    assert torch.equal(got, want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,min_agreement,max_increase", [
+    ("torchao_int8", 0.95, 0.02), ("openvino_int8", 0.95, 0.02),
+    ("openvino_int4", judging.MIN_AGREEMENT, judging.MAX_PERPLEXITY_INCREASE)])
+def test_quantized_candidates_stay_within_the_judgement(shakespeare, held_out_prompts, method,
+                                                         min_agreement, max_increase):
+    from nano.generation.lm_search import text_windows
+    from nano.models.shakespeare_lm import held_out_text
+
+    tokenizer, model = shakespeare
+    original = TorchLM("pytorch_fp32", model)
+    windows = text_windows(tokenizer, held_out_text(), 96)
+    held_out = HeldOut.from_original(original, held_out_prompts["input_ids"],
+                                     held_out_prompts["attention_mask"], windows, 32)
+    c = candidate(shakespeare, method)
+    agreement = judging.agreement(c, held_out)
+    increase = judging.perplexity(c, windows) / judging.perplexity(original, windows) - 1
+    assert agreement >= min_agreement, f"{method}: agreement {agreement:.3f}"
+    assert increase <= max_increase, f"{method}: perplexity +{increase:.1%}"
+    assert judging.agreement(original, held_out) == 1.0  # the measure itself can reach 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pytorch_fp32", "openvino_fp32"])
+def test_each_row_of_a_padded_batch_is_what_it_is_alone(shakespeare, method):
+    from nano.models.shakespeare_lm import PROMPTS
+
+    tokenizer, _ = shakespeare
+    c = candidate(shakespeare, method)
+    prompts = [PROMPTS[0], PROMPTS[2] + " and more words to make it longer"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    together = c.generate(**batch, max_new_tokens=NEW, min_new_tokens=NEW)
+    for i, text in enumerate(prompts):
+        alone = c.generate(**tokenizer([text], return_tensors="pt"), max_new_tokens=NEW,
+                           min_new_tokens=NEW)
+        assert torch.equal(together[i, -NEW:], alone[0, -NEW:]), f"row {i}"
+
+
+@pytest.mark.slow
+def test_rows_end_at_eos_as_the_original_ends_them(shakespeare, held_out_prompts):
+    model = shakespeare[1]
+    free = original_tokens(model, held_out_prompts)
+    prompt_length = held_out_prompts["input_ids"].shape[1]
+    eos = int(free[0, prompt_length + 3])  # a token row 0 emits early
+    want = original_tokens(model, held_out_prompts, eos_token_id=eos, pad_token_id=0)
+    got = candidate(shakespeare, "openvino_fp32").generate(
+        **held_out_prompts, max_new_tokens=NEW, eos_token_id=eos, pad_token_id=0)
+    assert torch.equal(got, want)
+    assert (got[0, prompt_length + 4:] == 0).all()
+
+
+@pytest.mark.slow
+def test_sampling_is_seeded_and_top_k_1_is_greedy(shakespeare, held_out_prompts):
+    c = candidate(shakespeare, "openvino_int8")
+
+    def sample(seed, **options):
+        return c.generate(**held_out_prompts, max_new_tokens=NEW, do_sample=True,
+                          generator=torch.Generator().manual_seed(seed), **options)
+
+    assert torch.equal(sample(1, temperature=0.8, top_p=0.9), sample(1, temperature=0.8,
+                                                                     top_p=0.9))
+    assert not torch.equal(sample(1, temperature=1.5), sample(2, temperature=1.5))
+    greedy = c.generate(**held_out_prompts, max_new_tokens=NEW)
+    assert torch.equal(sample(3, top_k=1), greedy)
+
+
+@pytest.mark.slow
+def test_bf16_follows_the_cpu(shakespeare):
+    """Native bf16: built quietly. Without it: built with a one-line warning (emulated)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_lm(shakespeare[1], "pytorch_bf16")
+    said = [str(w.message) for w in caught if "bf16" in str(w.message)]
+    if current().native("bf16"):
+        assert said == []
+    else:
+        assert len(said) == 1 and "emulated" in said[0] and "\n" not in said[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["openvino_int4", "torchao_int8"])
+def test_saved_candidates_generate_the_same_tokens_in_a_fresh_process(
+        shakespeare, held_out_prompts, method, tmp_path):
+    c = candidate(shakespeare, method)
+    want = c.generate(**held_out_prompts, max_new_tokens=NEW)
+    path = str(tmp_path / "lm")
+    InferenceOptimizer.save(c, path)
+    InferenceOptimizer.save(c, path)  # a second save into the same directory replaces it
+    io = str(tmp_path / "io.pt")
+    torch.save({"prompts": dict(held_out_prompts), "want": want}, io)
+    script = ("import torch\nfrom nano import InferenceOptimizer\n"
+              f"io = torch.load({io!r})\nm = InferenceOptimizer.load({str(path)!r})\n"
+              f"got = m.generate(**io['prompts'], max_new_tokens={NEW})\n"
+              "assert torch.equal(got, io['want']), (got, io['want'])\nprint(m.method)\n")
+    done = subprocess.run([*python_command(), "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == method
+    assert sorted(os.listdir(tmp_path)) == ["io.pt", "lm"]  # no staging directory left
+
+
+@pytest.mark.slow
+def test_a_changed_weight_file_is_refused_on_load(shakespeare, tmp_path):
+    from nano.runtimes.model_files import ModelLoadError
+
+    path = str(tmp_path / "lm")
+    InferenceOptimizer.save(candidate(shakespeare, "openvino_int4"), path)
+    with open(os.path.join(path, "openvino_model.bin"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(ModelLoadError, match="does not match its checksum"):
+        InferenceOptimizer.load(path)
+
+
+
+@pytest.mark.slow
+def test_compile_with_a_static_cache_generates_the_original_tokens(shakespeare,
+                                                                   held_out_prompts):
+    """Asked for by name only (it compiles for each prompt length and cache size)."""
+    from nano.generation.build import DEFAULT_METHODS
+
+    assert "compile_fp32" not in DEFAULT_METHODS
+    model = shakespeare[1]
+    want = original_tokens(model, held_out_prompts)
+    got = candidate(shakespeare, "compile_fp32").generate(**held_out_prompts, max_new_tokens=NEW)
+    assert torch.equal(got, want)
+    assert model.generation_config.cache_implementation != "static"  # the user's is untouched
