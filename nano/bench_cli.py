@@ -3,6 +3,7 @@
     bigdl-nano-bench model.pt --input-shape 1,3,224,224 --save fast/
     bigdl-nano-bench mypkg.models:make_net --input-shape 1,128 --dtype int64 --format json
     bigdl-nano-bench model.onnx --input-shape 8,3,32,32 --baselines --plot table.png
+    bigdl-nano-bench --generate ./hf-causal-lm --held-out text.txt   (see nano.bench_generation)
 
 Exit status 0 with a pick, 1 when no method ran, 2 on a usage error (one line).
 """
@@ -257,6 +258,11 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``bigdl-nano-bench``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--generate" or a.startswith("--generate=") for a in args):
+        from nano.bench_generation import generate_main
+
+        return run_cli(generate_main, args, "bigdl-nano-bench")
     return run_cli(_main, argv, "bigdl-nano-bench")
 
 

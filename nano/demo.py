@@ -84,3 +84,25 @@ def minilm_demo(full: bool = False, out: str = "nano-out", batch: int = 8) -> No
     # the original scores 1.0, so a relative drop of 0.01 keeps cosine similarity >= 0.99
     _finish(opt, "minilm", out, 0.01, "with every held-out embedding at cosine >= 0.99",
             "nano.models.minilm.load_minilm()[1]")
+
+
+def generation_demo(out: str = "nano-out") -> None:
+    """optimize_generation() on the Shakespeare LM (trained here on first use, about 4
+    minutes, then cached); keep the fastest whose greedy tokens and perplexity hold."""
+    from nano import InferenceOptimizer
+    from nano.models.shakespeare_lm import PROMPTS, held_out_text, load_shakespeare_lm
+
+    print("\noptimize_generation(): a Llama-style LM trained on Shakespeare (4 M parameters)")
+    print("=================================================================================")
+    tokenizer, model = load_shakespeare_lm("small")
+    search = InferenceOptimizer.optimize_generation(model, tokenizer, PROMPTS, held_out_text())
+    print(search.summary())
+    best = search.best()
+    prompt = tokenizer(PROMPTS[:1], return_tensors="pt")
+    text = tokenizer.decode(best.generate(**prompt, max_new_tokens=40)[0])
+    print(f"\n{best.method} continues {PROMPTS[0]!r}:\n{text}")
+    path = os.path.join(out, "shakespeare-best")
+    os.makedirs(out, exist_ok=True)
+    InferenceOptimizer.save(best, path)
+    print(f"\nsaved the pick to {path}/; load it with:  from nano import InferenceOptimizer; "
+          f"model = InferenceOptimizer.load({path!r})")

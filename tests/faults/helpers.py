@@ -13,7 +13,7 @@ import time
 import psutil
 
 BIN = os.path.dirname(sys.executable)
-TEMP_PATTERNS = ("nano-isolation-*", "nano-optimize-*", "nano-multi-*")
+TEMP_PATTERNS = ("nano-isolation-*", "nano-optimize-*", "nano-multi-*", "nano-generation-*")
 
 
 def command(name: str) -> str:

@@ -70,3 +70,10 @@ def hangs_always():
 def linear():
     torch.manual_seed(0)
     return torch.nn.Linear(4, 2)
+
+
+def tiny_lm():
+    """(tokenizer, model) of the tiny Shakespeare LM, for bigdl-nano-bench --generate."""
+    from nano.models.shakespeare_lm import load_shakespeare_lm
+
+    return load_shakespeare_lm("tiny", progress=False)

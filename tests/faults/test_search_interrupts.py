@@ -57,6 +57,33 @@ def test_bench_stopped_while_a_candidate_hangs(tmp_path, sig):
         kill_all(seen)
 
 
+def test_bench_generate_stopped_by_ctrl_c_while_a_candidate_builds(tmp_path):
+    """bigdl-nano-bench --generate: Ctrl-C while candidates are built in their children."""
+    from nano.models.shakespeare_lm import held_out_text
+
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(held_out_text())
+    before = nano_temp_dirs()
+    proc = start([command("bigdl-nano-bench"), "--generate", "tests.faults.models_fault:tiny_lm",
+                  "--held-out", str(held_out)], cwd=ROOT, env=_bench_env(tmp_path),
+                 own_group=True)
+    seen: set = set()
+    try:
+        def building():  # the isolation process has forked a candidate's child
+            seen.update(descendants(proc.pid))
+            return len(descendants(proc.pid)) >= 2 and nano_temp_dirs() - before
+        wait_for(building, 180, "a candidate being built")
+        seen.update(descendants(proc.pid))
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert wait_gone(seen) == [], "left running after Ctrl-C"
+        assert nano_temp_dirs() - before == set()
+        assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    finally:
+        proc.kill()
+        kill_all(seen)
+
+
 def test_optimize_cleans_up_when_the_caller_raises(monkeypatch):
     """An exception in the caller's process mid-search (here from the progress bar) kills the
     isolation process and removes the search's directories."""

@@ -1,0 +1,89 @@
+"""Text generation on this CPU: every candidate against eager fp32 ``generate()``, in one run.
+
+Two parts, because accuracy needs real weights and speed needs a realistic size:
+
+1. **Accuracy**, on the Shakespeare LM Nano trains (``nano.models.shakespeare_lm``, 4 M
+   parameters, real text): ``optimize_generation`` judges every candidate by greedy-token
+   agreement over 32 new tokens of held-out prompts and by perplexity on two held-out plays.
+2. **Speed**, on a Llama-style configuration of 0.43 B parameters with random weights
+   (hidden 1024, 24 layers, 16 heads, 4 key/value heads, MLP 4096, vocabulary 32,000):
+   time to first token of a 64-token prompt, decode tokens/s at batch 1 and 4, size, peak
+   memory, and each candidate's share of the limit memory bandwidth sets (bandwidth /
+   bytes a decode step reads). Only the methods the accuracy part kept are eligible as the
+   pick.
+
+Targets (issue #27): the pick decodes >= 4x eager fp32 at batch 1 with agreement >= 0.9,
+reaches >= 60% of its bandwidth limit, and its time to first token is no worse than eager
+fp32's.
+
+    python benchmarks/generation.py [--layers 24] [--skip-accuracy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import torch
+
+
+def speed_model(layers: int) -> torch.nn.Module:
+    """The Llama-style model the speed part times (random weights: only speed is read)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=4096,
+                         num_hidden_layers=layers, num_attention_heads=16, num_key_value_heads=4,
+                         max_position_embeddings=2048, bos_token_id=0, eos_token_id=0,
+                         pad_token_id=0, tie_word_embeddings=False)
+    return LlamaForCausalLM(config).eval()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layers", type=int, default=24, help="layers of the speed model")
+    p.add_argument("--skip-accuracy", action="store_true")
+    args = p.parse_args()
+
+    from nano import InferenceOptimizer
+    from nano.models.shakespeare_lm import PROMPTS, held_out_text, load_shakespeare_lm
+    from nano.noise import quiet_third_party
+
+    started = time.monotonic()
+    with quiet_third_party("transformers"):
+        tokenizer, small = load_shakespeare_lm("small")
+    kept = None
+    if not args.skip_accuracy:
+        print("1. accuracy: the Shakespeare LM (4 M parameters, trained on real text)\n")
+        accuracy = InferenceOptimizer.optimize_generation(small, tokenizer, PROMPTS,
+                                                          held_out_text(), new_tokens=32)
+        print(accuracy.summary())
+        kept = {r.method for r in accuracy.rows if r.status == "ok"}
+
+    model = speed_model(args.layers)
+    size = sum(p.numel() for p in model.parameters()) / 1e9
+    print(f"\n2. speed: Llama-style, {size:.2f} B parameters, random weights\n")
+    speed = InferenceOptimizer.optimize_generation(
+        model, tokenizer, PROMPTS[:2], held_out_text(), new_tokens=32, prompt_tokens=64,
+        min_agreement=0.0, max_perplexity_increase=math.inf)  # judged in part 1
+    print(speed.summary())
+
+    eager = speed.result("pytorch_fp32")
+    eligible = [r for r in speed.rows if r.status == "ok" and (kept is None or r.method in kept)]
+    pick = max(eligible, key=lambda r: r.speed(1).decode_tokens_per_s)
+    ratio = pick.speed(1).decode_tokens_per_s / eager.speed(1).decode_tokens_per_s
+    share = pick.speed(1).decode_tokens_per_s / pick.limit_tokens_per_s \
+        if pick.limit_tokens_per_s else float("nan")
+    first = pick.speed(1).first_token_s / eager.speed(1).first_token_s
+    print(f"\npick (fastest at batch 1 among those part 1 kept): {pick.method}")
+    print(f"  decode tokens/s vs eager fp32, batch 1: {ratio:.2f}x (target >= 4)")
+    print(f"  share of its bandwidth limit: {share:.0%} (target >= 60%)")
+    print(f"  time to first token vs eager fp32: {first:.2f}x (target <= 1)")
+    print(f"benchmark time: {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
