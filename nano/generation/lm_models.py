@@ -18,6 +18,7 @@ import torch
 from nano.errors import NanoValueError
 from nano.generation.causal_lm import (check_lengths, eos_ids, kv_shape, pad_id)
 from nano.generation.decoding import Sampling, decode
+from nano.runtimes.model import torch_threads
 from nano.runtimes.model_files import ModelLoadError, read_metadata, reading, save_directory
 
 KIND = "generation"  # the metadata's "kind": InferenceOptimizer.load dispatches on it
@@ -129,7 +130,7 @@ class TorchLM(GeneratingModel):
         generator = options.pop("generator", None)
         if generator is not None:  # transformers' sampling draws from the global generator
             torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.thread_num):
             return self.module.generate(input_ids=input_ids, attention_mask=attention_mask,
                                         max_new_tokens=max_new_tokens, eos_token_id=eos or None,
                                         pad_token_id=pad, **options)
@@ -139,7 +140,7 @@ class TorchLM(GeneratingModel):
         raise NotImplementedError("TorchLM generates with transformers' generate()")
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.thread_num):
             out = self.module(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.logits.float()
 

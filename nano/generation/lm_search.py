@@ -30,6 +30,7 @@ from nano.generation.lm_models import GeneratingModel, TorchLM, load_lm
 from nano.generation.timing import (Speed, bytes_per_step, measure, memory_bandwidth,
                                     streamed_weight_bytes)
 from nano.search import isolation
+from nano.search.candidates import default_memory_limit
 from nano.search.isolation import Zygote
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class GenerationSearch:
         self.rows: list[LMResult] = []
         self.bandwidth: Optional[float] = None
         self.paths: dict[str, str] = {}
+        self._picked: Optional[GeneratingModel] = None
 
     def run(self) -> "GenerationSearch":
         from tqdm.auto import tqdm
@@ -157,11 +159,13 @@ class GenerationSearch:
         if reason:
             return LMResult(method, "skipped", reason)
         path = os.path.join(workdir, method)
-        built = zygote.run(_build, (method, path, self.options.thread_num), self.options.timeout)
+        memory = default_memory_limit()  # a blow-up costs the row, not the machine
+        built = zygote.run(_build, (method, path, self.options.thread_num), self.options.timeout,
+                           memory)
         if built.status != "ok":
             return LMResult(method, built.status, f"build: {built.detail}")
         measured = zygote.run(_measure, (path, held_out, timing_prompt, self.options.batches,
-                                         self.options.new_tokens), self.options.timeout)
+                                         self.options.new_tokens), self.options.timeout, memory)
         if measured.status != "ok":
             return LMResult(method, measured.status, f"after loading: {measured.detail}")
         self.paths[method] = path
@@ -216,6 +220,8 @@ class GenerationSearch:
 
     def best(self) -> GeneratingModel:
         """The pick, loaded (the original itself when nothing beats it)."""
+        if self._picked is None:
+            raise NanoValueError("run() the search first")
         return self._picked
 
     def summary(self) -> str:

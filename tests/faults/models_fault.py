@@ -73,7 +73,14 @@ def linear():
 
 
 def tiny_lm():
-    """(tokenizer, model) of the tiny Shakespeare LM, for bigdl-nano-bench --generate."""
-    from nano.models.shakespeare_lm import load_shakespeare_lm
+    """(tokenizer, model) for bigdl-nano-bench --generate: an untrained 2-layer Llama and a
+    character tokenizer (what an interrupt leaves behind does not depend on the weights)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    return load_shakespeare_lm("tiny", progress=False)
+    from tests.generation.helpers import characters
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=256, eos_token_id=0, pad_token_id=0)
+    return characters, LlamaForCausalLM(config).eval()

@@ -6,6 +6,7 @@ import torch
 from nano import InferenceOptimizer
 from nano.errors import NanoTypeError, NanoValueError
 from nano.generation.build import build_lm
+from tests.generation.helpers import characters
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +19,6 @@ def lm():
                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                          max_position_embeddings=64, eos_token_id=0, pad_token_id=0)
     return LlamaForCausalLM(config).eval()
-
-
-def characters(texts, return_tensors="pt", padding=True, padding_side="left"):
-    """A tokenizer of one id per character (what the search calls)."""
-    if isinstance(texts, str):
-        texts = [texts]
-    width = max(len(t) for t in texts)
-    ids = torch.tensor([[0] * (width - len(t)) + [ord(c) % 128 for c in t] for t in texts])
-    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in texts])
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 @pytest.fixture
