@@ -33,4 +33,13 @@ export ATEN_CPU_CAPABILITY=avx2 CXX="$PWD/scripts/qemu-cxx.sh"
 # in one of numpy's AVX2 loops (np.maximum, inside NNCF). The runtimes' kernels, which this
 # lane is about, keep their AVX2 dispatch.
 export NPY_DISABLE_CPU_FEATURES=X86_V3
-exec $NANO_TEST_EMULATOR "$exe" -m pytest -q -m emulated -p no:cacheprovider "$@"
+# The generation tests' small LM, trained natively (15 s here, minutes when emulated)
+lm=$(mktemp -d)
+trap 'rm -rf "$lm"' EXIT
+NANO_CACHE_DIR=off "$PY" -c "
+import sys
+from nano.models.shakespeare_lm import load_shakespeare_lm
+tokenizer, model = load_shakespeare_lm('tiny', progress=False)
+model.save_pretrained(sys.argv[1]); tokenizer.save_pretrained(sys.argv[1])" "$lm" >/dev/null 2>&1
+export NANO_TEST_LM_DIR=$lm
+$NANO_TEST_EMULATOR "$exe" -m pytest -q -m emulated -p no:cacheprovider "$@"
