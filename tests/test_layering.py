@@ -118,6 +118,8 @@ def test_the_check_sees_an_upward_import(module, imported, layers):
     ("nano.quantize.api", "nano.search.judgement"),
     ("nano.optimizer", "nano.search.search_options"),
     ("nano.optimizer", "nano.quantize.api"),
+    ("nano.generation.lm_search", "nano.search.isolation"),
+    ("nano.optimizer", "nano.generation.lm_search"),
 ])
 def test_downward_imports_pass(module, imported):
     assert violations(module, f"from {imported} import x\n") == []
@@ -128,6 +130,8 @@ def test_downward_imports_pass(module, imported):
     ("nano.search.run", "nano.trainer.training_options"),
     ("nano.trainer.torch_nano", "nano.search.judgement"),
     ("nano.multiprocess.pool", "nano.trainer.local_ranks"),
+    ("nano.generation.lm_search", "nano.quantize.api"),
+    ("nano.quantize.api", "nano.generation.build"),
 ])
 def test_peers_stay_apart(module, peer):
     assert len(violations(module, f"import {peer}\n")) == 1

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _fmt(value: Any, spec: str, missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
+from nano.search.report import fmt as _fmt, text_table
 
 
 def render(search: Any) -> str:
@@ -33,10 +31,7 @@ def render(search: Any) -> str:
                  ".0f"),
             _fmt(r.size_bytes / 1e6 if r.size_bytes else None, ".1f"),
             _fmt(r.peak_memory_bytes / 1e6 if r.peak_memory_bytes else None, ".0f")])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in rows]
+    lines = [text_table(head, rows)]
     notes = [f"{r.method}: {r.detail}" for r in search.rows if r.detail]
     if search.bandwidth:
         lines.append(f"memory bandwidth: {search.bandwidth / 1e9:.1f} GB/s; '% of limit' is decode "

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from nano.launcher.writable import unwritable_reason
 
@@ -56,7 +56,8 @@ def result_records(results: list, baseline: Optional[CandidateResult]) -> list[d
     return records
 
 
-def _fmt(value, spec: str = "") -> str:
+def fmt(value: Any, spec: str = "") -> str:
+    """A table cell: "-" for a missing value, floats by ``spec``."""
     if value is None:
         return "-"
     if isinstance(value, float) and spec:
@@ -80,27 +81,31 @@ def format_table(records: list[dict]) -> str:
     header.append("detail")
     rows = []
     for r in records:
-        quality = (_fmt(r.get("accuracy"), ".4f") if has_metric
-                   else r.get("judgement") or _fmt(r.get("output_error"), ".1e"))
-        row = [r["method"], r["status"], _fmt(r["latency_ms"], ".3f"), _fmt(r["spread_ms"], ".3f"),
-               (_fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
-               _fmt(r["build_s"], ".1f"), _fmt(r.get("peak_mb"), ".0f"),
-               _fmt(r.get("size_mb"), ".1f")]
+        quality = (fmt(r.get("accuracy"), ".4f") if has_metric
+                   else r.get("judgement") or fmt(r.get("output_error"), ".1e"))
+        row = [r["method"], r["status"], fmt(r["latency_ms"], ".3f"), fmt(r["spread_ms"], ".3f"),
+               (fmt(r["speedup"], ".2f") + "x") if r["speedup"] else "-", quality,
+               fmt(r["build_s"], ".1f"), fmt(r.get("peak_mb"), ".0f"),
+               fmt(r.get("size_mb"), ".1f")]
         if final:
-            row += [_fmt(r.get("side_by_side_ms"), ".3f"), _fmt(r.get("cold_start_s"), ".2f")]
+            row += [fmt(r.get("side_by_side_ms"), ".3f"), fmt(r.get("cold_start_s"), ".2f")]
         if multi_key:
-            row += [_fmt(r.get("calls_per_s_1_instance"), ".1f"),
-                    _fmt(r.get(multi_key), ".1f")]
+            row += [fmt(r.get("calls_per_s_1_instance"), ".1f"),
+                    fmt(r.get(multi_key), ".1f")]
         rows.append(row + [(r["detail"] or "")[:70]])
+    return text_table(header, rows, right=set(range(2, len(header) - 1)))
+
+
+def text_table(header: list, rows: list[list], right: Optional[set] = None) -> str:
+    """Fixed-width columns under a header and a rule; columns in ``right`` right-aligned."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    right = set(range(2, len(header) - 1))
+    right = right or set()
 
     def line(cells):
         return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
-    return "\n".join(out)
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def to_csv(records: list[dict]) -> str:
