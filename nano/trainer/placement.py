@@ -69,7 +69,8 @@ def place(owner: str, user_kwargs: Mapping, refuse_always: bool, stacklevel: int
         raise ValueError(f"{owner} places the processes itself; drop {given} and use "
                          f"num_processes / cpu_for_each_process instead")
     if rank is not None:
-        if placement.options.num_processes not in (1, rank.local_world_size):
+        # one rank per node (Spark's TorchDistributor) asks for the whole job's size
+        if placement.options.num_processes not in (1, rank.local_world_size, rank.world_size):
             warnings.warn(f"num_processes={placement.options.num_processes} is ignored: this "
                           f"process is one of {rank.local_world_size} local ranks started by the "
                           f"launcher", stacklevel=stacklevel)

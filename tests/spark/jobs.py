@@ -1,0 +1,57 @@
+"""Training code run in Spark tasks by tests/spark/test_training.py (shipped by value)."""
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import nano
+from nano import Trainer
+
+
+def data(n=64, batch=8):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, generator=g)
+    return DataLoader(TensorDataset(x, x @ torch.tensor([[2.0], [-1.0]]) + 0.5), batch_size=batch)
+
+
+def two_layers():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))
+
+
+class Regressor(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = two_layers()
+
+    def training_step(self, batch, _):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def fit_with_trainer(module):
+    """The same Trainer code a user runs on one machine; inside a rank it joins the job."""
+    trainer = Trainer(num_processes=2, max_epochs=3, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, data())
+    return {"world_size": trainer.world_size, "loss": float(trainer.callback_metrics["loss"]),
+            "threads": torch.get_num_threads()}
+
+
+@nano.nano(num_processes=2)
+def loop(model, optimizer, loader, epochs=3):
+    """A plain loop under @nano: DDP and a distributed sampler come from the decorator."""
+    losses = []
+    for _ in range(epochs):
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return {"world_size": torch.distributed.get_world_size(), "losses": losses}
