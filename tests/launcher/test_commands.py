@@ -154,3 +154,22 @@ def test_run_forwards_signals_to_instances():
     out, err = proc.communicate(timeout=30)
     assert out.count("got TERM") == 2
     assert proc.returncode == 5
+
+
+OPENVINO_COMPILE = """
+import numpy as np, openvino as ov, openvino.opset13 as ops
+p = ops.parameter([2, 4], np.float32)
+compiled = ov.Core().compile_model(ov.Model([ops.relu(p)], [p]), "CPU")
+print("ok", compiled(np.ones((2, 4), np.float32))[0].sum())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("allocator", ["-t", "-j"])
+def test_openvino_compiles_under_the_preloaded_allocator(allocator):
+    """oneTBB loads libtbbbind with RTLD_DEEPBIND; beside a preloaded allocator OpenVINO's
+    compile_model then aborted ("free(): invalid pointer") until the plan set
+    TBB_ENABLE_SANITIZERS."""
+    out = run([cmd("bigdl-nano-init"), allocator, "--", sys.executable, "-c", OPENVINO_COMPILE])
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split() == ["ok", "8.0"]
