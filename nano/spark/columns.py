@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
 from nano.errors import DataMismatch, NanoTypeError, NanoValueError
 from nano.runtimes.structure import leaf_names, flatten_output, output_spec
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import DataType
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,11 @@ def describe_outputs(value: Any) -> list[ModelOutput]:
     return outputs
 
 
-def return_type(outputs: Sequence[ModelOutput]):
+def return_type(outputs: Sequence[ModelOutput]) -> "DataType":
     """Spark's type for the outputs: a float/long (array) column, or a struct of them."""
     from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
-    def one(o: ModelOutput):
+    def one(o: ModelOutput) -> "DataType":
         element = FloatType() if o.floating else LongType()
         return element if o.scalar else ArrayType(element, containsNull=False)
 
@@ -81,12 +85,12 @@ def return_type(outputs: Sequence[ModelOutput]):
     return StructType([StructField(o.name, one(o)) for o in outputs])
 
 
-def _numeric(data_type) -> bool:
+def _numeric(data_type: "DataType") -> bool:
     from pyspark.sql.types import NumericType
     return isinstance(data_type, NumericType)
 
 
-def check_columns(df, columns: Sequence[str], inputs: Sequence[ModelInput]) -> None:
+def check_columns(df: "DataFrame", columns: Sequence[str], inputs: Sequence[ModelInput]) -> None:
     """Refuse, in one line and before any job, columns that do not fit the model's inputs.
 
     Reads the first row's array sizes (a one-row job) to check them against the shapes."""

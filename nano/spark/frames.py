@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -10,10 +10,13 @@ import torch
 from nano.errors import DataMismatch, NanoValueError
 from nano.spark.columns import ModelInput, check_columns, parse_input_shapes
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
 DEFAULT_ROWS = 256
 
 
-def sample(df, columns: Optional[Sequence[str]] = None, input_shapes: Optional[Sequence] = None,
+def sample(df: "DataFrame", columns: Optional[Sequence[str]] = None, input_shapes: Optional[Sequence] = None,
            label: Optional[str] = None, rows: int = DEFAULT_ROWS,
            batch_size: int = 32) -> torch.utils.data.DataLoader:
     """The first ``rows`` rows of ``df`` (read on the driver) as a DataLoader of
@@ -34,20 +37,22 @@ def sample(df, columns: Optional[Sequence[str]] = None, input_shapes: Optional[S
     kinds = {f.name: f.dataType for f in df.schema.fields}
     shapes = parse_input_shapes(input_shapes, len(columns))
     if shapes is None:  # flat arrays, or one number per row
-        head = df.select(*[c for c in columns if c in kinds
-                           and isinstance(kinds[c], ArrayType)]).head() if columns else None
-        sizes = iter(head or [])
-        shapes = [(len(next(sizes)),) if c in kinds and isinstance(kinds[c], ArrayType) else ()
-                  for c in columns]
+        arrays = [c for c in columns if c in kinds and isinstance(kinds[c], ArrayType)]
+        head = df.select(*arrays).head() if arrays else ()
+        if head is None:
+            raise DataMismatch("the DataFrame has no rows to sample")
+        sizes: dict = {c: len(v) for c, v in zip(arrays, head)}
+        shapes = [(sizes[c],) if c in sizes else () for c in columns]
 
     def dtype(c: str) -> torch.dtype:
-        kind = kinds[c].elementType if isinstance(kinds[c], ArrayType) else kinds[c]
+        kind: Any = kinds[c]
+        kind = kind.elementType if isinstance(kind, ArrayType) else kind
         return torch.int64 if isinstance(kind, IntegralType) else torch.float32
 
     check_columns(df, columns, [ModelInput(s, dtype(c) if c in kinds else torch.float32)
                                 for c, s in zip(columns, shapes)])
     wanted = columns + ([label] if label is not None else [])
-    frame = df.select(*wanted).limit(rows).toPandas()
+    frame: Any = df.select(*wanted).limit(rows).toPandas()
     if frame.empty:
         raise DataMismatch("the DataFrame has no rows to sample")
     tensors = []

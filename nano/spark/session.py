@@ -6,11 +6,14 @@ import atexit
 import importlib
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from nano.errors import NanoError
 from nano.launcher.environment import apply_plan, plan_environment
 from nano.launcher.topology import read_topology
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def _local_master(cores: int) -> str:
     return f"local[{cores},{LOCAL_MAX_FAILURES}]"
 
 
-def spark_session(**conf: Any):
+def spark_session(**conf: Any) -> "SparkSession":
     """The active Spark session unchanged, or a new ``local[N]`` one (N = usable cores).
 
     The local session's Python workers get :func:`worker_conf`'s tuning, Arrow transfers

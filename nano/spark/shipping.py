@@ -63,8 +63,14 @@ def ship(model: Any, original: Optional[torch.nn.Module] = None) -> tuple[Shippe
         if not os.path.isdir(directory):
             raise ModelLoadError(f"model {directory!r} is not a directory: pass a model saved "
                                  f"by InferenceOptimizer.save, a Nano model or an nn.Module")
+        meta = read_metadata(directory)  # one line if missing or corrupted
+        if meta.get("needs_model") and original is None:
+            raise ModelLoadError(
+                f"{directory!r} holds a state dict (method {meta.get('method_name')}): pass the "
+                f"module it was built from, model_udf(path, original=MyModel()); its class must "
+                f"be importable on the workers (install its package there, or "
+                f"spark.sparkContext.addPyFile)")
         loaded = load_model(directory, original)  # verifies checksums; one line if it fails
-        meta = read_metadata(directory)
         return ShippedModel(_pack(directory), original if meta.get("needs_model") else None,
                             meta.get("method_name", "saved")), loaded
     if isinstance(model, AcceleratedModel):

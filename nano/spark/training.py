@@ -47,7 +47,7 @@ def run_training(fn: Callable, *args: Any, num_processes: int = 2, local_mode: b
     from pyspark.ml.torch.distributor import TorchDistributor
 
     session = spark_session()
-    cpus = int(session.conf.get("spark.task.cpus", "1"))
+    cpus = int(session.conf.get("spark.task.cpus") or 1)
     distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode,
                                    use_gpu=False)
     outcome = distributor.run(_settled(fn, cpus), *args, **kwargs)

@@ -13,7 +13,7 @@ batches of ``batch_size`` rows; rows keep their order and alignment.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from nano.spark.columns import (ModelInput, ModelOutput, check_columns, describe
 from nano.spark.session import require_pyspark
 from nano.spark.shipping import ShippedModel, ship
 from nano.spark.worker import settle_worker
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
 
 
 def _forward_arity(model: torch.nn.Module) -> int:
@@ -121,7 +124,7 @@ class ModelUDF:
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
-    def __call__(self, *columns: Any):
+    def __call__(self, *columns: Any) -> "Column":
         if len(columns) != len(self.inputs):
             raise DataMismatch(f"the model takes {len(self.inputs)} input(s), but "
                                f"{len(columns)} column(s) were given")
@@ -162,13 +165,17 @@ def model_udf(model: Any, batch_size: int = 64, input_shapes: Optional[Sequence]
     return ModelUDF(shipped, inputs, describe_outputs(sample), batch_size)
 
 
-def predict(df, model: Any, columns: Sequence[str], output: str = "prediction", **udf_options: Any):
+def predict(df: "DataFrame", model: Any, columns: Sequence[str], output: str = "prediction",
+            **udf_options: Any) -> "DataFrame":
     """``df`` with the model's outputs added, every column checked on the driver first.
 
     ``model`` is a :class:`ModelUDF` or anything :func:`model_udf` takes (with
     ``udf_options``). One output becomes column ``output``; several become
     ``{output}_{name}`` columns, one per tensor.
     """
+    if isinstance(model, ModelUDF) and udf_options:
+        raise NanoValueError(f"{sorted(udf_options)} apply when model_udf builds the function; "
+                             f"this ModelUDF was built already")
     f = model if isinstance(model, ModelUDF) else model_udf(model, **udf_options)
     if isinstance(columns, str):
         columns = [columns]

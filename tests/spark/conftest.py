@@ -9,11 +9,13 @@ def spark():
     import pyspark.cloudpickle as cloudpickle
 
     import nano.spark
+    import tests.compat.training_jobs
     import tests.inference.models
     import tests.spark.jobs
     import tests.spark.models
 
-    for module in (tests.inference.models, tests.spark.jobs, tests.spark.models):
+    for module in (tests.compat.training_jobs, tests.inference.models, tests.spark.jobs,
+                   tests.spark.models):
         cloudpickle.register_pickle_by_value(module)
     session = nano.spark.spark_session()
     yield session

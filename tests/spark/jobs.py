@@ -2,21 +2,15 @@
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 import nano
 from nano import Trainer
+from tests.compat import training_jobs
+from tests.compat.training_jobs import two_layers
 
 
-def data(n=64, batch=8):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 2, generator=g)
-    return DataLoader(TensorDataset(x, x @ torch.tensor([[2.0], [-1.0]]) + 0.5), batch_size=batch)
-
-
-def two_layers():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))
+def data():
+    return training_jobs.data(n=64, batch=8)
 
 
 class Regressor(pl.LightningModule):

@@ -101,9 +101,12 @@ def test_each_worker_takes_its_own_cores_and_threads_follow_the_task(spark):
     frame = df.repartition(2).withColumn("where", f("x")).toPandas()
     seen = {tuple(v) for v in frame["where"]}
     task_cpus = int(spark.conf.get("spark.task.cpus"))
-    assert {threads for _, _, threads in seen} == {task_cpus}
+    assert {threads for _, _, threads, _ in seen} == {task_cpus}
     if len(os.sched_getaffinity(0)) >= 2 * task_cpus:
-        assert {n for n, _, _ in seen} == {task_cpus}  # pinned, not the whole machine
+        assert {n for n, _, _, _ in seen} == {task_cpus}  # pinned, not the whole machine
+    # bigdl-nano-init's allocator reaches the workers where this machine has one
+    preload = spark.conf.get("spark.executorEnv.LD_PRELOAD", "")
+    assert {bool(p) for _, _, _, p in seen} == {"malloc" in preload}
     assert len(x) == len(frame)
 
 
@@ -145,6 +148,13 @@ def test_bad_input_is_one_line_on_the_driver_before_the_job(spark, tmp_path, dig
         ns.model_udf(str(saved))
     _one_line(e)
 
+    InferenceOptimizer.save(digits_cnn, str(tmp_path / "state"))  # a state dict
+    with pytest.raises(ModelLoadError) as e:
+        ns.model_udf(str(tmp_path / "state"))
+    assert "original=" in _one_line(e)
+    assert ns.model_udf(str(tmp_path / "state"), original=digits_cnn,
+                        input_shapes=[[1, 8, 8]]).output_names == ["prediction"]
+
     with pytest.raises(NanoTypeError) as e:
         ns.model_udf(lambda x: x)
     _one_line(e)
@@ -172,7 +182,7 @@ def test_bad_input_is_one_line_on_the_driver_before_the_job(spark, tmp_path, dig
 
 
 @pytest.mark.slow
-def test_a_dataframe_sample_feeds_optimize(spark, digits, digits_cnn):
+def test_a_dataframe_sample_feeds_optimize(spark, digits):
     (_, _), (test_x, test_y) = digits
     rows = [(test_x[i].flatten().tolist(), int(test_y[i])) for i in range(64)]
     df = spark.createDataFrame(rows, "features array<float>, label long")
@@ -183,17 +193,22 @@ def test_a_dataframe_sample_feeds_optimize(spark, digits, digits_cnn):
     torch.testing.assert_close(x, test_x[:16])
     assert sum(len(b[0]) for b in loader) == 48
 
+    # optimize() on a DataFrame as it is: each column an input in order, a last extra one
+    # the target
     opt = InferenceOptimizer()
-    opt.optimize(digits_cnn, training_data=loader, accelerator="jit", precision="fp32",
-                 search_mode="grid", latency_sample_num=5, final_round=False)
-    assert opt.get_best_model() is not None
-    # a DataFrame as it is: each column an input in order, a last extra one the target
     flat = spark.createDataFrame([([float(i)] * 3, float(2 * i)) for i in range(40)],
                                  "x array<double>, y double")
     linear = torch.nn.Linear(3, 1).eval()
     opt.optimize(linear, training_data=flat, accelerator="jit", precision="fp32",
                  search_mode="grid", latency_sample_num=5, final_round=False)
-    assert any(r.status == "ok" for r in opt.results)
+    rows = {r.name: r for r in opt.results}
+    assert rows["jit_fp32"].status == "ok", rows["jit_fp32"].detail
+    fresh = torch.randn(5, 3)
+    torch.testing.assert_close(opt.get_model("jit_fp32")(fresh), linear(fresh))
+    words = spark.createDataFrame([("a", 1.0)], "text string, y double")
+    with pytest.raises(DataMismatch) as e:
+        opt.optimize(linear, training_data=words)
+    assert "'text' is string" in _one_line(e)
 
 
 def test_a_session_already_running_is_used_unchanged(spark):
