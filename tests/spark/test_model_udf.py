@@ -92,14 +92,24 @@ def test_nested_outputs_become_columns(spark):
 
 
 @pytest.mark.slow
-def test_each_worker_takes_its_own_cores_and_threads_follow_the_task(spark):
+def test_each_worker_loads_the_model_once_takes_its_own_cores_and_sizes_its_threads(spark):
     import os
 
     x = torch.zeros(400, 1)
     df = spark.createDataFrame([(i, [0.0]) for i in range(400)], "id long, x array<float>")
-    f = ns.model_udf(WhereItRuns(), batch_size=10, input_shapes=[[1]])
-    frame = df.repartition(2).withColumn("where", f("x")).toPandas()
-    seen = {tuple(v) for v in frame["where"]}
+    model = WhereItRuns()
+    f = ns.model_udf(model, batch_size=10, input_shapes=[[1]])
+    model.calls = 0  # the driver's check ran it once; the workers get it as it is now
+    frame = ns.predict(df.repartition(6), f, ["x"], output="y").toPandas()
+    seen = {tuple(v) for v in frame["y_0"]}
+    calls: dict = {}
+    for pid, count in {tuple(v) for v in frame["y_1"]}:
+        calls.setdefault(pid, set()).add(count)
+    # each worker loaded the model once and used that copy for every batch of all its tasks
+    # (6 partitions on fewer workers): its call counts run 1..n without starting again
+    assert sum(len(c) for c in calls.values()) >= 6
+    assert all(c == set(range(1, len(c) + 1)) for c in calls.values()), calls
+    assert len(calls) < 6
     task_cpus = int(spark.conf.get("spark.task.cpus"))
     assert {threads for _, _, threads, _ in seen} == {task_cpus}
     if len(os.sched_getaffinity(0)) >= 2 * task_cpus:
