@@ -128,4 +128,5 @@ def check_columns(df: "DataFrame", columns: Sequence[str], inputs: Sequence[Mode
     for (name, spec), n in zip(sized, first):
         if n != spec.size:
             raise DataMismatch(f"column {name!r} holds {n} values per row, but the model's "
-                               f"input has shape {list(spec.shape)} ({spec.size} values)")
+                               f"input has shape {list(spec.shape)} ({spec.size} values): give "
+                               f"each input's shape per row in input_shapes")

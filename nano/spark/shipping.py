@@ -45,7 +45,7 @@ class ShippedModel:
         """Rebuild the model in this process (the save is unpacked, loaded, then removed)."""
         if self.saved is None:
             assert self.module is not None
-            return self.module.eval()
+            return self.module.eval()  # the worker's own copy
         directory = tempfile.mkdtemp(prefix="nano-spark-")
         try:
             with tarfile.open(fileobj=io.BytesIO(self.saved)) as tar:
@@ -81,6 +81,6 @@ def ship(model: Any, original: Optional[torch.nn.Module] = None) -> tuple[Shippe
             return ShippedModel(_pack(directory), model.original if needs else None,
                                 model.method.name), model
     if isinstance(model, torch.nn.Module):
-        return ShippedModel(None, model.eval(), type(model).__name__), model
+        return ShippedModel(None, model, type(model).__name__), model
     raise NanoTypeError(f"model_udf takes a Nano model, a directory saved by "
                         f"InferenceOptimizer.save or an nn.Module, got {type(model).__name__}")

@@ -37,7 +37,8 @@ def _forward_arity(model: torch.nn.Module) -> int:
                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)) or 1
 
 
-def _model_inputs(model: torch.nn.Module, shapes: Optional[list], dtypes: Optional[Sequence]) -> list[ModelInput]:
+def _model_inputs(model: torch.nn.Module, shapes: Optional[list],
+                  dtypes: Optional[Sequence]) -> list[ModelInput]:
     """Each input's shape per row and dtype: given, else what a Nano model was traced with."""
     signature = getattr(model, "signature", None) if isinstance(model, AcceleratedModel) else None
     traced = getattr(model, "traced_shapes", None) or []
@@ -83,8 +84,8 @@ def _as_arrays(value: Any, outputs: Sequence[ModelOutput], rows: int):
 def _make_predict_fn(shipped: ShippedModel, inputs: list[ModelInput], outputs: list[ModelOutput]):
     """The function each worker calls once: settle the worker, load the model, return predict."""
     def make():
-        cpus = settle_worker()
-        model = shipped.load(thread_num=len(cpus))
+        settle_worker()
+        model = shipped.load(thread_num=torch.get_num_threads())  # the task's cores
 
         def predict(*arrays: np.ndarray):
             rows = len(arrays[0])
@@ -151,9 +152,10 @@ def model_udf(model: Any, batch_size: int = 64, input_shapes: Optional[Sequence]
     shipped, local = ship(model, original)
     shapes = parse_input_shapes(input_shapes, len(input_dtypes) if input_dtypes else None)
     inputs = _model_inputs(local, shapes, input_dtypes)
+    training = local.training  # the check must not move the user's BatchNorm statistics
     try:
         with torch.no_grad():
-            sample = local(*_zeros(inputs, 2))
+            sample = local.eval()(*_zeros(inputs, 2))
     except NanoError as e:
         raise DataMismatch(f"the model does not run on inputs of shape(s) "
                            f"{[list(i.shape) for i in inputs]} per row: {e}") from None
@@ -162,6 +164,9 @@ def model_udf(model: Any, batch_size: int = 64, input_shapes: Optional[Sequence]
         raise DataMismatch(f"the model does not run on inputs of shape(s) "
                            f"{[list(i.shape) for i in inputs]} per row (give input_shapes / "
                            f"input_dtypes): {type(e).__name__}: {first}") from None
+    finally:
+        if training:
+            local.train(True)
     return ModelUDF(shipped, inputs, describe_outputs(sample), batch_size)
 
 

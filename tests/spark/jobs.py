@@ -49,3 +49,10 @@ def loop(model, optimizer, loader, epochs=3):
             optimizer.step()
             losses.append(loss.item())
     return {"world_size": torch.distributed.get_world_size(), "losses": losses}
+
+
+def both_forms(module, model, optimizer):
+    """A user's script with both forms, run once per rank: Trainer code, then a @nano loop."""
+    fitted = fit_with_trainer(module)
+    looped = loop(model, optimizer, data())
+    return fitted, looped

@@ -29,14 +29,10 @@ def test_cnn_outputs_equal_the_model_on_fresh_rows(spark, digits, digits_cnn):
     x = test_x[:300]
     df = _images(spark, x)
     expected = digits_cnn(x).detach().numpy()
-    f = ns.model_udf(digits_cnn, batch_size=32, input_shapes=[[1, 8, 8]])
-    ids, got = _collect(df.withColumn("logits", f("features")), "logits")
-    np.testing.assert_array_equal(ids, np.arange(len(x)))
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-
     # an OpenVINO model needs no Python class on the workers, and knows its own input shape
     ov = InferenceOptimizer.trace(digits_cnn, accelerator="openvino", input_sample=test_x[-4:])
-    ids, got = _collect(ns.predict(df, ov, ["features"], batch_size=50), "prediction")
+    f = ns.model_udf(ov, batch_size=32)
+    ids, got = _collect(df.withColumn("logits", f("features")), "logits")
     np.testing.assert_array_equal(ids, np.arange(len(x)))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
@@ -148,22 +144,19 @@ def test_bad_input_is_one_line_on_the_driver_before_the_job(spark, tmp_path, dig
         ns.model_udf(str(tmp_path / "missing"))
     assert "is not a directory" in _one_line(e)
 
-    saved = tmp_path / "cnn"
-    ov = InferenceOptimizer.trace(digits_cnn, accelerator="openvino",
-                                  input_sample=torch.zeros(2, 1, 8, 8))
-    InferenceOptimizer.save(ov, str(saved))
-    with open(next(p for p in saved.iterdir() if p.suffix == ".bin"), "r+b") as fh:
-        fh.write(b"\0\0\0\0")
-    with pytest.raises(ModelLoadError) as e:
-        ns.model_udf(str(saved))
-    _one_line(e)
-
     InferenceOptimizer.save(digits_cnn, str(tmp_path / "state"))  # a state dict
     with pytest.raises(ModelLoadError) as e:
         ns.model_udf(str(tmp_path / "state"))
     assert "original=" in _one_line(e)
     assert ns.model_udf(str(tmp_path / "state"), original=digits_cnn,
                         input_shapes=[[1, 8, 8]]).output_names == ["prediction"]
+    weights = next(p for p in (tmp_path / "state").iterdir() if p.suffix in (".pt", ".pth", ".bin"))
+    with open(weights, "r+b") as fh:  # damaged on disk: its checksum no longer matches
+        fh.seek(100)
+        fh.write(b"\0\0\0\0")
+    with pytest.raises(ModelLoadError) as e:
+        ns.model_udf(str(tmp_path / "state"), original=digits_cnn)
+    _one_line(e)
 
     with pytest.raises(NanoTypeError) as e:
         ns.model_udf(lambda x: x)
@@ -226,3 +219,14 @@ def test_a_session_already_running_is_used_unchanged(spark):
     conf = ns.worker_conf(2)
     assert conf["spark.task.cpus"] == "2" and conf["spark.executorEnv.OMP_NUM_THREADS"] == "2"
     assert not any(k.endswith(("OMP_PROC_BIND", "OMP_PLACES")) for k in conf)
+
+
+def test_the_drivers_check_leaves_a_training_module_as_it_was(spark):
+    from tests.inference.models import SmallCNN
+
+    model = SmallCNN().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    f = ns.model_udf(model, input_shapes=[[1, 8, 8]])
+    assert f.output_names == ["prediction"]
+    assert model.training  # the workers' copies run in eval mode; the user's module is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
