@@ -25,6 +25,19 @@ from nano.runtimes.model import AcceleratedModel
 from nano.runtimes.model_files import ModelLoadError, read_metadata
 
 
+def _scratch_dir() -> Optional[str]:
+    """Where a worker unpacks a model: Spark's per-application files directory, which Spark
+    removes when the application ends, so a worker killed mid-load leaves nothing behind
+    (None outside Spark: the system's temporary directory)."""
+    try:
+        from pyspark import SparkFiles
+
+        root = SparkFiles.getRootDirectory()
+    except Exception:  # no Spark context in this process
+        return None
+    return root if root and os.path.isdir(root) else None
+
+
 def _pack(directory: str) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -46,7 +59,7 @@ class ShippedModel:
         if self.saved is None:
             assert self.module is not None
             return self.module.eval()  # the worker's own copy
-        directory = tempfile.mkdtemp(prefix="nano-spark-")
+        directory = tempfile.mkdtemp(prefix="nano-spark-", dir=_scratch_dir())
         try:
             with tarfile.open(fileobj=io.BytesIO(self.saved)) as tar:
                 tar.extractall(directory, filter="data")
