@@ -153,7 +153,8 @@ def main() -> int:
     print(f"\n{args.rows} rows, batch {args.batch}, Spark local[{cores}], best of {args.rounds}")
     print(f"{'run':42} {'rows/s':>9} {'ratio':>7}")
     print(f"{'Spark predict_batch_udf, plain PyTorch':42} {best['plain']:9.1f} {1:7.2f}x")
-    print(f"{'Spark nano.spark.predict, ' + pick.method.name:42} {best['nano']:9.1f} {on_spark:7.2f}x")
+    nano_run = "Spark nano.spark.predict, " + pick.method.name
+    print(f"{nano_run:42} {best['nano']:9.1f} {on_spark:7.2f}x")
     print(f"{'to_multi_instance, original (no Spark)':42} {single['original']:9.1f} "
           f"{single['original'] / best['plain']:7.2f}x")
     print(f"{'to_multi_instance, ' + pick.method.name + ' (no Spark)':42} {single['pick']:9.1f} "

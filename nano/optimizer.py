@@ -333,9 +333,10 @@ class InferenceOptimizer:
         input sample (its first batch) and calibrates the INT8 methods (up to
         16 batches). A Spark DataFrame is read as its first rows on the driver, each
         column an input in order (a last extra column the target);
-        ``nano.spark.sample(df, columns, input_shapes, label)`` chooses and reshapes them. With ``metric`` and ``validation_data``
-        each candidate's accuracy is measured (``metric(pred, target)`` or
-        ``metric(model, data)`` when its first parameter is named ``model``).
+        ``nano.spark.sample(df, columns, input_shapes, label)`` chooses and reshapes
+        them. With ``metric`` and ``validation_data`` each candidate's accuracy is
+        measured (``metric(pred, target)`` or ``metric(model, data)`` when its first
+        parameter is named ``model``).
         Without a metric, outputs on held-out batches (``validation_data``, else
         training batches calibration did not use) are judged against the
         original's by what they are (``nano.search.judgement``): classifier
@@ -389,7 +390,8 @@ class InferenceOptimizer:
             search_mode=search_mode, use_ipex=use_ipex, output_filename=output_filename,
             time_budget=time_budget, latency_target=latency_target, no_cache=no_cache,
             cache_dir=cache_dir, accuracy=accuracy)
-        training_data, validation_data = _spark_sample(training_data), _spark_sample(validation_data)
+        training_data = _spark_sample(training_data)
+        validation_data = _spark_sample(validation_data)
         inputs = read_inputs(model, training_data, validation_data, input_sample, options)
         self._built = {}
         # run() empties the rows if interrupted; if only the original failed, they stay

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 DEFAULT_ROWS = 256
 
 
-def sample(df: "DataFrame", columns: Optional[Sequence[str]] = None, input_shapes: Optional[Sequence] = None,
-           label: Optional[str] = None, rows: int = DEFAULT_ROWS,
+def sample(df: "DataFrame", columns: Optional[Sequence[str]] = None,
+           input_shapes: Optional[Sequence] = None, label: Optional[str] = None, rows: int = DEFAULT_ROWS,
            batch_size: int = 32) -> torch.utils.data.DataLoader:
     """The first ``rows`` rows of ``df`` (read on the driver) as a DataLoader of
     ``(inputs..., label)`` batches, for ``optimize(training_data=...)``.

@@ -84,8 +84,9 @@ def spark_session(**conf: Any) -> "SparkSession":
         session = builder.getOrCreate()
     except Exception as e:  # the JVM did not start: say what is missing, in one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SparkUnavailable(f"could not start a local Spark session ({first}); Spark needs "
-                               f"Java 17 (Debian: apt-get install openjdk-17-jre-headless)") from None
+        raise SparkUnavailable(f"could not start a local Spark session ({first}); Spark "
+                               f"needs Java 17 (Debian: apt-get install "
+                               f"openjdk-17-jre-headless)") from None
     session.sparkContext.setLogLevel("ERROR")  # Spark's own INFO/WARN lines drown the output
     logger.info("started Spark %s session %s", session.version, _local_master(cores))
     atexit.register(session.stop)

@@ -68,7 +68,8 @@ class ShippedModel:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def ship(model: Any, original: Optional[torch.nn.Module] = None) -> tuple[ShippedModel, torch.nn.Module]:
+def ship(model: Any, original: Optional[torch.nn.Module] = None
+         ) -> tuple[ShippedModel, torch.nn.Module]:
     """Pack ``model`` (a Nano model, a saved directory or a plain ``nn.Module``) for the
     workers; also return it loaded here, so the driver can check it before any job runs."""
     if isinstance(model, (str, os.PathLike)):

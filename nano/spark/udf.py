@@ -114,7 +114,8 @@ class ModelUDF:
                  outputs: list[ModelOutput], batch_size: int):
         from pyspark.ml.functions import predict_batch_udf
 
-        self.shipped, self.inputs, self.outputs, self.batch_size = shipped, inputs, outputs, batch_size
+        self.shipped, self.inputs, self.outputs = shipped, inputs, outputs
+        self.batch_size = batch_size
         self.return_type = return_type(outputs)
         shapes = [list(i.shape) if i.shape else None for i in inputs]
         self._udf = predict_batch_udf(_make_predict_fn(shipped, inputs, outputs),

@@ -61,7 +61,8 @@ def test_two_input_minilm_from_a_saved_directory(spark, tmp_path):
     with torch.no_grad():
         expected = model(ids, mask).numpy()
     assert got.shape == expected.shape == (len(fresh), 384)
-    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    cosine = ((got * expected).sum(1) / np.linalg.norm(got, axis=1)
+              / np.linalg.norm(expected, axis=1))
     assert cosine.min() > 0.9999
 
 
@@ -72,7 +73,8 @@ def test_nested_outputs_become_columns(spark):
     mask = torch.randint(0, 2, (40, 2))
     rows = [(i, x[i].tolist(), mask[i].tolist()) for i in range(40)]
     df = spark.createDataFrame(rows, "id long, x array<float>, m array<long>").repartition(2)
-    f = ns.model_udf(model, batch_size=16, input_shapes=[[4], [2]], input_dtypes=["float32", "int64"])
+    f = ns.model_udf(model, batch_size=16, input_shapes=[[4], [2]],
+                     input_dtypes=["float32", "int64"])
     assert f.output_names == ["scores", "count", "extra_0"]
     frame = ns.predict(df, f, ["x", "m"], output="y").orderBy("id").toPandas()
     assert list(frame.columns) == ["id", "x", "m", "y_scores", "y_count", "y_extra_0"]
