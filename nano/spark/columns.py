@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -90,10 +90,12 @@ def _numeric(data_type: "DataType") -> bool:
     return isinstance(data_type, NumericType)
 
 
-def check_columns(df: "DataFrame", columns: Sequence[str], inputs: Sequence[ModelInput]) -> None:
+def check_columns(df: "DataFrame", columns: Sequence[str], inputs: Sequence[ModelInput],
+                  sizes: Optional[Mapping[str, int]] = None) -> None:
     """Refuse, in one line and before any job, columns that do not fit the model's inputs.
 
-    Reads the first row's array sizes (a one-row job) to check them against the shapes."""
+    Reads the first row's array sizes (a one-row job) to check them against the shapes,
+    unless ``sizes`` (column -> values per row) already holds them."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType
 
@@ -122,10 +124,14 @@ def check_columns(df: "DataFrame", columns: Sequence[str], inputs: Sequence[Mode
                                f"numbers or flat arrays of numbers (flatten nested arrays)")
     if not sized:
         return
-    first = df.select(*[F.size(F.col(n)).alias(f"c{i}") for i, (n, _) in enumerate(sized)]).head()
-    if first is None:
-        return  # no rows: nothing will run
-    for (name, spec), n in zip(sized, first):
+    if sizes is None:
+        first = df.select(*[F.size(F.col(n)).alias(f"c{i}")
+                            for i, (n, _) in enumerate(sized)]).head()
+        if first is None:
+            return  # no rows: nothing will run
+        sizes = {name: n for (name, _), n in zip(sized, first)}
+    for name, spec in sized:
+        n = sizes[name]
         if n != spec.size:
             raise DataMismatch(f"column {name!r} holds {n} values per row, but the model's "
                                f"input has shape {list(spec.shape)} ({spec.size} values): give "

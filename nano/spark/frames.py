@@ -36,12 +36,13 @@ def sample(df: "DataFrame", columns: Optional[Sequence[str]] = None,
         raise DataMismatch(f"no label column {label!r}; the DataFrame has {sorted(df.columns)}")
     kinds = {f.name: f.dataType for f in df.schema.fields}
     shapes = parse_input_shapes(input_shapes, len(columns))
+    sizes: Optional[dict] = None  # read once here when the shapes come from the first row
     if shapes is None:  # flat arrays, or one number per row
         arrays = [c for c in columns if c in kinds and isinstance(kinds[c], ArrayType)]
         head = df.select(*arrays).head() if arrays else ()
         if head is None:
             raise DataMismatch("the DataFrame has no rows to sample")
-        sizes: dict = {c: len(v) for c, v in zip(arrays, head)}
+        sizes = {c: len(v) for c, v in zip(arrays, head)}
         shapes = [(sizes[c],) if c in sizes else () for c in columns]
 
     def dtype(c: str) -> torch.dtype:
@@ -50,7 +51,7 @@ def sample(df: "DataFrame", columns: Optional[Sequence[str]] = None,
         return torch.int64 if isinstance(kind, IntegralType) else torch.float32
 
     check_columns(df, columns, [ModelInput(s, dtype(c) if c in kinds else torch.float32)
-                                for c, s in zip(columns, shapes)])
+                                for c, s in zip(columns, shapes)], sizes)
     wanted = columns + ([label] if label is not None else [])
     frame: Any = df.select(*wanted).limit(rows).toPandas()
     if frame.empty:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nano.errors import DataMismatch, NanoError, NanoValueError
+from nano.runtimes.data import ForwardParams
 from nano.runtimes.model import AcceleratedModel
 from nano.runtimes.structure import flatten_output
 from nano.spark.columns import (ModelInput, ModelOutput, check_columns, describe_outputs,
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 
-def _forward_arity(model: torch.nn.Module) -> int:
-    params = inspect.signature(model.forward).parameters.values()
-    return sum(1 for p in params if p.default is p.empty
-               and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)) or 1
-
-
 def _model_inputs(model: torch.nn.Module, shapes: Optional[list],
                   dtypes: Optional[Sequence]) -> list[ModelInput]:
     """Each input's shape per row and dtype: given, else what a Nano model was traced with."""
@@ -46,7 +41,8 @@ def _model_inputs(model: torch.nn.Module, shapes: Optional[list],
         if signature is not None and len(traced) == len(signature.tensor_names):
             shapes = [tuple(s[1:]) for s in traced]
         else:
-            shapes = [()] * (len(dtypes) if dtypes is not None else _forward_arity(model))
+            shapes = [()] * (len(dtypes) if dtypes is not None
+                             else max(1, ForwardParams.of(model).required))
     if dtypes is None:
         recorded = signature.tensor_dtypes() if signature is not None else []
         dtypes = recorded if len(recorded) == len(shapes) else [torch.float32] * len(shapes)
