@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from nano.launcher.openmp_binding import unbind_main_thread
+
 
 def hand_onnxruntime(model: torch.nn.Module, args: tuple, threads: int) -> Callable[[], object]:
     """Export with torch.onnx and run one InferenceSession with ``threads`` intra-op threads."""
@@ -36,6 +38,7 @@ def hand_onnxruntime(model: torch.nn.Module, args: tuple, threads: int) -> Calla
                                   verbose=False)
             with open(path, "rb") as f:
                 data = f.read()
+    unbind_main_thread()  # as Nano's own sessions: the fastest by hand, not a handicap
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     feed = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
     return lambda: sess.run(None, feed)
@@ -61,6 +64,7 @@ def hand_openvino(model: torch.nn.Module, args: tuple, threads: int,
     config = {"INFERENCE_NUM_THREADS": str(threads)}
     if precision != "default":
         config["INFERENCE_PRECISION_HINT"] = precision
+    unbind_main_thread()
     compiled = ov.Core().compile_model(ov_model, "CPU", config)
     arrays = [a.numpy() for a in args]
     return lambda: compiled(arrays)

@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 import torch
 
 from nano.errors import NanoError
+from nano.launcher.openmp_binding import unbind_main_thread
 
 
 class SourceError(NanoError, ValueError):
@@ -77,6 +78,7 @@ class OnnxSourceModule(torch.nn.Module):
         import onnxruntime as ort
 
         self.onnx_bytes = onnx_bytes
+        unbind_main_thread()  # ORT's threads inherit the caller's mask
         self._session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._session.get_inputs()]
 

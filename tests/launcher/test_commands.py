@@ -1,5 +1,6 @@
 """The installed commands, run for real: eval round trip, pinned instances, bad input."""
 
+import json
 import os
 import re
 import subprocess
@@ -173,3 +174,38 @@ def test_openvino_compiles_under_the_preloaded_allocator(allocator):
     out = run([cmd("bigdl-nano-init"), allocator, "--", sys.executable, "-c", OPENVINO_COMPILE])
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.split() == ["ok", "8.0"]
+
+
+RUNTIMES_UNDER_OPENMP_BINDING = """
+import json, os, sys, torch
+from nano.launcher.openmp_binding import openmp_place_cpus
+narrowed = sorted(os.sched_getaffinity(0))
+places = sorted(openmp_place_cpus() or [])
+from nano import InferenceOptimizer
+model = torch.nn.Sequential(torch.nn.Linear(8, 8)).eval()
+x = torch.randn(2, 8)
+ov_model = InferenceOptimizer.trace(model, accelerator="openvino", input_sample=x)
+ov_threads = int(ov_model.compiled.get_property("INFERENCE_NUM_THREADS"))
+widened = sorted(os.sched_getaffinity(0))
+print(json.dumps([narrowed, places, widened, ov_threads]))
+"""
+
+
+@pytest.mark.slow
+def test_runtimes_get_every_core_under_openmp_binding():
+    """GNU OpenMP binding pins the main thread to one core when torch loads; ONNX Runtime's
+    and OpenVINO's threads inherited that mask (an ORT MLP 4x slower, OpenVINO on one
+    thread) until Nano widened it back to OpenMP's places before building them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "KMP_"))}
+    out = run([cmd("bigdl-nano-init"), "-c", "--", sys.executable, "-c",
+               RUNTIMES_UNDER_OPENMP_BINDING], env=env)
+    assert out.returncode == 0, out.stderr[-800:]
+    narrowed, places, widened, ov_threads = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(places) == len(os.sched_getaffinity(0))  # one place per usable core here
+    assert narrowed == places[:1]  # what OpenMP did when torch loaded
+    assert widened == places and ov_threads == len(places)
+
+    plain = run([sys.executable, "-c", RUNTIMES_UNDER_OPENMP_BINDING], env=env)
+    assert plain.returncode == 0, plain.stderr[-800:]
+    narrowed, places, widened, _ = json.loads(plain.stdout.strip().splitlines()[-1])
+    assert places == [] and narrowed == widened  # no binding, no places: nothing touched

@@ -13,8 +13,10 @@ from typing import Any, Optional, Sequence, TYPE_CHECKING
 
 import torch
 
-from nano.runtimes.availability import module_available
 from nano.errors import TraceError
+from nano.launcher.openmp_binding import unbind_main_thread
+from nano.noise import quiet_console, quiet_third_party
+from nano.runtimes.availability import module_available
 from nano.runtimes.backends.spec import BackendSpec, Flavour
 from nano.runtimes.control_flow import (EXPORT_LOGGERS, baked_decision, bounded_dim, classify,
                                         refusal)
@@ -24,7 +26,6 @@ from nano.runtimes.model import AcceleratedModel
 from nano.runtimes.model_files import restore_common
 from nano.runtimes.prepare import export_dynamic_shapes
 from nano.runtimes.sources import is_onnx_source
-from nano.noise import quiet_console, quiet_third_party
 
 if TYPE_CHECKING:
     from nano.runtimes.prepare import BuildInputs
@@ -160,6 +161,7 @@ class OnnxRuntimeModel(AcceleratedModel):
 
         self.onnx_bytes = onnx_bytes
         options = session_options(thread_num, method.option_dict.get("session_options", ()))
+        unbind_main_thread()  # ORT's threads inherit the caller's mask
         self.session = ort.InferenceSession(onnx_bytes, options,
                                             providers=["CPUExecutionProvider"])
         self._input_names = [i.name for i in self.session.get_inputs()]

@@ -16,6 +16,8 @@ from typing import Any, Optional, Sequence, TYPE_CHECKING
 import torch
 
 from nano.errors import NanoTypeError, NanoValueError, TraceError
+from nano.launcher.capability import current
+from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.availability import module_available
 from nano.runtimes.backends.spec import BackendSpec, Flavour
 from nano.runtimes.control_flow import baked_decision, refusal
@@ -25,7 +27,6 @@ from nano.runtimes.model import AcceleratedModel
 from nano.runtimes.model_files import restore_common
 from nano.runtimes.sources import is_onnx_source
 from nano.runtimes.structure import unflatten_output
-from nano.launcher.capability import current
 
 if TYPE_CHECKING:
     from nano.runtimes.prepare import BuildInputs
@@ -152,6 +153,7 @@ class OpenVINOModel(AcceleratedModel):
         self.static_shapes = static_shapes
         config = compile_config(method.precision, thread_num,
                                 method.option_dict.get("openvino_config", ()))
+        unbind_main_thread()  # OpenVINO sizes and places its threads from the caller's mask
         self.compiled = core().compile_model(ov_model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self._static_key, self._static_request = None, None
