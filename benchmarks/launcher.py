@@ -25,7 +25,8 @@ CONFIGS = {
     "tuned, jemalloc": "jemalloc",
 }
 TUNING_VARS = ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY", "KMP_BLOCKTIME",
-               "LD_PRELOAD", "MALLOC_CONF", "NANO_SAVED_ENV")
+               "LD_PRELOAD", "MALLOC_CONF", "NANO_SAVED_ENV", "GLIBC_TUNABLES",
+               "THP_MEM_ALLOC_ENABLE", "TBB_ENABLE_SANITIZERS")
 
 
 def child(batch: int, iters: int) -> None:

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from nano.launcher.allocators import LIBRARIES, find_library, search_dirs
+from nano.launcher.hugepages import GLIBC_HUGETLB, JEMALLOC_THP, HugePages, append_tunable
 from nano.launcher.topology import Topology
 
 SAVED_VAR = "NANO_SAVED_ENV"
 ALLOCATORS = ("auto", "tcmalloc", "jemalloc", "default")
 OPENMP_RUNTIMES = ("gnu", "intel")
-# Measured on the reference machine (benchmarks/launcher.py): tcmalloc beat glibc
-# malloc while jemalloc was slower, so "auto" tries tcmalloc first.
+# Measured (benchmarks/launcher.py, benchmarks/generation.py): where the kernel gives huge
+# pages to everyone, tcmalloc beat jemalloc; where THP is madvise-only, jemalloc can be told
+# to ask for them and tcmalloc cannot, and jemalloc then won (ResNet-18 a little, a decode
+# step of an INT4 language model by 12%).
 AUTO_ORDER = ("tcmalloc", "jemalloc")
+AUTO_ORDER_ASKING_FOR_HUGE_PAGES = ("jemalloc", "tcmalloc")
 JEMALLOC_CONF = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
                  "dirty_decay_ms:-1,muzzy_decay_ms:-1")
 
@@ -71,10 +75,12 @@ def _append_path_list(existing: str, item: str) -> str:
     return ":".join(parts if item in parts else parts + [item])
 
 
-def _pick_allocator(allocator: str, dirs: list[str], plan: EnvPlan) -> Optional[str]:
+def _pick_allocator(allocator: str, dirs: list[str], plan: EnvPlan,
+                    huge_pages: HugePages) -> Optional[str]:
     if allocator == "default":
         return None
-    wanted = AUTO_ORDER if allocator == "auto" else (allocator,)
+    auto = AUTO_ORDER_ASKING_FOR_HUGE_PAGES if huge_pages.needs_asking else AUTO_ORDER
+    wanted = auto if allocator == "auto" else (allocator,)
     for key in wanted:
         path = find_library(key, dirs)
         if path:
@@ -89,10 +95,12 @@ def _pick_allocator(allocator: str, dirs: list[str], plan: EnvPlan) -> Optional[
 
 def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str = "auto",
                      openmp: str = "gnu", threads: Optional[int] = None,
-                     library_dirs: Optional[list] = None) -> EnvPlan:
+                     library_dirs: Optional[list] = None,
+                     huge_pages: Optional[HugePages] = None) -> EnvPlan:
     """Decide the tuned environment for one process using ``topology``'s usable cores.
 
-    ``library_dirs`` overrides where allocator libraries are looked for.
+    ``library_dirs`` overrides where allocator libraries are looked for, ``huge_pages``
+    the machine's transparent huge page facts (read from the system when None).
     """
     if allocator not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {', '.join(ALLOCATORS)}, got {allocator!r}")
@@ -136,7 +144,8 @@ def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str 
         plan.set("OMP_PROC_BIND", "close", "GNU OpenMP: keep each thread on one core")
         plan.set("OMP_PLACES", "cores", "GNU OpenMP: a place is a physical core")
 
-    lib = _pick_allocator(allocator, dirs, plan)
+    huge_pages = huge_pages or HugePages.probe()
+    lib = _pick_allocator(allocator, dirs, plan, huge_pages)
     if lib:
         plan.allocator = lib
         preload = _append_path_list(preload, lib)
@@ -148,6 +157,7 @@ def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str 
         # ("free(): invalid pointer"). This makes oneTBB load it without RTLD_DEEPBIND.
         plan.set("TBB_ENABLE_SANITIZERS", "1",
                  "OpenVINO's oneTBB would otherwise crash beside a preloaded allocator")
+    _ask_for_huge_pages(plan, lib, base, huge_pages)
     if preload != base.get("LD_PRELOAD", ""):
         plan.set("LD_PRELOAD", preload,
                  "appended to the existing LD_PRELOAD" if base.get("LD_PRELOAD") else
@@ -158,6 +168,29 @@ def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str 
     plan.set(SAVED_VAR, json.dumps(saved, sort_keys=True),
              "earlier values, restored by bigdl-nano-unset-env")
     return plan
+
+
+def _ask_for_huge_pages(plan: EnvPlan, allocator: Optional[str], base: Mapping[str, str],
+                        huge_pages: HugePages) -> None:
+    """Where THP is madvise-only, have the allocator and PyTorch ask for huge pages."""
+    if not huge_pages.needs_asking:
+        return
+    if allocator is None and huge_pages.glibc_can_ask:
+        plan.set("GLIBC_TUNABLES", append_tunable(base.get("GLIBC_TUNABLES", ""), GLIBC_HUGETLB),
+                 "glibc malloc: huge pages for what it maps (THP is madvise-only here); "
+                 "OpenVINO's weights live there")
+        others = ""
+    elif allocator is not None and "jemalloc" in allocator:
+        plan.set("MALLOC_CONF", f"{plan.values['MALLOC_CONF']},{JEMALLOC_THP}",
+                 plan.reasons["MALLOC_CONF"] + "; huge pages for all its memory (THP is "
+                 "madvise-only here)")
+        others = ""
+    else:
+        others = ("; tcmalloc cannot ask, so OpenVINO's weights stay on small pages (-j or -c "
+                  "give them huge pages too)" if allocator else "")
+    plan.set("THP_MEM_ALLOC_ENABLE", "1",
+             "PyTorch: huge pages for its buffers of 2 MiB and more (THP is madvise-only "
+             "here)" + others)
 
 
 def apply_plan(plan: EnvPlan, env: Mapping[str, str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from nano.launcher.cli_common import (OneLineParser, UsageError, add_environment
                                       positive_int, run_cli, parse_with_command)
 from nano.launcher.environment import (apply_plan, plan_environment, plan_restore, render_exports,
                                        render_restore)
+from nano.launcher.hugepages import HugePages
 from nano.launcher.topology import read_topology
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def explain_header(topology: Topology) -> str:
     """The topology and what the processor computes natively, as shell comments (harmless
     inside eval)."""
     lines = ["CPU found by bigdl-nano-init:", *topology.describe(),
-             *topology.capability.describe()]
+             *topology.capability.describe(), HugePages.probe().describe()]
     return "".join(f"# {line}\n" for line in lines)
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from nano.launcher.environment import (SAVED_VAR, apply_plan, plan_environment, plan_restore)
+from nano.launcher.hugepages import HugePages, append_tunable, thp_mode
 from nano.launcher.topology import LogicalCpu, Topology
 
 
@@ -39,10 +40,13 @@ def test_intel_openmp(libdir):
     assert plan.values["LD_PRELOAD"].split(":")[0].endswith("libiomp5.so")
 
 
-@pytest.mark.parametrize("allocator,expect", [("auto", "tcmalloc"), ("tcmalloc", "tcmalloc"),
-                                              ("jemalloc", "jemalloc")])
-def test_allocator_choice(libdir, allocator, expect):
-    plan = plan_environment(four_cores(), {}, allocator=allocator, library_dirs=libdir)
+@pytest.mark.parametrize("allocator,thp,expect", [
+    ("auto", "always", "tcmalloc"), ("auto", "never", "tcmalloc"),
+    ("auto", "madvise", "jemalloc"),  # the one of the two that can ask for huge pages
+    ("tcmalloc", "madvise", "tcmalloc"), ("jemalloc", "always", "jemalloc")])
+def test_allocator_choice(libdir, allocator, thp, expect):
+    plan = plan_environment(four_cores(), {}, allocator=allocator, library_dirs=libdir,
+                            huge_pages=HugePages(thp, (2, 36)))
     assert expect in plan.values["LD_PRELOAD"]
     assert ("MALLOC_CONF" in plan.values) == (expect == "jemalloc")
 
@@ -85,3 +89,51 @@ def test_init_twice_is_idempotent_and_restore_is_exact(libdir):
 def test_bad_options(kwargs):
     with pytest.raises(ValueError):
         plan_environment(four_cores(), {}, library_dirs=[], **kwargs)
+
+
+MADVISE = HugePages("madvise", (2, 36))
+
+
+def test_madvise_thp_glibc_malloc_asks_through_its_tunable_keeping_the_users(libdir):
+    user = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0"}
+    plan = plan_environment(four_cores(), user, allocator="default", library_dirs=libdir,
+                            huge_pages=MADVISE)
+    assert plan.values["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert plan.values["THP_MEM_ALLOC_ENABLE"] == "1"
+    to_set, to_unset = plan_restore(apply_plan(plan, user))
+    assert to_set["GLIBC_TUNABLES"] == user["GLIBC_TUNABLES"]
+    assert "THP_MEM_ALLOC_ENABLE" in to_unset
+
+
+def test_madvise_thp_jemalloc_asks_through_its_conf(libdir):
+    plan = plan_environment(four_cores(), {}, allocator="jemalloc", library_dirs=libdir,
+                            huge_pages=MADVISE)
+    assert plan.values["MALLOC_CONF"].endswith(",thp:always")
+    assert "GLIBC_TUNABLES" not in plan.values and plan.values["THP_MEM_ALLOC_ENABLE"] == "1"
+
+
+def test_madvise_thp_tcmalloc_cannot_ask_and_the_reason_says_what_can(libdir):
+    plan = plan_environment(four_cores(), {}, allocator="tcmalloc", library_dirs=libdir,
+                            huge_pages=MADVISE)
+    assert "GLIBC_TUNABLES" not in plan.values and "MALLOC_CONF" not in plan.values
+    assert "-j" in plan.reasons["THP_MEM_ALLOC_ENABLE"]
+
+
+@pytest.mark.parametrize("huge_pages", [HugePages("always", (2, 36)),
+                                        HugePages("never", (2, 36)), HugePages(None, None),
+                                        HugePages("madvise", (2, 31))])
+def test_nothing_to_ask_or_no_way_to(libdir, huge_pages):
+    """always: every large mapping gets them anyway; never/unknown: none can; glibc before
+    2.35 has no tunable (PyTorch's own buffers can still ask)."""
+    plan = plan_environment(four_cores(), {}, allocator="default", library_dirs=libdir,
+                            huge_pages=huge_pages)
+    assert "GLIBC_TUNABLES" not in plan.values
+    assert ("THP_MEM_ALLOC_ENABLE" in plan.values) == (huge_pages.mode == "madvise")
+
+
+def test_thp_mode_reads_the_bracketed_word(tmp_path):
+    path = tmp_path / "enabled"
+    path.write_text("always [madvise] never\n")
+    assert thp_mode(str(path)) == "madvise"
+    assert thp_mode(str(tmp_path / "missing")) is None
+    assert append_tunable("", "glibc.malloc.hugetlb=1") == "glibc.malloc.hugetlb=1"
