@@ -18,6 +18,8 @@ import torch
 from nano.errors import NanoValueError
 from nano.generation.causal_lm import (check_lengths, eos_ids, kv_shape, pad_id)
 from nano.generation.decoding import Sampling, decode
+from nano.generation.openvino_export import BEAM_INPUT
+from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.model import torch_threads
 from nano.runtimes.model_files import ModelLoadError, read_metadata, reading, save_directory
 
@@ -88,6 +90,10 @@ class GeneratingModel:
         """Every position's logits (float32) for whole sequences, with a fresh cache."""
         raise NotImplementedError
 
+    def cache_bytes_per_value(self) -> int:
+        """Bytes of one key or value element in this model's KV cache."""
+        raise NotImplementedError
+
     # saving ---------------------------------------------------------------------
 
     def save(self, directory: str) -> None:
@@ -144,6 +150,11 @@ class TorchLM(GeneratingModel):
             out = self.module(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.logits.float()
 
+    def cache_bytes_per_value(self) -> int:
+        # the cache holds activations: float32, or bfloat16 in a bf16 copy; torchao's INT8
+        # is weight-only
+        return 2 if self.weights == "bf16" else 4
+
     def _save(self, directory):
         torch.save(self.module.state_dict(), os.path.join(directory, self.WEIGHTS_FILE))
         return [self.WEIGHTS_FILE]
@@ -184,22 +195,29 @@ class OpenVINOLM(GeneratingModel):
             options["KV_CACHE_PRECISION"] = "f32"
         if thread_num:
             options["INFERENCE_NUM_THREADS"] = thread_num
+        unbind_main_thread()  # OpenVINO sizes and places its threads from the caller's mask
         self.compiled = ov.Core().compile_model(ov_model, "CPU", options)
         self.request = self.compiled.create_infer_request()
         self.layers, self.kv_heads, self.head_dim = kv_shape(config)
+        # saves written before the export fed beam_idx have states without a start value
+        self.with_beam = any(BEAM_INPUT in port.get_names() for port in ov_model.inputs)
 
     def _run(self, input_ids, attention_mask, position_ids, fresh: bool) -> torch.Tensor:
         import numpy as np
         import openvino as ov
 
+        inputs = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy(),
+                  "position_ids": position_ids.numpy()}
         if fresh:  # a new cache, sized for this batch (the state starts with no rows)
             self.request.reset_state()
-            empty = np.zeros((input_ids.shape[0], self.kv_heads, 0, self.head_dim), np.float32)
-            for state in self.request.query_state():
-                state.state = ov.Tensor(empty)
-        out = self.request.infer({"input_ids": input_ids.numpy(),
-                                  "attention_mask": attention_mask.numpy(),
-                                  "position_ids": position_ids.numpy()})
+            if not self.with_beam:
+                empty = np.zeros((input_ids.shape[0], self.kv_heads, 0, self.head_dim),
+                                 np.float32)
+                for state in self.request.query_state():
+                    state.state = ov.Tensor(empty)
+        if self.with_beam:  # rows never reorder: Nano decodes without beam search
+            inputs[BEAM_INPUT] = np.arange(input_ids.shape[0], dtype=np.int32)
+        out = self.request.infer(inputs)
         return torch.from_numpy(out["logits"].copy())
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -211,6 +229,10 @@ class OpenVINOLM(GeneratingModel):
         from nano.generation.decoding import position_ids
 
         return self._run(input_ids, attention_mask.long(), position_ids(attention_mask), True)
+
+    def cache_bytes_per_value(self) -> int:
+        # the plugin's choice unless set: u8 (with a scale per token) beside compressed weights
+        return int(self.compiled.get_property("KV_CACHE_PRECISION").size)
 
     def _save(self, directory):
         import openvino as ov

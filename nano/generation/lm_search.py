@@ -52,6 +52,7 @@ class LMResult:
     peak_memory_bytes: int = 0
     build_s: float = 0.0
     limit_tokens_per_s: Optional[float] = None  # bandwidth / bytes per step, at batch 1
+    cache_bytes_per_value: int = 4
 
     @property
     def passes(self) -> bool:
@@ -81,7 +82,8 @@ def _measure(task: tuple) -> dict:
               "perplexity": judging.perplexity(model, held_out.windows),
               "speeds": [measure(model, timing_prompt[:1].expand(b, -1).contiguous(), new_tokens)
                          for b in batches],
-              "size_bytes": model.size_on_disk(path)}
+              "size_bytes": model.size_on_disk(path),
+              "cache_bytes_per_value": model.cache_bytes_per_value()}
     result["peak_memory_bytes"] = max(
         0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
     return result
@@ -172,13 +174,12 @@ class GenerationSearch:
         row = LMResult(method, "ok", build_s=built.result, **measured.result)
         if self.bandwidth:
             spec = METHODS[method]
-            cache_bytes = 2 if spec.weights == "bf16" else 4
             weights = streamed_weight_bytes(self.model, row.size_bytes)
             if spec.runtime == "openvino" and spec.weights == "bf16":
                 weights //= 2  # saved at fp32, converted to bf16 when compiled
             per_step = bytes_per_step(self.model.config, weights, 1,
                                       timing_prompt.shape[1] + self.options.new_tokens // 2,
-                                      cache_bytes)
+                                      row.cache_bytes_per_value)
             row.limit_tokens_per_s = self.bandwidth / per_step
         return row
 
