@@ -19,6 +19,7 @@ from nano.launcher.capability import CpuCapability, effective_flags, ignored_fea
 from nano.launcher.cgroup import CgroupLimits, read_cgroup_limits
 from nano.launcher.cpuid import cpuid_flags
 from nano.launcher.cpulist import format_cpu_list, parse_cpu_list, read_text
+from nano.launcher.openmp_binding import openmp_place_cpus
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,9 @@ def read_topology(root: str = "/", affinity: Optional[Iterable[int]] = None,
         count = os.cpu_count() or 1
         cpus, source = [LogicalCpu(i, i, 0, 0) for i in range(count)], "os.cpu_count()"
     if affinity is None and root == "/" and hasattr(os, "sched_getaffinity"):
-        affinity = os.sched_getaffinity(0)
+        # OpenMP binding narrows the main thread to its first place when torch loads; the
+        # places still name what the process was given
+        affinity = os.sched_getaffinity(0) | (openmp_place_cpus() or set())
     usable = {c.id for c in cpus} if affinity is None else set(affinity)
     limits = read_cgroup_limits(root) if cgroup is None else cgroup
     if limits.cpuset is not None:

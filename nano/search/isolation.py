@@ -38,6 +38,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, IO, Optional, Sequence
 
+from nano.launcher.openmp_binding import unbind_main_thread
 from nano.launcher.termination import die_with_parent, kill_group
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Zygote:
             child_env["NANO_ISOLATION_PARENT"] = str(os.getpid())
             # Unbuffered: _recv selects on the pipe and keeps its own line buffer, since a
             # buffered reader could hold a second line that select would never report.
+            unbind_main_thread()  # the zygote inherits this thread's mask: all of it
             self.proc = subprocess.Popen([sys.executable, "-m", "nano.search.isolation"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          env=child_env, bufsize=0, start_new_session=True)

@@ -215,33 +215,43 @@ def test_openvino_weights_get_huge_pages_where_the_allocator_can_ask(allocator):
 RUNTIMES_UNDER_OPENMP_BINDING = """
 import json, os, sys, torch
 from nano.launcher.openmp_binding import openmp_place_cpus
+from nano.launcher.topology import read_topology
+from nano.search.isolation import Zygote
 narrowed = sorted(os.sched_getaffinity(0))
 places = sorted(openmp_place_cpus() or [])
+budget = read_topology().thread_budget
+with Zygote(None) as zygote:  # optimize()'s children start from it
+    child = zygote.run(lambda _: sorted(openmp_place_cpus() or []), None, 120).result
+os.sched_setaffinity(0, narrowed)  # as torch left it, for the runtimes' own widening
 from nano import InferenceOptimizer
 model = torch.nn.Sequential(torch.nn.Linear(8, 8)).eval()
 x = torch.randn(2, 8)
 ov_model = InferenceOptimizer.trace(model, accelerator="openvino", input_sample=x)
 ov_threads = int(ov_model.compiled.get_property("INFERENCE_NUM_THREADS"))
 widened = sorted(os.sched_getaffinity(0))
-print(json.dumps([narrowed, places, widened, ov_threads]))
+print(json.dumps([narrowed, places, widened, ov_threads, budget, child]))
 """
 
 
 @pytest.mark.slow
 def test_runtimes_get_every_core_under_openmp_binding():
     """GNU OpenMP binding pins the main thread to one core when torch loads; ONNX Runtime's
-    and OpenVINO's threads inherited that mask (an ORT MLP 4x slower, OpenVINO on one
-    thread) until Nano widened it back to OpenMP's places before building them."""
+    and OpenVINO's threads, the topology and every child process inherited that mask (an ORT
+    MLP 4x slower, OpenVINO on one thread, optimize()'s children on one core) until Nano
+    read and restored OpenMP's places."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "KMP_"))}
     out = run([cmd("bigdl-nano-init"), "-c", "--", sys.executable, "-c",
                RUNTIMES_UNDER_OPENMP_BINDING], env=env)
     assert out.returncode == 0, out.stderr[-800:]
-    narrowed, places, widened, ov_threads = json.loads(out.stdout.strip().splitlines()[-1])
+    narrowed, places, widened, ov_threads, budget, child = json.loads(
+        out.stdout.strip().splitlines()[-1])
     assert len(places) == len(os.sched_getaffinity(0))  # one place per usable core here
     assert narrowed == places[:1]  # what OpenMP did when torch loaded
     assert widened == places and ov_threads == len(places)
+    assert budget == len(places)  # the launcher's scheduler sees every core
+    assert child == places  # the search's children, runtimes widen to every core there
 
     plain = run([sys.executable, "-c", RUNTIMES_UNDER_OPENMP_BINDING], env=env)
     assert plain.returncode == 0, plain.stderr[-800:]
-    narrowed, places, widened, _ = json.loads(plain.stdout.strip().splitlines()[-1])
+    narrowed, places, widened, *_ = json.loads(plain.stdout.strip().splitlines()[-1])
     assert places == [] and narrowed == widened  # no binding, no places: nothing touched
