@@ -71,6 +71,6 @@ class HugePages:
         if self.mode is None:
             return "transparent huge pages: unknown (no " + THP_ENABLED + ")"
         what = {"always": "every large mapping gets them",
-                "madvise": "only where asked; the allocator and PyTorch are told to ask",
+                "madvise": "a process gets them only where it asks",
                 "never": "off"}.get(self.mode, "")
         return f"transparent huge pages: {self.mode} ({what})"
