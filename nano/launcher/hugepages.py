@@ -32,7 +32,7 @@ def thp_mode(path: str = THP_ENABLED) -> Optional[str]:
 def glibc_version() -> Optional[tuple]:
     """(major, minor) of the C library this process runs on, None if it is not glibc."""
     try:
-        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()  # "glibc 2.36"
         return tuple(int(p) for p in version.split(".")[:2]) if name == "glibc" else None
     except (AttributeError, ValueError, OSError):
         return None
