@@ -14,6 +14,7 @@ import os
 import tempfile
 from typing import Optional, TYPE_CHECKING
 
+from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.availability import module_available
 from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec
 from nano.runtimes.backends.onnxruntime_fp32 import INSTALL_HINT, OnnxRuntimeModel, export_onnx
@@ -139,6 +140,7 @@ def _quantize(method: Method, inputs: BuildInputs, pre: str, tmp: str, config: Q
                                           quantize_dynamic, quantize_static)
 
     out = os.path.join(tmp, "int8.onnx")
+    unbind_main_thread()  # calibration runs ONNX Runtime sessions of its own
     # 7-bit weights where the CPU has no int8 dot product: u8 x s8 pairs are added in 16 bits
     # there (dynamic INT8's MLAS kernels too), and 8-bit weights saturate
     reduce_range = overflow_fix()

@@ -24,6 +24,7 @@ from typing import Any, Optional, TYPE_CHECKING, cast
 
 import torch
 
+from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.availability import module_available
 from nano.runtimes.backends.openvino_ir import compile_config
 from nano.runtimes.backends.spec import BackendSpec, Flavour
@@ -60,6 +61,7 @@ class OpenVINOCompiledModel(TorchModuleModel):
                                 method.option_dict.get("openvino_config", ()))
         source = prepare_module(module, method)
         options: dict[str, Any] = {"aot_autograd": True, "config": config}
+        unbind_main_thread()  # OpenVINO compiles on the first call, on this thread's mask
         compiled = torch.compile(source, backend="openvino", dynamic=False, options=options)
         return cls(_OwnedOutputs(compiled, source), method, signature, output, thread_num)
 
