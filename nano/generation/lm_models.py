@@ -94,6 +94,11 @@ class GeneratingModel:
         """Bytes of one key or value element in this model's KV cache."""
         raise NotImplementedError
 
+    def streamed_weight_bytes(self, directory: str) -> int:
+        """Bytes of weights a decode step reads, of this model as saved in ``directory``:
+        all of them but the input embedding, of which a step reads one row per token."""
+        raise NotImplementedError
+
     # saving ---------------------------------------------------------------------
 
     def save(self, directory: str) -> None:
@@ -154,6 +159,18 @@ class TorchLM(GeneratingModel):
         # the cache holds activations: float32, or bfloat16 in a bf16 copy; torchao's INT8
         # is weight-only
         return 2 if self.weights == "bf16" else 4
+
+    def streamed_weight_bytes(self, directory: str) -> int:
+        size = self.size_on_disk(directory)
+        getter = getattr(self.module, "get_input_embeddings", None)
+        embedding = getter() if callable(getter) else None
+        if embedding is None or getattr(self.config, "tie_word_embeddings", False):
+            return size  # no embedding apart, or the head streams it whole
+        weight = embedding.weight
+        if type(weight.data) is torch.Tensor:  # a plain tensor (torchao quantizes Linear only)
+            return max(0, size - weight.numel() * weight.element_size())
+        total = sum(p.numel() for p in self.module.parameters())
+        return int(size * (1 - weight.numel() / total))  # its share by count, as a fallback
 
     def _save(self, directory):
         torch.save(self.module.state_dict(), os.path.join(directory, self.WEIGHTS_FILE))
@@ -234,6 +251,13 @@ class OpenVINOLM(GeneratingModel):
         # the plugin's choice unless set: u8 (with a scale per token) beside compressed weights
         return int(self.compiled.get_property("KV_CACHE_PRECISION").size)
 
+    def streamed_weight_bytes(self, directory: str) -> int:
+        # counted in the graph: NNCF keeps the embedding at INT8 beside INT4 layers, so its
+        # share of the file is not its share of the parameters
+        constants = [op for op in self.ov_model.get_ops() if op.get_type_name() == "Constant"]
+        total = sum(op.get_byte_size() for op in constants) - _embedding_bytes(self.ov_model)
+        return total // 2 if self.weights == "bf16" else total  # bf16: converted on compile
+
     def _save(self, directory):
         import openvino as ov
 
@@ -247,6 +271,32 @@ class OpenVINOLM(GeneratingModel):
         ov_model = ov.Core().read_model(os.path.join(directory, cls.XML))
         return cls(meta["method"], ov_model, config, meta["eos"], meta["pad"],
                    meta.get("thread_num"))
+
+
+def _embedding_bytes(ov_model: Any) -> int:
+    """Bytes of the constants behind the Gather that looks up ``input_ids`` (the embedding
+    table and, when compressed, its scales and zero points)."""
+    ids = next(p for p in ov_model.get_parameters() if "input_ids" in p.output(0).get_names())
+    frontier, total = [ids], 0
+    while frontier:
+        node = frontier.pop()
+        for target in node.output(0).get_target_inputs():
+            user = target.get_node()
+            if user.get_type_name() == "Convert":
+                frontier.append(user)
+            elif user.get_type_name() == "Gather" and target.get_index() == 1:
+                stack, seen = [user.input_value(0).get_node()], set()
+                while stack:
+                    upstream = stack.pop()
+                    if upstream.get_friendly_name() in seen:
+                        continue
+                    seen.add(upstream.get_friendly_name())
+                    if upstream.get_type_name() == "Constant":
+                        total += upstream.get_byte_size()
+                    else:
+                        stack += [upstream.input_value(i).get_node()
+                                  for i in range(upstream.get_input_size())]
+    return total
 
 
 KINDS = {cls.runtime: cls for cls in (TorchLM, OpenVINOLM)}

@@ -27,8 +27,7 @@ from nano.generation.build import (DEFAULT_METHODS, METHODS, build_lm, lm_method
 from nano.generation.causal_lm import check_causal_lm, check_lengths
 from nano.generation.judging import HeldOut
 from nano.generation.lm_models import GeneratingModel, TorchLM, load_lm
-from nano.generation.timing import (Speed, bytes_per_step, measure, memory_bandwidth,
-                                    streamed_weight_bytes)
+from nano.generation.timing import Speed, bytes_per_step, measure, memory_bandwidth
 from nano.search import isolation
 from nano.search.candidates import default_memory_limit
 from nano.search.isolation import Zygote
@@ -53,6 +52,7 @@ class LMResult:
     build_s: float = 0.0
     limit_tokens_per_s: Optional[float] = None  # bandwidth / bytes per step, at batch 1
     cache_bytes_per_value: int = 4
+    streamed_weight_bytes: int = 0  # what a decode step reads of the weights
 
     @property
     def passes(self) -> bool:
@@ -83,7 +83,8 @@ def _measure(task: tuple) -> dict:
               "speeds": [measure(model, timing_prompt[:1].expand(b, -1).contiguous(), new_tokens)
                          for b in batches],
               "size_bytes": model.size_on_disk(path),
-              "cache_bytes_per_value": model.cache_bytes_per_value()}
+              "cache_bytes_per_value": model.cache_bytes_per_value(),
+              "streamed_weight_bytes": model.streamed_weight_bytes(path)}
     result["peak_memory_bytes"] = max(
         0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
     return result
@@ -173,11 +174,7 @@ class GenerationSearch:
         self.paths[method] = path
         row = LMResult(method, "ok", build_s=built.result, **measured.result)
         if self.bandwidth:
-            spec = METHODS[method]
-            weights = streamed_weight_bytes(self.model, row.size_bytes)
-            if spec.runtime == "openvino" and spec.weights == "bf16":
-                weights //= 2  # saved at fp32, converted to bf16 when compiled
-            per_step = bytes_per_step(self.model.config, weights, 1,
+            per_step = bytes_per_step(self.model.config, row.streamed_weight_bytes, 1,
                                       timing_prompt.shape[1] + self.options.new_tokens // 2,
                                       row.cache_bytes_per_value)
             row.limit_tokens_per_s = self.bandwidth / per_step

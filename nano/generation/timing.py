@@ -64,14 +64,3 @@ def bytes_per_step(config: Any, weight_bytes: int, batch: int, context: int,
     layers, kv_heads, head_dim = kv_shape(config)
     return weight_bytes + batch * context * 2 * layers * kv_heads * head_dim \
         * cache_bytes_per_value
-
-
-def streamed_weight_bytes(model: torch.nn.Module, size_on_disk: int) -> int:
-    """The bytes of weights a decode step reads, from the saved size: the input embedding
-    is read one row per token, so its share is left out unless the head shares it."""
-    getter = getattr(model, "get_input_embeddings", None)
-    embedding = getter() if callable(getter) else None
-    total = sum(p.numel() for p in model.parameters())
-    if embedding is None or not total or getattr(model.config, "tie_word_embeddings", False):
-        return size_on_disk
-    return int(size_on_disk * (1 - embedding.weight.numel() / total))

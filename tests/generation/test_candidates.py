@@ -191,3 +191,21 @@ def test_compile_with_a_static_cache_generates_the_original_tokens(shakespeare,
     got = candidate(shakespeare, "compile_fp32").generate(**held_out_prompts, max_new_tokens=NEW)
     assert torch.equal(got, want)
     assert model.generation_config.cache_implementation != "static"  # the user's is untouched
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,embedding_bytes_per_value", [
+    ("pytorch_fp32", 4), ("torchao_int8", 4), ("openvino_int4", 1)])
+def test_a_decode_step_streams_every_weight_but_the_input_embedding(
+        shakespeare, tmp_path, method, embedding_bytes_per_value):
+    """The bandwidth limit's bytes: torchao quantizes Linear layers only and NNCF keeps the
+    embedding at INT8 beside INT4 layers, so the embedding's share of the file is not its
+    share of the parameters; it is counted in bytes."""
+    c = candidate(shakespeare, method)
+    c.save(str(tmp_path))
+    config = shakespeare[1].config
+    table = config.vocab_size * config.hidden_size * embedding_bytes_per_value
+    streamed = c.streamed_weight_bytes(str(tmp_path))
+    weights = "openvino_model.bin" if method.startswith("openvino") else "weights.pt"
+    left_out = os.path.getsize(tmp_path / weights) - streamed  # the XML holds no weights
+    assert table <= left_out <= 1.1 * table + 4096, (streamed, left_out, table)
