@@ -166,11 +166,8 @@ class TorchLM(GeneratingModel):
         embedding = getter() if callable(getter) else None
         if embedding is None or getattr(self.config, "tie_word_embeddings", False):
             return size  # no embedding apart, or the head streams it whole
-        weight = embedding.weight
-        if type(weight.data) is torch.Tensor:  # a plain tensor (torchao quantizes Linear only)
-            return max(0, size - weight.numel() * weight.element_size())
-        total = sum(p.numel() for p in self.module.parameters())
-        return int(size * (1 - weight.numel() / total))  # its share by count, as a fallback
+        weight = embedding.weight  # a plain tensor: torchao quantizes Linear layers only
+        return max(0, size - weight.numel() * weight.element_size())
 
     def _save(self, directory):
         torch.save(self.module.state_dict(), os.path.join(directory, self.WEIGHTS_FILE))

@@ -150,8 +150,12 @@ def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str 
         plan.allocator = lib
         preload = _append_path_list(preload, lib)
         if "jemalloc" in lib:
-            plan.set("MALLOC_CONF", JEMALLOC_CONF,
-                     "jemalloc: keep freed pages for reuse instead of returning them to the OS")
+            conf = JEMALLOC_CONF
+            why = "jemalloc: keep freed pages for reuse instead of returning them to the OS"
+            if huge_pages.needs_asking:
+                conf += f",{JEMALLOC_THP}"
+                why += "; huge pages for all its memory (THP is madvise-only here)"
+            plan.set("MALLOC_CONF", conf, why)
         # oneTBB (OpenVINO's threading) dlopens libtbbbind with RTLD_DEEPBIND, so hwloc inside
         # it frees with glibc what the preloaded allocator allocated: compile_model aborts
         # ("free(): invalid pointer"). This makes oneTBB load it without RTLD_DEEPBIND.
@@ -172,25 +176,19 @@ def plan_environment(topology: Topology, env: Mapping[str, str], allocator: str 
 
 def _ask_for_huge_pages(plan: EnvPlan, allocator: Optional[str], base: Mapping[str, str],
                         huge_pages: HugePages) -> None:
-    """Where THP is madvise-only, have the allocator and PyTorch ask for huge pages."""
+    """Where THP is madvise-only, have glibc's malloc (when nothing is preloaded) and PyTorch
+    ask for huge pages; jemalloc's ``MALLOC_CONF`` asks for its own."""
     if not huge_pages.needs_asking:
         return
     if allocator is None and huge_pages.glibc_can_ask:
         plan.set("GLIBC_TUNABLES", append_tunable(base.get("GLIBC_TUNABLES", ""), GLIBC_HUGETLB),
                  "glibc malloc: huge pages for what it maps (THP is madvise-only here); "
                  "OpenVINO's weights live there")
-        others = ""
-    elif allocator is not None and "jemalloc" in allocator:
-        plan.set("MALLOC_CONF", f"{plan.values['MALLOC_CONF']},{JEMALLOC_THP}",
-                 plan.reasons["MALLOC_CONF"] + "; huge pages for all its memory (THP is "
-                 "madvise-only here)")
-        others = ""
-    else:
-        others = ("; tcmalloc cannot ask, so OpenVINO's weights stay on small pages (-j or -c "
-                  "give them huge pages too)" if allocator else "")
+    cannot = allocator is not None and "jemalloc" not in allocator
     plan.set("THP_MEM_ALLOC_ENABLE", "1",
-             "PyTorch: huge pages for its buffers of 2 MiB and more (THP is madvise-only "
-             "here)" + others)
+             "PyTorch: huge pages for its buffers of 2 MiB and more (THP is madvise-only here)"
+             + ("; tcmalloc cannot ask, so OpenVINO's weights stay on small pages (-j or -c "
+                "give them huge pages too)" if cannot else ""))
 
 
 def apply_plan(plan: EnvPlan, env: Mapping[str, str]) -> dict[str, str]:
