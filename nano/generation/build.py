@@ -1,9 +1,11 @@
 """Build one generating candidate from a causal LM: the method table and its builders.
 
-A method is ``<runtime>_<weights>``: PyTorch at fp32/bf16, torchao weight-only INT8, and
-OpenVINO at fp32/bf16/INT8/INT4. Weight-only INT8 and INT4 keep activations in floating
-point, so they need no int8 dot product and no calibration data: what makes decode fast is
-reading fewer bytes of weights per token.
+A method is ``<runtime>_<weights>``: PyTorch at fp32/bf16, torchao weight-only INT8,
+OpenVINO at fp32/bf16/INT8/INT4, and ONNX Runtime at fp32/INT8/INT4 (written by
+onnxruntime-genai's builder). Weight-only INT8 and INT4 need no calibration data: what makes
+decode fast is reading fewer bytes of weights per token. OpenVINO and torchao keep
+activations in floating point; ONNX Runtime rounds them to int8 per block of 128 for its
+products, which agreed as well here and on an AVX2 CPU (``onnxruntime_export``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from nano.errors import NanoValueError
 from nano.generation.causal_lm import check_causal_lm, eos_ids, pad_id
-from nano.generation.lm_models import GeneratingModel, OpenVINOLM, TorchLM
+from nano.generation.lm_models import GeneratingModel, OnnxRuntimeLM, OpenVINOLM, TorchLM
 from nano.launcher.capability import current
 from nano.runtimes.availability import module_available
 
@@ -27,7 +29,7 @@ class LMMethod:
     """One candidate: which runtime runs it, and the precision of its weights."""
 
     name: str
-    runtime: str  # "pytorch" or "openvino"
+    runtime: str  # "pytorch", "openvino" or "onnxruntime"
     weights: str  # "fp32", "bf16", "int8", "int4"
     needs: str  # the module it imports
 
@@ -42,20 +44,25 @@ METHODS = {m.name: m for m in (
     LMMethod("openvino_bf16", "openvino", "bf16", "openvino"),
     LMMethod("openvino_int8", "openvino", "int8", "nncf"),
     LMMethod("openvino_int4", "openvino", "int4", "nncf"),
+    LMMethod("onnxruntime_fp32", "onnxruntime", "fp32", "onnxruntime_genai"),
+    LMMethod("onnxruntime_int8", "onnxruntime", "int8", "onnxruntime_genai"),
+    LMMethod("onnxruntime_int4", "onnxruntime", "int4", "onnxruntime_genai"),
 )}
 
 # Tried only when asked for: torch.compile with a static cache compiles for each prompt length
 # and number of new tokens it meets (40 s each for a 0.43 B Llama here) for +7% decode
 # tokens/s over eager (benchmarks/generation.py).
-ON_REQUEST = ("compile_fp32", "compile_bf16")
+# onnxruntime_fp32 decoded at 1.08x eager fp32 there, where its INT8 and INT4 did 2.97x and 5.24x.
+ON_REQUEST = ("compile_fp32", "compile_bf16", "onnxruntime_fp32")
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ON_REQUEST)
 
 # Asked for by name, refused in one line with what to use instead.
 NOT_OFFERED = {
     "torchao_int4": "torchao has no packed INT4 kernel for CPUs in this version (its CPU INT4 "
                     "stores each weight in a byte, no smaller and slower than INT8): use "
-                    "openvino_int4",
-    "pytorch_int4": "PyTorch has no INT4 weights of its own: use openvino_int4",
+                    "openvino_int4 or onnxruntime_int4",
+    "pytorch_int4": "PyTorch has no INT4 weights of its own: use openvino_int4 or "
+                    "onnxruntime_int4",
     "pytorch_int8": "PyTorch's weight-only INT8 is torchao_int8",
 }
 
@@ -70,11 +77,18 @@ def lm_method(name: str) -> LMMethod:
     return METHODS[name]
 
 
-def unavailable_reason(method: LMMethod) -> Optional[str]:
-    """Why ``method`` is not tried here by default, or None."""
+def unavailable_reason(method: LMMethod, model: Optional[torch.nn.Module] = None
+                       ) -> Optional[str]:
+    """Why ``method`` is not tried here (for ``model``, when given) by default, or None."""
     missing = module_available(method.needs, f"pip install {method.needs}")
     if missing:
         return missing
+    if method.runtime == "onnxruntime" and model is not None:
+        from nano.generation.onnxruntime_export import architecture_problem
+
+        problem = architecture_problem(model)
+        if problem:
+            return problem
     cpu = current()
     if method.weights == "bf16" and not cpu.native("bf16"):
         return cpu.emulation_note("bf16")
@@ -92,6 +106,8 @@ def build_lm(model: torch.nn.Module, method: str,
     if spec.weights == "bf16" and not current().native("bf16"):
         warnings.warn(f"{method}: {current().emulation_note('bf16')}", stacklevel=2)
     model = model.eval()
+    if spec.runtime == "onnxruntime":
+        return _build_onnxruntime(model, method, spec.weights, thread_num)
     if spec.runtime == "openvino":
         from nano.generation.openvino_export import compress_weights, export_stateful
 
@@ -109,3 +125,22 @@ def build_lm(model: torch.nn.Module, method: str,
 
     quantize_(module, Int8WeightOnlyConfig())
     return TorchLM(method, module, thread_num)
+
+
+def _build_onnxruntime(model: torch.nn.Module, method: str, weights: str,
+                       thread_num: Optional[int]) -> GeneratingModel:
+    import tempfile
+
+    from nano.generation.onnxruntime_export import architecture_problem, build_onnx
+
+    problem = architecture_problem(model)
+    if problem:
+        raise NanoValueError(f"{method}: {problem}: use an openvino_* method")
+    built = tempfile.TemporaryDirectory(prefix="nano-onnx-lm-")  # removed with the model
+    try:
+        build_onnx(model, weights, built.name)
+        return OnnxRuntimeLM(method, built.name, model.config, eos_ids(model), pad_id(model),
+                             thread_num, keep_alive=built)
+    except BaseException:
+        built.cleanup()
+        raise

@@ -1,16 +1,19 @@
-"""The generating models Nano builds: one interface, a PyTorch kind and an OpenVINO kind.
+"""The generating models Nano builds: one interface; a PyTorch, an OpenVINO and an ONNX
+Runtime kind.
 
 Each is called like the original's ``generate()`` (``**tokenizer(prompts)`` and the usual
 options) and returns the prompt plus new tokens. ``logits(ids, mask)`` gives every
 position's logits, which the judgement reads. ``save(dir)`` writes a checksummed Nano
 directory (the runtimes' ``save_directory``: written aside and swapped in whole) holding
-standard files: ``config.json`` and a state dict, or OpenVINO IR that deploys without Nano.
+standard files: ``config.json`` and a state dict, OpenVINO IR, or an ONNX model, the last two
+deploying without Nano.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -270,6 +273,125 @@ class OpenVINOLM(GeneratingModel):
                    meta.get("thread_num"))
 
 
+class OnnxRuntimeLM(GeneratingModel):
+    """An ONNX model from onnxruntime-genai's builder, run by an ONNX Runtime session and
+    decoded by Nano's loop; Nano keeps the cache and feeds it back each step.
+
+    The graph's attention (``GroupQueryAttention``) reads each row's length from the mask's
+    sum and takes a row's tokens to be its first ones: it expects right padding, where
+    ``generate()`` receives left padding. Each row's real tokens are therefore moved to the
+    front for the prompt pass, and a row's new token lands right after its own tokens in a
+    cache as long as the longest row (the op writes it at the row's length).
+    """
+
+    runtime = "onnxruntime"
+    ONNX = "model.onnx"
+
+    def __init__(self, method: str, directory: str, config: Any, eos: list[int], pad: int,
+                 thread_num: Optional[int] = None, keep_alive: Any = None):
+        super().__init__(method, config, eos, pad, thread_num)
+        import onnxruntime as ort
+
+        from nano.runtimes.backends.onnxruntime_fp32 import session_options
+
+        self.directory = directory
+        self._keep_alive = keep_alive  # the builder's temporary directory, until saved
+        unbind_main_thread()  # ORT's threads inherit the caller's mask
+        self.session = ort.InferenceSession(os.path.join(directory, self.ONNX),
+                                            session_options(thread_num),
+                                            providers=["CPUExecutionProvider"])
+        self.layers = kv_shape(config)[0]
+        names = {i.name: i for i in self.session.get_inputs()}
+        self._past = [(f"past_key_values.{i}.key", f"past_key_values.{i}.value")
+                      for i in range(self.layers)]
+        missing = [n for pair in self._past for n in pair if n not in names]
+        if missing or "attention_mask" not in names:
+            raise ModelLoadError(f"{os.path.join(directory, self.ONNX)} is not a model with a "
+                                 f"KV cache as onnxruntime-genai's builder writes it (no "
+                                 f"{(missing or ['attention_mask'])[0]} input)")
+        self._cache_shape = kv_shape(config)[1:]  # (kv heads, head size)
+        self._outputs = ["logits"] + [f"present.{i}.{kv}" for i in range(self.layers)
+                                      for kv in ("key", "value")]
+        self._cache: list = []
+        self._lengths = torch.zeros(0, dtype=torch.long)
+
+    def _run(self, input_ids: torch.Tensor, mask: torch.Tensor, cache: list) -> torch.Tensor:
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+        for (key, value), (k, v) in zip(self._past, zip(cache[0::2], cache[1::2])):
+            feed[key], feed[value] = k, v
+        out = self.session.run(self._outputs, feed)
+        self._cache = out[1:]
+        return torch.from_numpy(out[0])
+
+    def _prompt_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """All positions' logits of the prompt, each row's real tokens moved to the front;
+        returns them with each row's count of real tokens."""
+        import numpy as np
+
+        real = attention_mask.bool()
+        real[:, 0] |= ~real.any(1)  # an all-padding row: its first position stands in
+        lengths = real.sum(1)
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real ones first
+        packed = torch.gather(input_ids, 1, order)
+        mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
+        heads, size = self._cache_shape
+        empty = np.zeros((input_ids.shape[0], heads, 0, size), np.float32)
+        logits = self._run(packed.long(), mask, [empty] * (2 * self.layers))
+        return logits, lengths, order
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             position_ids: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] == attention_mask.shape[1]:  # a prompt: a new cache
+            logits, self._lengths, _ = self._prompt_pass(input_ids, attention_mask)
+            return logits[torch.arange(len(self._lengths)), self._lengths - 1]
+        self._lengths = self._lengths + input_ids.shape[1]
+        columns = attention_mask.shape[1]
+        mask = (torch.arange(columns)[None] < self._lengths[:, None]).long()
+        return self._run(input_ids.long(), mask, self._cache)[:, -1]
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits, _, order = self._prompt_pass(input_ids, attention_mask)
+        out = torch.zeros_like(logits)  # back to the caller's layout; pad positions 0
+        out.scatter_(1, order[..., None].expand_as(logits), logits)
+        return out
+
+    def cache_bytes_per_value(self) -> int:
+        return 4  # the graph's cache inputs are float32
+
+    def streamed_weight_bytes(self, directory: str) -> int:
+        import onnx
+
+        graph = onnx.load(os.path.join(directory, self.ONNX), load_external_data=False).graph
+        sizes = {t.name: _initializer_bytes(t) for t in graph.initializer}
+        lookups = [n for n in graph.node if n.op_type.startswith("Gather")
+                   and "input_ids" in n.input[1:]]
+        table = {name for n in lookups for name in n.input if name in sizes}
+        # a tied head reads the same table whole: then it streams
+        read_whole = {name for n in graph.node if all(n is not g for g in lookups)
+                      for name in n.input}
+        return sum(size for name, size in sizes.items()
+                   if name not in table or name in read_whole)
+
+    def _save(self, directory):
+        files = [f for f in os.listdir(self.directory) if f.startswith(self.ONNX)]
+        for name in files:  # model.onnx and its external weights (model.onnx.data)
+            shutil.copyfile(os.path.join(self.directory, name), os.path.join(directory, name))
+        return sorted(files)
+
+    @classmethod
+    def load_files(cls, directory: str, meta: dict, config: Any) -> "OnnxRuntimeLM":
+        return cls(meta["method"], directory, config, meta["eos"], meta["pad"],
+                   meta.get("thread_num"))
+
+
+def _initializer_bytes(tensor: Any) -> int:
+    """Bytes of an ONNX initializer, stored inline or in an external file."""
+    for entry in tensor.external_data:
+        if entry.key == "length":
+            return int(entry.value)
+    return len(tensor.raw_data)
+
+
 def _embedding_bytes(ov_model: Any) -> int:
     """Bytes of the constants behind the Gather that looks up ``input_ids`` (the embedding
     table and, when compressed, its scales and zero points)."""
@@ -296,7 +418,7 @@ def _embedding_bytes(ov_model: Any) -> int:
     return total
 
 
-KINDS = {cls.runtime: cls for cls in (TorchLM, OpenVINOLM)}
+KINDS = {cls.runtime: cls for cls in (TorchLM, OpenVINOLM, OnnxRuntimeLM)}
 
 
 def is_generation_dir(directory: str) -> bool:

@@ -141,14 +141,15 @@ class GenerationSearch:
         timing_prompt = self.windows[:1, :options.prompt_tokens]
         workdir = tempfile.mkdtemp(prefix="nano-generation-")
         try:
-            with Zygote({"model": self.model}, janitor_dirs=[workdir]) as zygote, \
+            with Zygote({"model": self.model}, janitor_dirs=[workdir]) as builder, \
                     tqdm(total=len(options.methods), desc="optimize_generation", unit="method",
                          disable=None, file=sys.stderr) as bar:
-                bandwidth = zygote.run(_bandwidth, None, options.timeout)
+                bandwidth = builder.run(_bandwidth, None, options.timeout)
                 self.bandwidth = bandwidth.result if bandwidth.status == "ok" else None
                 for method in options.methods:
                     bar.set_postfix_str(method)
-                    self.rows.append(self._try(zygote, method, workdir, held_out, timing_prompt))
+                    self.rows.append(self._try(builder, builder, method, workdir, held_out,
+                                               timing_prompt))
                     bar.update(1)
             self._judge()
             self._picked = self._load_best()
@@ -156,19 +157,19 @@ class GenerationSearch:
             shutil.rmtree(workdir, ignore_errors=True)
         return self
 
-    def _try(self, zygote: Zygote, method: str, workdir: str, held_out: HeldOut,
-             timing_prompt: torch.Tensor) -> LMResult:
-        reason = unavailable_reason(METHODS[method]) if method != ORIGINAL else None
+    def _try(self, builder: Zygote, meter: Zygote, method: str, workdir: str,
+             held_out: HeldOut, timing_prompt: torch.Tensor) -> LMResult:
+        reason = unavailable_reason(METHODS[method], self.model) if method != ORIGINAL else None
         if reason:
             return LMResult(method, "skipped", reason)
         path = os.path.join(workdir, method)
         memory = default_memory_limit()  # a blow-up costs the row, not the machine
-        built = zygote.run(_build, (method, path, self.options.thread_num), self.options.timeout,
-                           memory)
+        built = builder.run(_build, (method, path, self.options.thread_num),
+                            self.options.timeout, memory)
         if built.status != "ok":
             return LMResult(method, built.status, f"build: {built.detail}")
-        measured = zygote.run(_measure, (path, held_out, timing_prompt, self.options.batches,
-                                         self.options.new_tokens), self.options.timeout, memory)
+        measured = meter.run(_measure, (path, held_out, timing_prompt, self.options.batches,
+                                        self.options.new_tokens), self.options.timeout, memory)
         if measured.status != "ok":
             return LMResult(method, measured.status, f"after loading: {measured.detail}")
         self.paths[method] = path
@@ -243,6 +244,14 @@ def optimize_generation(model: torch.nn.Module, tokenizer: Any, prompts: Sequenc
                                 **choices)
     if ORIGINAL not in options.methods:
         options = GenerationOptions((ORIGINAL, *options.methods), **choices)
+    if methods is not None:  # asked for by name: a model it cannot take is a mistake
+        from nano.generation.onnxruntime_export import architecture_problem
+
+        for name in options.methods:
+            problem = architecture_problem(model) if METHODS[name].runtime == "onnxruntime" \
+                else None
+            if problem:
+                raise NanoValueError(f"{name}: {problem}")
     if not callable(tokenizer):
         raise NanoTypeError(f"tokenizer must be the model's tokenizer (callable on text), got "
                             f"{type(tokenizer).__name__}")

@@ -34,7 +34,7 @@ def original_tokens(model, prompts, **options):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["pytorch_fp32", "openvino_fp32"])
+@pytest.mark.parametrize("method", ["pytorch_fp32", "openvino_fp32", "onnxruntime_fp32"])
 def test_fp32_candidates_generate_exactly_the_original_tokens(shakespeare, held_out_prompts,
                                                               method):
     want = original_tokens(shakespeare[1], held_out_prompts)
@@ -63,7 +63,9 @@ def held_out(shakespeare, held_out_prompts):
 @pytest.mark.emulated  # weight-only INT8/INT4 keep float activations: right on AVX2 too
 @pytest.mark.parametrize("method,min_agreement,max_increase", [
     ("torchao_int8", 0.95, 0.02), ("openvino_int8", 0.95, 0.02),
-    ("openvino_int4", judging.MIN_AGREEMENT, judging.MAX_PERPLEXITY_INCREASE)])
+    ("openvino_int4", judging.MIN_AGREEMENT, judging.MAX_PERPLEXITY_INCREASE),
+    ("onnxruntime_int8", 0.95, 0.02),
+    ("onnxruntime_int4", judging.MIN_AGREEMENT, judging.MAX_PERPLEXITY_INCREASE)])
 def test_quantized_candidates_stay_within_the_judgement(shakespeare, held_out, method,
                                                          min_agreement, max_increase):
     data, original_perplexity = held_out
@@ -75,7 +77,7 @@ def test_quantized_candidates_stay_within_the_judgement(shakespeare, held_out, m
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["pytorch_fp32", "openvino_fp32"])
+@pytest.mark.parametrize("method", ["pytorch_fp32", "openvino_fp32", "onnxruntime_fp32"])
 def test_each_row_of_a_padded_batch_is_what_it_is_alone(shakespeare, method):
     from nano.models.shakespeare_lm import PROMPTS
 
@@ -144,7 +146,7 @@ def test_bf16_follows_the_cpu(shakespeare):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["openvino_int4", "torchao_int8"])
+@pytest.mark.parametrize("method", ["openvino_int4", "torchao_int8", "onnxruntime_int4"])
 def test_saved_candidates_generate_the_same_tokens_in_a_fresh_process(
         shakespeare, held_out_prompts, method, tmp_path):
     c = candidate(shakespeare, method)
@@ -195,17 +197,19 @@ def test_compile_with_a_static_cache_generates_the_original_tokens(shakespeare,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,embedding_bytes_per_value", [
-    ("pytorch_fp32", 4), ("torchao_int8", 4), ("openvino_int4", 1)])
+    ("pytorch_fp32", 4), ("torchao_int8", 4), ("openvino_int4", 1), ("onnxruntime_int4", 4)])
 def test_a_decode_step_streams_every_weight_but_the_input_embedding(
         shakespeare, tmp_path, method, embedding_bytes_per_value):
     """The bandwidth limit's bytes: torchao quantizes Linear layers only and NNCF keeps the
     embedding at INT8 beside INT4 layers, so the embedding's share of the file is not its
-    share of the parameters; it is counted in bytes."""
+    share of the parameters; it is counted in bytes. onnxruntime-genai's builder keeps an
+    untied embedding at fp32."""
     c = candidate(shakespeare, method)
     c.save(str(tmp_path))
     config = shakespeare[1].config
     table = config.vocab_size * config.hidden_size * embedding_bytes_per_value
     streamed = c.streamed_weight_bytes(str(tmp_path))
-    weights = "openvino_model.bin" if method.startswith("openvino") else "weights.pt"
+    weights = {"openvino": "openvino_model.bin", "onnxruntime": "model.onnx.data"}.get(
+        method.split("_")[0], "weights.pt")
     left_out = os.path.getsize(tmp_path / weights) - streamed  # the XML holds no weights
     assert table <= left_out <= 1.1 * table + 4096, (streamed, left_out, table)

@@ -17,14 +17,14 @@ def test_optimize_generation_judges_times_and_picks(shakespeare):
 
     tokenizer, model = shakespeare
     leftovers = set(glob.glob(os.path.join(tempfile.gettempdir(), "nano-*")))
-    methods = ["pytorch_bf16", "torchao_int8", "openvino_fp32", "openvino_int4"]
+    methods = ["pytorch_bf16", "torchao_int8", "onnxruntime_fp32", "openvino_int4"]
     search = InferenceOptimizer.optimize_generation(model, tokenizer, PROMPTS, held_out_text(),
                                                     methods, new_tokens=16, prompt_tokens=32)
     rows = {r.method: r for r in search.rows}
     assert list(rows) == ["pytorch_fp32", *methods]  # the original is always measured
     bf16 = "ok" if current().native("bf16") else "skipped"
     assert rows["pytorch_bf16"].status in ((bf16, "rejected") if bf16 == "ok" else (bf16,))
-    for method in ("pytorch_fp32", "openvino_fp32"):
+    for method in ("pytorch_fp32", "onnxruntime_fp32"):
         assert rows[method].status == "ok" and rows[method].agreement == 1.0
     for row in rows.values():
         if row.status == "ok":  # everything the table shows was measured
