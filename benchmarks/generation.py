@@ -81,7 +81,7 @@ def main() -> int:
     from nano.models.shakespeare_lm import PROMPTS, held_out_text, load_shakespeare_lm
     from nano.noise import quiet_third_party
 
-    methods = [*DEFAULT_METHODS, "compile_fp32"]  # compile only on request in optimize
+    methods = [*DEFAULT_METHODS, "compile_fp32", "onnxruntime_fp32"]  # on request in optimize
     started = time.monotonic()
     with quiet_third_party("transformers"):
         tokenizer, small = load_shakespeare_lm("small")
