@@ -69,6 +69,9 @@ class LMResult:
 
 def _build(task: tuple) -> float:
     method, path, thread_num = task
+    # a builder's temporary files (the ONNX Runtime export's) go under the search's own
+    # directory, which is removed however this child ends (a killed child runs no cleanup)
+    tempfile.tempdir = os.path.dirname(path)
     start = time.monotonic()
     build_lm(isolation.SHARED["model"], method, thread_num).save(path)
     return time.monotonic() - start

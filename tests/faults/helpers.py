@@ -13,7 +13,8 @@ import time
 import psutil
 
 BIN = os.path.dirname(sys.executable)
-TEMP_PATTERNS = ("nano-isolation-*", "nano-optimize-*", "nano-multi-*", "nano-generation-*")
+TEMP_PATTERNS = ("nano-isolation-*", "nano-optimize-*", "nano-multi-*", "nano-generation-*",
+                 "nano-onnx-*")
 
 
 def command(name: str) -> str:

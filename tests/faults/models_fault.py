@@ -80,7 +80,9 @@ def tiny_lm():
     from tests.generation.helpers import characters
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+    # a vocabulary wider than the MLP: onnxruntime-genai's builder would take a layer as
+    # wide as the vocabulary for the head, and Nano would leave its candidates out
+    config = LlamaConfig(vocab_size=160, hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                          max_position_embeddings=256, eos_token_id=0, pad_token_id=0)
     return characters, LlamaForCausalLM(config).eval()

@@ -84,6 +84,41 @@ def test_bench_generate_stopped_by_ctrl_c_while_a_candidate_builds(tmp_path):
         kill_all(seen)
 
 
+def test_ctrl_c_while_onnxruntime_genai_builds_leaves_nothing(tmp_path):
+    """The ONNX Runtime candidates build in a subprocess of the candidate's child, from a
+    temporary copy of the model: Ctrl-C there stops both and removes the copy."""
+    import psutil
+
+    from nano.models.shakespeare_lm import held_out_text
+
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(held_out_text())
+    before = nano_temp_dirs()
+    proc = start([command("bigdl-nano-bench"), "--generate", "tests.faults.models_fault:tiny_lm",
+                  "--held-out", str(held_out), "--methods", "onnxruntime_int4"], cwd=ROOT,
+                 env=_bench_env(tmp_path), own_group=True)
+    seen: set = set()
+    try:
+        def builder_running():
+            seen.update(descendants(proc.pid))
+            for pid in descendants(proc.pid):
+                try:
+                    if "onnxruntime_genai" in " ".join(psutil.Process(pid).cmdline()):
+                        return True
+                except psutil.Error:
+                    pass
+            return False
+        wait_for(builder_running, 180, "onnxruntime-genai's builder at work")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert wait_gone(seen) == [], "left running after Ctrl-C"
+        assert nano_temp_dirs() - before == set()
+        assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    finally:
+        proc.kill()
+        kill_all(seen)
+
+
 def test_optimize_cleans_up_when_the_caller_raises(monkeypatch):
     """An exception in the caller's process mid-search (here from the progress bar) kills the
     isolation process and removes the search's directories."""
