@@ -57,22 +57,23 @@ def test_bench_stopped_while_a_candidate_hangs(tmp_path, sig):
         kill_all(seen)
 
 
-def test_bench_generate_stopped_by_ctrl_c_while_a_candidate_builds(tmp_path):
-    """bigdl-nano-bench --generate: Ctrl-C while candidates are built in their children."""
+def _ctrl_c_during_bench_generate(tmp_path, extra: list, ready, what: str) -> None:
+    """Start ``bigdl-nano-bench --generate`` on the faults' tiny LM, press Ctrl-C once
+    ``ready(pid, before)`` holds, and check nothing is left running or on disk."""
     from nano.models.shakespeare_lm import held_out_text
 
     held_out = tmp_path / "held_out.txt"
     held_out.write_text(held_out_text())
     before = nano_temp_dirs()
     proc = start([command("bigdl-nano-bench"), "--generate", "tests.faults.models_fault:tiny_lm",
-                  "--held-out", str(held_out)], cwd=ROOT, env=_bench_env(tmp_path),
+                  "--held-out", str(held_out), *extra], cwd=ROOT, env=_bench_env(tmp_path),
                  own_group=True)
     seen: set = set()
     try:
-        def building():  # the isolation process has forked a candidate's child
+        def waiting():
             seen.update(descendants(proc.pid))
-            return len(descendants(proc.pid)) >= 2 and nano_temp_dirs() - before
-        wait_for(building, 180, "a candidate being built")
+            return ready(proc.pid, before)
+        wait_for(waiting, 180, what)
         seen.update(descendants(proc.pid))
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -84,39 +85,28 @@ def test_bench_generate_stopped_by_ctrl_c_while_a_candidate_builds(tmp_path):
         kill_all(seen)
 
 
+def test_bench_generate_stopped_by_ctrl_c_while_a_candidate_builds(tmp_path):
+    """bigdl-nano-bench --generate: Ctrl-C while candidates are built in their children."""
+    def building(pid, before):  # the isolation process has forked a candidate's child
+        return len(descendants(pid)) >= 2 and nano_temp_dirs() - before
+    _ctrl_c_during_bench_generate(tmp_path, [], building, "a candidate being built")
+
+
 def test_ctrl_c_while_onnxruntime_genai_builds_leaves_nothing(tmp_path):
     """The ONNX Runtime candidates build in a subprocess of the candidate's child, from a
     temporary copy of the model: Ctrl-C there stops both and removes the copy."""
     import psutil
 
-    from nano.models.shakespeare_lm import held_out_text
-
-    held_out = tmp_path / "held_out.txt"
-    held_out.write_text(held_out_text())
-    before = nano_temp_dirs()
-    proc = start([command("bigdl-nano-bench"), "--generate", "tests.faults.models_fault:tiny_lm",
-                  "--held-out", str(held_out), "--methods", "onnxruntime_int4"], cwd=ROOT,
-                 env=_bench_env(tmp_path), own_group=True)
-    seen: set = set()
-    try:
-        def builder_running():
-            seen.update(descendants(proc.pid))
-            for pid in descendants(proc.pid):
-                try:
-                    if "onnxruntime_genai" in " ".join(psutil.Process(pid).cmdline()):
-                        return True
-                except psutil.Error:
-                    pass
-            return False
-        wait_for(builder_running, 180, "onnxruntime-genai's builder at work")
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        assert wait_gone(seen) == [], "left running after Ctrl-C"
-        assert nano_temp_dirs() - before == set()
-        assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    finally:
-        proc.kill()
-        kill_all(seen)
+    def builder_running(pid, _before):
+        for child in descendants(pid):
+            try:
+                if "onnxruntime_genai" in " ".join(psutil.Process(child).cmdline()):
+                    return True
+            except psutil.Error:
+                pass
+        return False
+    _ctrl_c_during_bench_generate(tmp_path, ["--methods", "onnxruntime_int4"],
+                                  builder_running, "onnxruntime-genai's builder at work")
 
 
 def test_optimize_cleans_up_when_the_caller_raises(monkeypatch):
