@@ -253,14 +253,14 @@ def optimize_generation(model: torch.nn.Module, tokenizer: Any, prompts: Sequenc
                                 **choices)
     if ORIGINAL not in options.methods:
         options = GenerationOptions((ORIGINAL, *options.methods), **choices)
-    if methods is not None:  # asked for by name: a model it cannot take is a mistake
+    asked = [m for m in options.methods if METHODS[m].runtime == "onnxruntime"] \
+        if methods is not None else []
+    if asked:  # asked for by name: a model the builder cannot take is a mistake
         from nano.generation.onnxruntime_export import architecture_problem
 
-        for name in options.methods:
-            problem = architecture_problem(model) if METHODS[name].runtime == "onnxruntime" \
-                else None
-            if problem:
-                raise NanoValueError(f"{name}: {problem}")
+        problem = architecture_problem(model)  # walks the model once, not once per method
+        if problem:
+            raise NanoValueError(f"{asked[0]}: {problem}")
     if not callable(tokenizer):
         raise NanoTypeError(f"tokenizer must be the model's tokenizer (callable on text), got "
                             f"{type(tokenizer).__name__}")
