@@ -16,6 +16,7 @@ import os
 import shutil
 from typing import Any, ClassVar, Optional
 
+import numpy as np
 import torch
 
 from nano.errors import NanoValueError
@@ -220,7 +221,6 @@ class OpenVINOLM(GeneratingModel):
         self.with_beam = any(BEAM_INPUT in port.get_names() for port in ov_model.inputs)
 
     def _run(self, input_ids, attention_mask, position_ids, fresh: bool) -> torch.Tensor:
-        import numpy as np
         import openvino as ov
 
         inputs = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy(),
@@ -282,10 +282,15 @@ class OnnxRuntimeLM(GeneratingModel):
     ``generate()`` receives left padding. Each row's real tokens are therefore moved to the
     front for the prompt pass, and a row's new token lands right after its own tokens in a
     cache as long as the longest row (the op writes it at the row's length).
+
+    The cache is one buffer per layer that the op reads as its past and writes in place as
+    its present (bound to both through IO binding), so a step copies no cache; it grows by
+    doubling when a sequence outgrows it.
     """
 
     runtime = "onnxruntime"
     ONNX = "model.onnx"
+    CACHE_STEP = 256  # the least cache positions allocated
 
     def __init__(self, method: str, directory: str, config: Any, eos: list[int], pad: int,
                  thread_num: Optional[int] = None, keep_alive: Any = None):
@@ -310,44 +315,70 @@ class OnnxRuntimeLM(GeneratingModel):
                                  f"KV cache as onnxruntime-genai's builder writes it (no "
                                  f"{(missing or ['attention_mask'])[0]} input)")
         self._cache_shape = kv_shape(config)[1:]  # (kv heads, head size)
-        self._outputs = ["logits"] + [f"present.{i}.{kv}" for i in range(self.layers)
-                                      for kv in ("key", "value")]
-        self._cache: list = []
-        self._lengths = torch.zeros(0, dtype=torch.long)
+        self._vocab = next(o for o in self.session.get_outputs() if o.name == "logits").shape[-1]
+        # each cache input with the output the op writes into the same buffer
+        self._bindings = [(name, name.replace("past_key_values", "present"))
+                          for pair in self._past for name in pair]
+        self._cache: list = []  # numpy buffers, (batch, kv heads, capacity, head size)
+        self._binding: Any = None  # the cache bound as inputs and outputs
+        self._lengths = np.zeros(0, np.int64)  # each row's tokens in the cache
 
-    def _run(self, input_ids: torch.Tensor, mask: torch.Tensor, cache: list) -> torch.Tensor:
-        feed = {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
-        for (key, value), (k, v) in zip(self._past, zip(cache[0::2], cache[1::2])):
-            feed[key], feed[value] = k, v
-        out = self.session.run(self._outputs, feed)
-        self._cache = out[1:]
-        return torch.from_numpy(out[0])
+    def _reserve(self, batch: int, columns: int, keep: bool) -> None:
+        """Cache buffers for ``columns`` positions; ``keep``: carry the current ones over."""
+        import onnxruntime as ort
+
+        capacity = self._cache[0].shape[2] if keep and self._cache else 0
+        if columns <= capacity:
+            return
+        capacity = max(columns, 2 * capacity, self.CACHE_STEP)
+        heads, size = self._cache_shape
+        cache = [np.zeros((batch, heads, capacity, size), np.float32) for _ in self._bindings]
+        if keep:
+            for new, old in zip(cache, self._cache):
+                new[:, :, :old.shape[2]] = old
+        binding = self.session.io_binding()
+        for (past, present), buffer in zip(self._bindings, cache):
+            value = ort.OrtValue.ortvalue_from_numpy(buffer)  # the buffer's memory, no copy
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+        self._cache, self._binding = cache, binding  # the buffers outlive their binding
+
+    def _run(self, input_ids: np.ndarray, mask: np.ndarray, keep: bool) -> torch.Tensor:
+        import onnxruntime as ort
+
+        self._reserve(input_ids.shape[0], mask.shape[1], keep)
+        logits = np.empty((*input_ids.shape, self._vocab), np.float32)  # new: no aliasing
+        self._binding.bind_cpu_input("input_ids", input_ids)
+        self._binding.bind_cpu_input("attention_mask", mask)
+        self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+        self.session.run_with_iobinding(self._binding)
+        return torch.from_numpy(logits)
 
     def _prompt_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """All positions' logits of the prompt, each row's real tokens moved to the front;
         returns them with each row's count of real tokens."""
-        import numpy as np
-
         real = attention_mask.bool()
         real[:, 0] |= ~real.any(1)  # an all-padding row: its first position stands in
         lengths = real.sum(1)
         order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real ones first
         packed = torch.gather(input_ids, 1, order)
-        mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
-        heads, size = self._cache_shape
-        empty = np.zeros((input_ids.shape[0], heads, 0, size), np.float32)
-        logits = self._run(packed.long(), mask, [empty] * (2 * self.layers))
+        self._lengths = lengths.numpy()
+        logits = self._run(np.ascontiguousarray(packed.numpy(), np.int64),
+                           self._mask(input_ids.shape[1]), keep=False)
         return logits, lengths, order
+
+    def _mask(self, columns: int) -> np.ndarray:
+        """The graph's mask: each row's cached tokens first (numpy: this runs every step)."""
+        return (np.arange(columns)[None] < self._lengths[:, None]).astype(np.int64)
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              position_ids: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[1] == attention_mask.shape[1]:  # a prompt: a new cache
-            logits, self._lengths, _ = self._prompt_pass(input_ids, attention_mask)
-            return logits[torch.arange(len(self._lengths)), self._lengths - 1]
+            logits, lengths, _ = self._prompt_pass(input_ids, attention_mask)
+            return logits[torch.arange(len(lengths)), lengths - 1]
         self._lengths = self._lengths + input_ids.shape[1]
-        columns = attention_mask.shape[1]
-        mask = (torch.arange(columns)[None] < self._lengths[:, None]).long()
-        return self._run(input_ids.long(), mask, self._cache)[:, -1]
+        ids = np.ascontiguousarray(input_ids.numpy(), np.int64)
+        return self._run(ids, self._mask(attention_mask.shape[1]), keep=True)[:, -1]
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         logits, _, order = self._prompt_pass(input_ids, attention_mask)

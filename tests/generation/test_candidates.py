@@ -93,6 +93,22 @@ def test_each_row_of_a_padded_batch_is_what_it_is_alone(shakespeare, method):
 
 
 @pytest.mark.slow
+def test_onnxruntime_cache_grows_mid_generation_without_changing_a_token(
+        shakespeare, held_out_prompts, monkeypatch):
+    """The cache is written in place and reallocated when a sequence outgrows it: with the
+    least allocation taken down to 1 it grows twice within the new tokens."""
+    c = candidate(shakespeare, "onnxruntime_fp32")
+    monkeypatch.setattr(c, "CACHE_STEP", 1)
+    sizes = []
+    reserve = c._reserve
+    monkeypatch.setattr(c, "_reserve", lambda *a: (reserve(*a), sizes.append(c._cache[0].shape[2])))
+    got = c.generate(**held_out_prompts, max_new_tokens=NEW)
+    prompt = held_out_prompts["input_ids"].shape[1]
+    assert sorted(set(sizes)) == [prompt, 2 * prompt, 4 * prompt]
+    assert torch.equal(got, original_tokens(shakespeare[1], held_out_prompts))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["openvino_fp32", "openvino_int4"])
 def test_openvino_keeps_the_cache_inside_one_attention_node_per_layer(shakespeare, method):
     """The export's shape is what the CPU plugin fuses; unfused, attention is separate
