@@ -64,10 +64,15 @@ def decode(step: Step, input_ids: torch.Tensor, attention_mask: torch.Tensor,
            pad_token_id: int, min_new_tokens: int = 0,
            generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Prompt plus new tokens, (batch, prompt + up to ``max_new_tokens``), as ``generate()``."""
-    batch = input_ids.shape[0]
-    mask = attention_mask.long()
-    positions = position_ids(mask)
-    logits = step(input_ids, mask, positions)
+    batch, prompt = input_ids.shape
+    # Few tensor ops per token: after a fast model's step has streamed its weights, each op
+    # runs on cold caches (about 40-100 us here), next to a 10 ms step. The mask and the
+    # positions of the whole run are made once, and a step gets views of them.
+    mask = torch.ones(batch, prompt + max_new_tokens, dtype=torch.long)
+    mask[:, :prompt] = attention_mask
+    positions = position_ids(mask[:, :prompt])
+    later = positions[:, -1:] + torch.arange(1, max_new_tokens + 1)  # each new token's
+    logits = step(input_ids, mask[:, :prompt], positions)
     done = torch.zeros(batch, dtype=torch.bool)
     eos = torch.tensor(list(eos_token_ids), dtype=torch.long)
     new: list[torch.Tensor] = []
@@ -76,13 +81,14 @@ def decode(step: Step, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             logits = logits.clone()
             logits[:, eos] = float("-inf")
         token = sampling.choose(logits, generator)
-        token = torch.where(done, torch.full_like(token, pad_token_id), token)
+        if new and bool(done.any()):  # rows past their eos hold pad
+            token = token.masked_fill(done, pad_token_id)
         new.append(token)
         if eos.numel():
-            done = done | torch.isin(token, eos)
-        if bool(done.all()) or i == max_new_tokens - 1:
+            done |= torch.isin(token, eos)
+        if i == max_new_tokens - 1 or bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype)], dim=1)
-        positions = positions[:, -1:] + 1
-        logits = step(token[:, None], mask, positions)
+        columns = mask[:, :prompt + i + 1]
+        logits = step(token[:, None], columns if batch == 1 else columns.contiguous(),
+                      later[:, i:i + 1])
     return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1) if new else input_ids

@@ -12,7 +12,7 @@ VOCAB = 10
 def counting_step(calls):
     """A step whose top token is (last token + 1) % VOCAB, recording each call's shapes."""
     def step(ids, mask, positions):
-        calls.append((tuple(ids.shape), tuple(mask.shape), positions.clone()))
+        calls.append((tuple(ids.shape), tuple(mask.shape), positions.clone(), mask.clone()))
         logits = torch.zeros(ids.shape[0], VOCAB)
         logits[torch.arange(ids.shape[0]), (ids[:, -1] + 1) % VOCAB] = 5.0
         return logits
@@ -30,6 +30,9 @@ def test_greedy_feeds_one_token_per_step_with_the_mask_and_positions_growing():
     # left padding: the padded row's positions start at its first real token
     assert calls[0][2].tolist() == [[0, 0, 1], [0, 1, 2]]
     assert calls[1][2].tolist() == [[2], [3]]
+    assert calls[3][2].tolist() == [[4], [5]]
+    # the prompt's padding stays masked, every new token is attended
+    assert calls[3][3].tolist() == [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
 
 
 def test_a_row_that_reaches_eos_is_padded_while_the_others_go_on():
