@@ -52,7 +52,7 @@ METHODS = {m.name: m for m in (
 # Tried only when asked for: torch.compile with a static cache compiles for each prompt length
 # and number of new tokens it meets (40 s each for a 0.43 B Llama here) for +7% decode
 # tokens/s over eager (benchmarks/generation.py).
-# onnxruntime_fp32 decoded at 1.08x eager fp32 there, where its INT8 and INT4 did 2.97x and 5.24x.
+# onnxruntime_fp32 decoded at 1.23x eager fp32 there, where its INT8 and INT4 did 3.64x and 5.77x.
 ON_REQUEST = ("compile_fp32", "compile_bf16", "onnxruntime_fp32")
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ON_REQUEST)
 
