@@ -71,8 +71,8 @@ def decode(step: Step, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     mask = torch.ones(batch, prompt + max_new_tokens, dtype=torch.long)
     mask[:, :prompt] = attention_mask
     positions = position_ids(mask[:, :prompt])
-    later = positions[:, -1:] + torch.arange(1, max_new_tokens + 1)  # each new token's
-    logits = step(input_ids, mask[:, :prompt], positions)
+    later = positions[:, -1:] + torch.arange(1, max_new_tokens + 1)  # the new tokens'
+    logits = step(input_ids, mask[:, :prompt].contiguous(), positions)
     done = torch.zeros(batch, dtype=torch.bool)
     eos = torch.tensor(list(eos_token_ids), dtype=torch.long)
     new: list[torch.Tensor] = []
@@ -88,7 +88,6 @@ def decode(step: Step, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             done |= torch.isin(token, eos)
         if i == max_new_tokens - 1 or bool(done.all()):
             break
-        columns = mask[:, :prompt + i + 1]
-        logits = step(token[:, None], columns if batch == 1 else columns.contiguous(),
-                      later[:, i:i + 1])
+        # a copy only for a batch: one row's columns are contiguous already
+        logits = step(token[:, None], mask[:, :prompt + i + 1].contiguous(), later[:, i:i + 1])
     return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1) if new else input_ids

@@ -306,27 +306,24 @@ class OnnxRuntimeLM(GeneratingModel):
                                             session_options(thread_num),
                                             providers=["CPUExecutionProvider"])
         self.layers = kv_shape(config)[0]
-        names = {i.name: i for i in self.session.get_inputs()}
-        self._past = [(f"past_key_values.{i}.key", f"past_key_values.{i}.value")
-                      for i in range(self.layers)]
-        missing = [n for pair in self._past for n in pair if n not in names]
+        # each cache input with the output the op writes into the same buffer
+        self._bindings = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
+                          for i in range(self.layers) for kv in ("key", "value")]
+        names = {i.name for i in self.session.get_inputs()}
+        missing = [past for past, _ in self._bindings if past not in names]
         if missing or "attention_mask" not in names:
             raise ModelLoadError(f"{os.path.join(directory, self.ONNX)} is not a model with a "
                                  f"KV cache as onnxruntime-genai's builder writes it (no "
                                  f"{(missing or ['attention_mask'])[0]} input)")
         self._cache_shape = kv_shape(config)[1:]  # (kv heads, head size)
         self._vocab = next(o for o in self.session.get_outputs() if o.name == "logits").shape[-1]
-        # each cache input with the output the op writes into the same buffer
-        self._bindings = [(name, name.replace("past_key_values", "present"))
-                          for pair in self._past for name in pair]
+        self._as_value = ort.OrtValue.ortvalue_from_numpy  # the array's memory, no copy
         self._cache: list = []  # numpy buffers, (batch, kv heads, capacity, head size)
         self._binding: Any = None  # the cache bound as inputs and outputs
         self._lengths = np.zeros(0, np.int64)  # each row's tokens in the cache
 
     def _reserve(self, batch: int, columns: int, keep: bool) -> None:
         """Cache buffers for ``columns`` positions; ``keep``: carry the current ones over."""
-        import onnxruntime as ort
-
         capacity = self._cache[0].shape[2] if keep and self._cache else 0
         if columns <= capacity:
             return
@@ -338,19 +335,17 @@ class OnnxRuntimeLM(GeneratingModel):
                 new[:, :, :old.shape[2]] = old
         binding = self.session.io_binding()
         for (past, present), buffer in zip(self._bindings, cache):
-            value = ort.OrtValue.ortvalue_from_numpy(buffer)  # the buffer's memory, no copy
+            value = self._as_value(buffer)
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
         self._cache, self._binding = cache, binding  # the buffers outlive their binding
 
     def _run(self, input_ids: np.ndarray, mask: np.ndarray, keep: bool) -> torch.Tensor:
-        import onnxruntime as ort
-
         self._reserve(input_ids.shape[0], mask.shape[1], keep)
         logits = np.empty((*input_ids.shape, self._vocab), np.float32)  # new: no aliasing
         self._binding.bind_cpu_input("input_ids", input_ids)
         self._binding.bind_cpu_input("attention_mask", mask)
-        self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+        self._binding.bind_ortvalue_output("logits", self._as_value(logits))
         self.session.run_with_iobinding(self._binding)
         return torch.from_numpy(logits)
 
@@ -362,23 +357,20 @@ class OnnxRuntimeLM(GeneratingModel):
         lengths = real.sum(1)
         order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real ones first
         packed = torch.gather(input_ids, 1, order)
-        self._lengths = lengths.numpy()
         logits = self._run(np.ascontiguousarray(packed.numpy(), np.int64),
-                           self._mask(input_ids.shape[1]), keep=False)
+                           _front_mask(lengths.numpy(), input_ids.shape[1]), keep=False)
         return logits, lengths, order
-
-    def _mask(self, columns: int) -> np.ndarray:
-        """The graph's mask: each row's cached tokens first (numpy: this runs every step)."""
-        return (np.arange(columns)[None] < self._lengths[:, None]).astype(np.int64)
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              position_ids: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[1] == attention_mask.shape[1]:  # a prompt: a new cache
             logits, lengths, _ = self._prompt_pass(input_ids, attention_mask)
+            self._lengths = lengths.numpy()
             return logits[torch.arange(len(lengths)), lengths - 1]
         self._lengths = self._lengths + input_ids.shape[1]
         ids = np.ascontiguousarray(input_ids.numpy(), np.int64)
-        return self._run(ids, self._mask(attention_mask.shape[1]), keep=True)[:, -1]
+        return self._run(ids, _front_mask(self._lengths, attention_mask.shape[1]),
+                         keep=True)[:, -1]
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         logits, _, order = self._prompt_pass(input_ids, attention_mask)
@@ -413,6 +405,11 @@ class OnnxRuntimeLM(GeneratingModel):
     def load_files(cls, directory: str, meta: dict, config: Any) -> "OnnxRuntimeLM":
         return cls(meta["method"], directory, config, meta["eos"], meta["pad"],
                    meta.get("thread_num"))
+
+
+def _front_mask(lengths: np.ndarray, columns: int) -> np.ndarray:
+    """The builder's mask: each row's ``lengths`` tokens first (numpy: it runs every step)."""
+    return (np.arange(columns)[None] < lengths[:, None]).astype(np.int64)
 
 
 def _initializer_bytes(tensor: Any) -> int:
