@@ -115,6 +115,9 @@ def test_get_context_applies_the_models_thread_num(accelerator):
 
 @pytest.mark.ipex  # the IPEX lane runs it where IPEX imports (its first branch)
 def test_jit_int8_is_ipex_int8_traced_or_one_line_naming_what_gives_int8():
+    # fixed weights and values: a row whose three outputs are near zero has a fragile cosine
+    # (unseeded, one CI run saw 0.947; over 64 rows of 12 seeds the worst was 0.41)
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     calib = loader(fresh(32, 4), torch.zeros(32))
     if ipex_unavailable() is None:  # IPEX imports beside this torch: BigDL's TorchScript INT8
