@@ -314,6 +314,9 @@ def _zygote_main() -> None:
         _, status = os.waitpid(pid, 0)
         _task_pid = None
         proto.write(json.dumps({"pid": pid, "status": status}) + "\n")
+    # The caller closed the pipe: nothing is left to flush or remove. A normal exit would
+    # spend most of a second tearing down torch's modules while close() waits.
+    os._exit(0)
 
 
 if __name__ == "__main__":
