@@ -133,6 +133,15 @@ def unavailable_reason(method: Method) -> Optional[str]:
     return module.unavailable_reason(method)
 
 
+def preload_modules(methods: Iterable[Method]) -> tuple[str, ...]:
+    """The modules the builds of ``methods`` import, each once, for a zygote to preload."""
+    names: dict[str, None] = {}
+    for method in methods:
+        if method.name != "original" and unavailable_reason(method) is None:
+            names.update(dict.fromkeys(backend_for(method).SPEC.preload))
+    return tuple(names)
+
+
 def backend_class(method: Method) -> type[AcceleratedModel]:
     """The AcceleratedModel subclass that loads a saved model built by ``method``."""
     return backend_for(method).MODEL_CLASS

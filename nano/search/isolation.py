@@ -16,10 +16,10 @@ task, removes its directory and the caller's ``janitor_dirs``, and exits. A task
 gets SIGKILL when the zygote dies.
 
 Protocol (one JSON line each way, one task at a time): the parent sends
-``{"payload": path, "janitor": [dirs]}`` once, then ``{"task": path, "result": path,
-"log": path}`` per task (the task file holds the function and its argument); the
-zygote answers ``{"pid": N}`` when the child starts and ``{"pid": N, "status": S}``
-when it ends.
+``{"payload": path, "janitor": [dirs], "preload": [modules]}`` once, then
+``{"task": path, "result": path, "log": path}`` per task (the task file holds the
+function and its argument); the zygote answers ``{"pid": N}`` when the child starts
+and ``{"pid": N, "status": S}`` when it ends.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Zygote:
     """
 
     def __init__(self, payload: Any, env: Optional[dict] = None,
-                 janitor_dirs: Sequence[str] = ()):
+                 janitor_dirs: Sequence[str] = (), preload: Sequence[str] = ()):
         self.dir = ""
         self.proc: Optional[subprocess.Popen] = None
         self._busy = False  # a task was sent and its end not yet read
@@ -99,7 +99,8 @@ class Zygote:
             self.proc = subprocess.Popen([sys.executable, "-m", "nano.search.isolation"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          env=child_env, bufsize=0, start_new_session=True)
-            self._send({"payload": payload_path, "janitor": [self.dir, *janitor_dirs]})
+            self._send({"payload": payload_path, "janitor": [self.dir, *janitor_dirs],
+                        "preload": list(preload)})
             ready = self._recv(timeout=600)
             if not ready or "ready" not in ready:
                 raise RuntimeError(f"the isolation process failed to start: {ready}")
@@ -278,6 +279,21 @@ def _caller_died(_signum, _frame) -> None:
     os._exit(1)
 
 
+def _preload(entries: Sequence[str]) -> None:
+    """Import what the tasks will (``"module:function"``: and call that), once here rather
+    than in every forked child."""
+    import importlib
+
+    for entry in entries:
+        name, _, function = entry.partition(":")
+        try:
+            module = importlib.import_module(name)
+            if function:
+                getattr(module, function)()
+        except Exception:  # noqa: BLE001 - the task that needs it reports the failure
+            logger.debug("preloading %s failed", entry, exc_info=True)
+
+
 def _zygote_main() -> None:
     global SHARED, _task_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when to stop
@@ -304,6 +320,7 @@ def _zygote_main() -> None:
             _janitor[:] = msg.get("janitor", [])
             with open(msg["payload"], "rb") as f:
                 SHARED = pickle.load(f)
+            _preload(msg.get("preload", []))
             proto.write(json.dumps({"ready": True}) + "\n")
             continue
         pid = os.fork()

@@ -25,6 +25,7 @@ from nano.launcher.topology import read_topology
 from nano.runtimes.calibration import MIN_HELD_OUT_SAMPLES
 from nano.runtimes.methods import Method
 from nano.runtimes.model import AcceleratedModel
+from nano.runtimes.registry import preload_modules
 from nano.search import int8_ladder, report
 from nano.search.candidates import (CandidateResult, CandidateTask, build_candidate,
                                     candidate_dir, default_memory_limit, finalists,
@@ -67,7 +68,8 @@ class Search:
         # process) when that block exits, so nothing after it would run
         with signals_unwind(), self._discarded_on_error():
             cache = self._build_cache()  # an unwritable cache_dir leaves no work directory
-            with Zygote(self.inputs.data, janitor_dirs=[self.workdir.name]) as zygote, \
+            with Zygote(self.inputs.data, janitor_dirs=[self.workdir.name],
+                        preload=preload_modules(methods)) as zygote, \
                     tqdm(total=len(methods), desc="optimize", unit="method", disable=None,
                          file=sys.stderr) as bar:
                 stop = self._try_each(methods, zygote, cache, memory, bar)

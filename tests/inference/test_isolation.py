@@ -92,3 +92,46 @@ def test_a_payload_that_runs_parallel_code_when_loaded_does_not_hang_its_tasks()
         outcome = z.run(parallel_task, None, timeout=60)
     assert outcome.status == "ok", outcome.detail
     assert outcome.result == torch.get_num_threads()  # the child has its threads back
+
+
+def preloaded(entry):
+    """Whether the zygote imported ``entry``'s module (and called its function)."""
+    import sys
+
+    name, _, function = entry.partition(":")
+    if name not in sys.modules:
+        return False
+    return not function or getattr(sys.modules[name], function).cache_info().currsize == 1
+
+
+def _threads(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+@pytest.mark.slow
+def test_the_backends_preloads_reach_every_task_and_start_no_thread_in_the_zygote():
+    """The zygote forks: a preloaded module that started a thread would fork a child
+    without it (or holding its locks)."""
+    from nano.runtimes.registry import specs
+
+    preload = sorted({entry for spec in specs() for entry in spec.preload})
+    probe = "torch._inductor.cpu_vec_isa:valid_vec_isa_list"  # cached by functools
+    assert "onnxscript" in preload and probe in preload
+    with Zygote({"x": 1}) as plain:
+        assert plain.run(preloaded, "onnxscript", timeout=60).result is False
+        baseline = _threads(plain.proc.pid)
+    with Zygote({"x": 1}, preload=[*preload, "no_such_module_here"]) as z:
+        for entry in preload:
+            assert z.run(preloaded, entry, timeout=60).result is True, entry
+        assert _threads(z.proc.pid) == baseline  # both counted after a task
+        assert z.run(task, "ok", timeout=60).result == 2  # a failed preload is no failure
+
+
+def test_a_search_preloads_what_its_available_methods_build_with():
+    from nano.runtimes.registry import get_method, preload_modules
+
+    assert preload_modules([get_method("original"), get_method("jit_fp32")]) == ()
+    assert preload_modules([get_method(n) for n in ("original", "onnxruntime_fp32",
+                                                    "onnxruntime_int8_qdq", "compile_fp32")]) \
+        == ("torch._dynamo", "onnx", "onnxscript", "torch._inductor.compile_fx",
+            "torch._inductor.cpu_vec_isa:valid_vec_isa_list")

@@ -17,7 +17,7 @@ from nano.errors import TraceError
 from nano.launcher.openmp_binding import unbind_main_thread
 from nano.noise import quiet_console, quiet_third_party
 from nano.runtimes.availability import module_available
-from nano.runtimes.backends.spec import BackendSpec, Flavour
+from nano.runtimes.backends.spec import BackendSpec, Flavour, ONNX_EXPORT
 from nano.runtimes.control_flow import (EXPORT_LOGGERS, baked_decision, bounded_dim, classify,
                                         refusal)
 from nano.runtimes.error_summary import summarize_error
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install onnxruntime onnx onnxscript"
 SPEC = BackendSpec(accelerator="onnxruntime", aliases=("ort", "onnx"), precisions=("fp32",),
                    candidates=(Flavour(),), converts=True, options=("session_options",),
-                   reads_onnx=True)
+                   reads_onnx=True, preload=ONNX_EXPORT)
 
 
 def export_onnx(inputs: BuildInputs, path: str) -> None:

@@ -16,7 +16,7 @@ from typing import Optional, TYPE_CHECKING
 
 from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.availability import module_available
-from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec
+from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec, ONNX_EXPORT
 from nano.runtimes.backends.onnxruntime_fp32 import INSTALL_HINT, OnnxRuntimeModel, export_onnx
 from nano.runtimes.int8_overflow import overflow_fix, scheme
 from nano.runtimes.methods import Method
@@ -34,7 +34,7 @@ SPEC = BackendSpec(
     candidates=(Flavour("int8", variant="qdq"), Flavour("int8", variant="qlinear"),
                 Flavour("int8", variant="integer")),
     options=("session_options",),
-    quantizer=QUANTIZER)
+    quantizer=QUANTIZER, preload=ONNX_EXPORT)
 
 
 # So that a layer kept in fp32 reads its input unrounded: a QDQ pair per consumer (not one

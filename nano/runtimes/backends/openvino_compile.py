@@ -27,7 +27,7 @@ import torch
 from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.availability import module_available
 from nano.runtimes.backends.openvino_ir import compile_config
-from nano.runtimes.backends.spec import BackendSpec, Flavour
+from nano.runtimes.backends.spec import BackendSpec, Flavour, DYNAMO
 from nano.runtimes.backends.torch_common import TorchModuleModel, prepare_module
 from nano.runtimes.methods import Method
 from nano.runtimes.prepare import private_eval_copy
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "pip install openvino"
 SPEC = BackendSpec(accelerator="openvino_compile", precisions=("fp32",), candidates=(Flavour(),),
-                   options=("openvino_config",))
+                   options=("openvino_config",), preload=DYNAMO)
 
 
 class OpenVINOCompiledModel(TorchModuleModel):

@@ -19,7 +19,7 @@ from nano.errors import NanoTypeError, NanoValueError, TraceError
 from nano.launcher.capability import current
 from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.availability import module_available
-from nano.runtimes.backends.spec import BackendSpec, Flavour
+from nano.runtimes.backends.spec import BackendSpec, Flavour, DYNAMO
 from nano.runtimes.control_flow import baked_decision, refusal
 from nano.runtimes.error_summary import summarize_error
 from nano.runtimes.methods import Method
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install openvino"
 SPEC = BackendSpec(accelerator="openvino", aliases=("ov",), precisions=("fp32", "bf16", "fp16"),
                    candidates=(Flavour(), Flavour("bf16"), Flavour("fp16")), converts=True,
-                   options=("openvino_config",), reads_onnx=True)
+                   options=("openvino_config",), reads_onnx=True, preload=DYNAMO)
 # INT8 models leave the precision of their non-quantized ops to OpenVINO (bf16 where the CPU
 # has it), as OpenVINO's own INT8 flow does; the accuracy check covers the result.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": None}

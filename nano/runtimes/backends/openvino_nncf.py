@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TYPE_CHECKING
 import torch
 
 from nano.runtimes.availability import module_available
-from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec
+from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec, DYNAMO
 from nano.runtimes.backends.openvino_ir import OpenVINOModel, convert, sample_shapes
 from nano.runtimes.int8_overflow import overflow_fix, scheme
 from nano.runtimes.methods import Method
@@ -31,7 +31,7 @@ SPEC = BackendSpec(
     accelerator="openvino", precisions=("int8",), candidates=(Flavour("int8"),), converts=True,
     options=("openvino_config",),
     quantizer=QuantizerSpec(accuracy_control=True,
-                            keep_fp32=("none", "first_last", "sensitive", "measured")))
+                            keep_fp32=("none", "first_last", "sensitive", "measured")), preload=DYNAMO)
 
 
 # NNCF's accuracy control reverts one group of layers to fp32 per iteration; past this many

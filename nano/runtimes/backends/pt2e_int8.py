@@ -16,7 +16,7 @@ from typing import Optional, Sequence, TYPE_CHECKING
 import torch
 
 from nano.runtimes.availability import module_available
-from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec
+from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec, INDUCTOR
 from nano.runtimes.backends.torch_common import load_exported_program
 from nano.runtimes.backends.torch_compile import inductor_config
 from nano.runtimes.int8_overflow import overflow_fix, scheme
@@ -38,7 +38,7 @@ QUANTIZER = QuantizerSpec(dynamic_variant="dynamic", fixed=(("symmetric", True),
                           tuner="neural_compressor")
 SPEC = BackendSpec(accelerator="compile", serves=("pytorch",), precisions=("int8",),
                    candidates=(Flavour("int8"),), quantizer=QUANTIZER,
-                   variants=("", "dynamic"))
+                   variants=("", "dynamic"), preload=INDUCTOR)
 
 
 def count_quantize_nodes(graph_module: torch.fx.GraphModule) -> int:

@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from nano.runtimes.prepare import BuildInputs
 
 
+# What builds import beyond torch (``BackendSpec.preload``): dynamo traces for torch.export,
+# the ONNX exporter and OpenVINO's converter; inductor compiles; onnxscript writes ONNX.
+# "module:function" also calls the function: inductor's probe of the CPU's vector
+# instructions compiles and loads ten programs (2 s here), cached per process.
+DYNAMO = ("torch._dynamo",)
+INDUCTOR = (*DYNAMO, "torch._inductor.compile_fx", "torch._inductor.cpu_vec_isa:valid_vec_isa_list")
+ONNX_EXPORT = (*DYNAMO, "onnx", "onnxscript")
+
+
 @dataclass(frozen=True)
 class Flavour:
     """One candidate a backend offers to optimize(): precision, memory format, variant."""
@@ -78,7 +87,9 @@ class BackendSpec:
     model; ``quantizer``: set for INT8 builders; ``serves``: other accelerators
     whose INT8 this builder provides (PyTorch INT8 runs through torch.compile);
     ``variants``: the only variants it builds, where two backends share an accelerator
-    and precision (None: every variant).
+    and precision (None: every variant); ``preload``: modules its builds import that the
+    search's zygote imports once for all its children ("module:function" also calls
+    the function); nothing that starts a thread, as the zygote forks.
     """
 
     accelerator: str
@@ -93,6 +104,7 @@ class BackendSpec:
     quantizer: Optional[QuantizerSpec] = None
     serves: tuple[str, ...] = ()
     variants: Optional[tuple[str, ...]] = None
+    preload: tuple[str, ...] = ()
 
     def quant_config(self, method: "Method") -> QuantConfig:
         """The INT8 configuration ``method`` carries, refused (ValueError) when this

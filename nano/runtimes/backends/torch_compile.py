@@ -11,7 +11,7 @@ from typing import Any, Optional, TYPE_CHECKING, cast
 
 import torch
 
-from nano.runtimes.backends.spec import BackendSpec, Flavour
+from nano.runtimes.backends.spec import BackendSpec, Flavour, INDUCTOR
 from nano.runtimes.backends.torch_common import TorchModuleModel, prepare_module
 from nano.runtimes.methods import Method
 
@@ -23,7 +23,7 @@ INSTALL_HINT = "pip install torch"
 SPEC = BackendSpec(
     accelerator="compile", aliases=("inductor",), precisions=("fp32", "bf16"),
     candidates=(Flavour(), Flavour("bf16"), Flavour("bf16", channels_last=True)),
-    channels_last=True)
+    channels_last=True, preload=INDUCTOR)
 
 
 class CompiledModel(TorchModuleModel):

@@ -15,7 +15,7 @@ from typing import Optional, TYPE_CHECKING, cast
 import torch
 
 from nano.runtimes.availability import module_available
-from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec
+from nano.runtimes.backends.spec import BackendSpec, Flavour, QuantizerSpec, INDUCTOR
 from nano.runtimes.backends.torch_compile import CompiledModel
 from nano.runtimes.int8_overflow import overflow_fix
 from nano.runtimes.methods import Method
@@ -33,7 +33,7 @@ SPEC = BackendSpec(
     accelerator="compile", precisions=("int8",), candidates=(Flavour("int8", variant=VARIANT),),
     variants=(VARIANT,),
     quantizer=QuantizerSpec(variants=(VARIANT,), dynamic_variant=VARIANT,
-                            fixed=(("symmetric", True),), keep_fp32=("none",)))
+                            fixed=(("symmetric", True),), keep_fp32=("none",)), preload=INDUCTOR)
 
 
 class TorchaoInt8Model(CompiledModel):
