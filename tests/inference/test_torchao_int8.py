@@ -32,7 +32,9 @@ def test_bert_on_fresh_values_and_after_load_in_a_fresh_process(tmp_path):
         return
     assert row.status == "ok", row.detail
     int8 = opt.get_model("compile_int8_torchao")
-    fresh = ZOO["bert"].sample(3)  # another batch size, other values
+    # other values; the trace's batch size, as another one recompiles (8 s here): a new
+    # shape is torch.compile's own business, tested on compile_fp32
+    fresh = ZOO["bert"].sample(2)
     with torch.no_grad():
         got, want = int8(*fresh).last_hidden_state, model(*fresh).last_hidden_state
     cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
