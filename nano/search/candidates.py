@@ -160,7 +160,7 @@ def evaluate_candidate(task: CandidateTask) -> dict:
                 _keep_in_cache(task, model, saved=True)
         else:
             result["artifact_bytes"] = _state_dict_bytes(model)
-    result["peak_rss_bytes"] = peak_rss_bytes()
+    result["peak_rss_bytes"] = isolation.peak_rss_bytes()
     return result
 
 
@@ -220,14 +220,6 @@ def directory_bytes(directory: str) -> int:
     """The size of every file under ``directory``."""
     return sum(os.path.getsize(os.path.join(root, f))
                for root, _, files in os.walk(directory) for f in files)
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (a candidate's child: the model it shares with
-    the isolation process included)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def reference_outputs(model: torch.nn.Module, samples: list) -> list:

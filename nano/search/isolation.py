@@ -44,6 +44,22 @@ from nano.launcher.termination import die_with_parent, kill_group
 logger = logging.getLogger(__name__)
 
 SHARED: Any = None  # the payload, in the zygote and its children
+_PRELOADED_BYTES = 0  # in the zygote and its children: what the preload made resident
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory, not counting the modules a zygote preloaded for
+    all its tasks (a forked child starts with its zygote's resident pages): a task that
+    never needed them reads as it would without the preload."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return max(0, peak - _PRELOADED_BYTES)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -284,6 +300,8 @@ def _preload(entries: Sequence[str]) -> None:
     than in every forked child."""
     import importlib
 
+    global _PRELOADED_BYTES
+    before = _resident_bytes()
     for entry in entries:
         name, _, function = entry.partition(":")
         try:
@@ -292,6 +310,7 @@ def _preload(entries: Sequence[str]) -> None:
                 getattr(module, function)()
         except Exception:  # noqa: BLE001 - the task that needs it reports the failure
             logger.debug("preloading %s failed", entry, exc_info=True)
+    _PRELOADED_BYTES = max(0, _resident_bytes() - before)
 
 
 def _zygote_main() -> None:

@@ -135,3 +135,25 @@ def test_a_search_preloads_what_its_available_methods_build_with():
                                                     "onnxruntime_int8_qdq", "compile_fp32")]) \
         == ("torch._dynamo", "onnx", "onnxscript", "torch._inductor.compile_fx",
             "torch._inductor.cpu_vec_isa:valid_vec_isa_list")
+
+
+def own_peak(_):
+    return isolation.peak_rss_bytes()
+
+
+@pytest.mark.slow
+def test_a_tasks_peak_memory_does_not_count_what_the_zygote_preloaded():
+    """optimize()'s peak MB column: the build tools preloaded for every candidate (about
+    150 MB) would otherwise be counted in every row, the original's included."""
+    from nano.runtimes.backends.spec import INDUCTOR, ONNX_EXPORT
+
+    with Zygote({"x": 1}) as plain:
+        alone = plain.run(own_peak, None, timeout=60).result
+    with Zygote({"x": 1}, preload=[*ONNX_EXPORT, *INDUCTOR]) as z:
+        preloaded = z.run(own_peak, None, timeout=60).result
+        assert z.run(preloaded_bytes, None, timeout=60).result > 100 * 2**20
+    assert abs(preloaded - alone) < 40 * 2**20, (preloaded / 2**20, alone / 2**20)
+
+
+def preloaded_bytes(_):
+    return isolation._PRELOADED_BYTES
