@@ -31,7 +31,8 @@ SPEC = BackendSpec(
     accelerator="openvino", precisions=("int8",), candidates=(Flavour("int8"),), converts=True,
     options=("openvino_config",),
     quantizer=QuantizerSpec(accuracy_control=True,
-                            keep_fp32=("none", "first_last", "sensitive", "measured")), preload=DYNAMO)
+                            keep_fp32=("none", "first_last", "sensitive", "measured")),
+    preload=DYNAMO)
 
 
 # NNCF's accuracy control reverts one group of layers to fp32 per iteration; past this many

@@ -33,7 +33,8 @@ SPEC = BackendSpec(
     accelerator="compile", precisions=("int8",), candidates=(Flavour("int8", variant=VARIANT),),
     variants=(VARIANT,),
     quantizer=QuantizerSpec(variants=(VARIANT,), dynamic_variant=VARIANT,
-                            fixed=(("symmetric", True),), keep_fp32=("none",)), preload=INDUCTOR)
+                            fixed=(("symmetric", True),), keep_fp32=("none",)),
+    preload=INDUCTOR)
 
 
 class TorchaoInt8Model(CompiledModel):
