@@ -57,11 +57,6 @@ def peak_rss_bytes() -> int:
     return max(0, peak - _PRELOADED_BYTES)
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 @dataclass
 class Outcome:
     """How a task ended: ``ok`` with its result, or ``failed``/``crashed``/``timeout``/``memory``."""
@@ -300,8 +295,11 @@ def _preload(entries: Sequence[str]) -> None:
     than in every forked child."""
     import importlib
 
+    import psutil
+
     global _PRELOADED_BYTES
-    before = _resident_bytes()
+    zygote = psutil.Process()
+    before = zygote.memory_info().rss
     for entry in entries:
         name, _, function = entry.partition(":")
         try:
@@ -310,7 +308,7 @@ def _preload(entries: Sequence[str]) -> None:
                 getattr(module, function)()
         except Exception:  # noqa: BLE001 - the task that needs it reports the failure
             logger.debug("preloading %s failed", entry, exc_info=True)
-    _PRELOADED_BYTES = max(0, _resident_bytes() - before)
+    _PRELOADED_BYTES = max(0, zygote.memory_info().rss - before)
 
 
 def _zygote_main() -> None:
