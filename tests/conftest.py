@@ -61,3 +61,17 @@ def _no_build_cache_by_default():
         os.environ.pop("NANO_CACHE_DIR", None)
     else:
         os.environ["NANO_CACHE_DIR"] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _searches_run_as_this_cpu():
+    """Under scripts/test-emulated.sh the suite runs as another CPU; optimize()'s zygote,
+    started plainly, would build and judge its candidates on the host's."""
+    import os
+
+    from nano.search import isolation
+    from tests.fresh_process import python_command
+
+    if os.environ.get("NANO_TEST_EMULATOR"):
+        isolation.PYTHON_COMMAND = python_command()
+    yield

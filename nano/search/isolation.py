@@ -83,6 +83,12 @@ def _tail(path: str, lines: int = 3) -> str:
     return " | ".join(text[-lines:])
 
 
+# How a zygote's interpreter is started. Under QEMU's user mode a child started plainly
+# runs on the host's CPU, not the emulated one: a suite run as another CPU prefixes the
+# emulator here (tests/conftest.py), so the candidates are built where the caller runs.
+PYTHON_COMMAND = [sys.executable]
+
+
 class Zygote:
     """A clean child interpreter holding the payload, forking one process per task.
 
@@ -107,7 +113,7 @@ class Zygote:
             # Unbuffered: _recv selects on the pipe and keeps its own line buffer, since a
             # buffered reader could hold a second line that select would never report.
             unbind_main_thread()  # the zygote inherits this thread's mask: all of it
-            self.proc = subprocess.Popen([sys.executable, "-m", "nano.search.isolation"],
+            self.proc = subprocess.Popen([*PYTHON_COMMAND, "-m", "nano.search.isolation"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          env=child_env, bufsize=0, start_new_session=True)
             self._send({"payload": payload_path, "janitor": [self.dir, *janitor_dirs],

@@ -81,6 +81,30 @@ def test_int8_of_wide_activations_is_right_here_and_after_a_fresh_load(accelerat
     check_in_fresh_process(str(tmp_path / "int8"), (fresh,), got, str(tmp_path))
 
 
+def test_optimize_builds_int8_for_the_cpu_it_runs_on_and_keeps_it(tmp_path):
+    """optimize() builds each candidate in a child process: the children see the caller's
+    CPU (under scripts/test-emulated.sh, the emulated one), so the INT8 rows are built for
+    it, pass the judgement and are right on fresh values."""
+    model = _model()
+    methods = ["onnxruntime_int8_qdq", "openvino_int8"]
+    opt = InferenceOptimizer()
+    opt.optimize(model, _data(1), validation_data=_data(2, 4), includes=methods,
+                 latency_sample_num=10, latency_budget=1, early_stop_factor=None,
+                 accuracy="rel_l2", search_mode="all")
+    rows = {r.name: r for r in opt.results}
+    fresh = _data(99, 1)[0] * 1.3
+    with torch.no_grad():
+        want = model(fresh)
+    for name in methods:
+        assert rows[name].status == "ok", (name, rows[name].status, rows[name].detail)
+        fast = opt.get_model(name)
+        assert fast.int8_scheme == (SEVEN_BIT if current().int8_saturates else EIGHT_BIT)
+        assert _rel(fast(fresh), want) < LIMIT, (name, current().kind, _rel(fast(fresh), want))
+    best, _ = opt.get_best_model(precision="int8")
+    InferenceOptimizer.save(best, str(tmp_path / "best"))
+    check_in_fresh_process(str(tmp_path / "best"), (fresh,), best(fresh), str(tmp_path))
+
+
 def _load_in_fresh_process(saved, env):
     script = ("import warnings, torch\nfrom nano import InferenceOptimizer\n"
               "warnings.simplefilter('always')\n"
