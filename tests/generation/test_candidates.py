@@ -162,7 +162,8 @@ def test_bf16_follows_the_cpu(shakespeare):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["openvino_int4", "torchao_int8", "onnxruntime_int4"])
+@pytest.mark.parametrize("method", ["openvino_int4", "torchao_int8", "onnxruntime_int4",
+                                    "pytorch_bf16"])
 def test_saved_candidates_generate_the_same_tokens_in_a_fresh_process(
         shakespeare, held_out_prompts, method, tmp_path):
     c = candidate(shakespeare, method)
@@ -181,6 +182,43 @@ def test_saved_candidates_generate_the_same_tokens_in_a_fresh_process(
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == method
     assert sorted(os.listdir(tmp_path)) == ["io.pt", "lm"]  # no staging directory left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pytorch_fp32", "torchao_int8"])
+def test_a_saved_pytorch_lm_loads_without_drawing_weights_to_throw_away(method, tmp_path):
+    """Loading builds the module without random fp32 weights that the saved ones replace:
+    the fresh process grows by about its weights file, where it grew by that plus the
+    model at fp32 before (2.0x and 4.2x the file here)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=8000, hidden_size=512, intermediate_size=2048,
+                         num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4)
+    model = LlamaForCausalLM(config).eval()
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    path = str(tmp_path / "lm")
+    build_lm(model, method).save(path)
+    weights = os.path.getsize(os.path.join(path, TorchLM.WEIGHTS_FILE))
+    # the modules a load imports, imported before counting; VmHWM: this process's own peak
+    # (ru_maxrss keeps the size of the parent it was forked from)
+    script = ("import psutil, torch, torchao\n"
+              "import transformers.generation.utils\n"
+              "from transformers import LlamaForCausalLM\n"
+              "from nano import InferenceOptimizer\n"
+              "import nano.generation.lm_models\n"
+              "before = psutil.Process().memory_info().rss\n"
+              f"m = InferenceOptimizer.load({path!r})\n"
+              "m.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2)\n"
+              "peak = next(int(line.split()[1]) * 1024 for line in open('/proc/self/status')\n"
+              "            if line.startswith('VmHWM:'))\n"
+              "print(peak - before)\n")
+    done = subprocess.run([*python_command(), "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    grew = int(done.stdout.split()[-1])
+    assert grew < weights + fp32_bytes / 2, \
+        f"{method}: grew {grew / 1e6:.0f} MB for a {weights / 1e6:.0f} MB weights file"
 
 
 @pytest.mark.slow
