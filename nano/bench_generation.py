@@ -106,6 +106,7 @@ def generate_main(argv: list[str]) -> int:
         json.dump({"model": args.generate, "pick": best.method,
                    "seconds": round(time.monotonic() - started, 1),
                    "bandwidth_bytes_per_s": search.bandwidth,
+                   "bandwidth_from": search.bandwidth_from,
                    "results": [_record(r) for r in search.rows]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:

@@ -34,9 +34,9 @@ def render(search: Any) -> str:
     lines = [text_table(head, rows)]
     notes = [f"{r.method}: {r.detail}" for r in search.rows if r.detail]
     if search.bandwidth:
-        lines.append(f"memory bandwidth: {search.bandwidth / 1e9:.1f} GB/s; '% of limit' is decode "
-                     f"tokens/s at batch {first} over bandwidth / bytes each step reads "
-                     f"(weights + KV cache)")
+        lines.append(f"memory bandwidth: {search.bandwidth / 1e9:.1f} GB/s (shown by "
+                     f"{search.bandwidth_from}); '% of limit' is decode tokens/s at batch "
+                     f"{first} over bandwidth / bytes each step reads (weights + KV cache)")
     lines.append(f"agreement: share of the original's greedy tokens (first "
                  f"{options.new_tokens} of each held-out prompt) the candidate also ranks first; "
                  f"kept: >= {options.min_agreement} and perplexity within "

@@ -7,6 +7,8 @@ Decode reads every weight once per step (a batch shares the read) plus the KV ca
 
 from __future__ import annotations
 
+import glob
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -19,16 +21,36 @@ from nano.generation.lm_models import GeneratingModel
 
 
 def memory_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
-    """This machine's read bandwidth in bytes/s: the best of ``repeats`` sums over a buffer
-    far larger than any cache, on the threads torch uses."""
+    """This machine's read bandwidth in bytes/s: the best of ``repeats`` reads of a buffer
+    far larger than any cache, on the threads torch uses. Each read is the faster of two
+    kernels (a sum, and a dot product of the buffer with itself, which loads each byte
+    from memory once): which reads faster differs by CPU, by 10% here."""
     data = torch.ones(int(gib * 2**30) // 4)
     data.sum()  # touch every page first
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - start)
+        for read in (data.sum, lambda: torch.dot(data, data)):
+            start = time.perf_counter()
+            read()
+            best = min(best, time.perf_counter() - start)
     return data.numel() * 4 / best
+
+
+def last_level_cache_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The largest CPU cache's size, from sysfs (0 where it does not say): a decode step
+    reading less may be served from that cache rather than from memory."""
+    sizes = [0]
+    for entry in glob.glob(os.path.join(root, "index*", "size")):
+        try:
+            with open(entry) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:].upper(), 1)
+        digits = text.rstrip("KkMmGg")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes)
 
 
 @dataclass(frozen=True)
