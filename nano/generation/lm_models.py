@@ -41,6 +41,8 @@ class GeneratingModel:
     def __init__(self, method: str, config: Any, eos: list[int], pad: int,
                  thread_num: Optional[int] = None):
         self.method = method  # e.g. "openvino_int4"
+        # a temporary directory holding files this model reads, removed with the model
+        self.keep_alive: Any = None
         self.config = config
         self.eos = eos
         self.pad = pad
@@ -304,7 +306,7 @@ class OnnxRuntimeLM(GeneratingModel):
         from nano.runtimes.backends.onnxruntime_fp32 import session_options
 
         self.directory = directory
-        self._keep_alive = keep_alive  # the builder's temporary directory, until saved
+        self.keep_alive = keep_alive  # the builder's temporary directory
         unbind_main_thread()  # ORT's threads inherit the caller's mask
         self.session = ort.InferenceSession(os.path.join(directory, self.ONNX),
                                             session_options(thread_num),

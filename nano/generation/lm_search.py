@@ -227,10 +227,21 @@ class GenerationSearch:
                     f"perplexity +{increase:.1%} > +{self.options.max_perplexity_increase:.0%}")
 
     def _load_best(self) -> GeneratingModel:
+        """The pick, loaded from files it owns: the search's directory is removed when the
+        search ends, and a model reading its files from there (ONNX Runtime's) could no
+        longer be saved."""
         best = self.best_row()
         if best.method == ORIGINAL:
             return TorchLM(ORIGINAL, self.model, self.options.thread_num)
-        return load_lm(self.paths[best.method], self.options.thread_num)
+        kept = tempfile.TemporaryDirectory(prefix="nano-generation-pick-")
+        try:
+            path = shutil.move(self.paths[best.method], os.path.join(kept.name, best.method))
+            model = load_lm(path, self.options.thread_num)
+        except BaseException:
+            kept.cleanup()
+            raise
+        model.keep_alive = kept
+        return model
 
     # reading the results ---------------------------------------------------------------
 

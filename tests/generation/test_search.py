@@ -1,5 +1,6 @@
 """optimize_generation end to end on the tiny Shakespeare LM: every row, the pick, the table."""
 
+import gc
 import glob
 import os
 import tempfile
@@ -43,6 +44,8 @@ def test_optimize_generation_judges_times_and_picks(shakespeare):
     got = search.best().generate(**prompts, max_new_tokens=8)
     want = model.generate(**prompts, max_new_tokens=8, do_sample=False)
     assert got.shape[0] == 2 and (got[:, -8:] == want[:, -8:]).float().mean() >= 0.75
+    del search  # the pick's files live as long as the pick
+    gc.collect()
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "nano-*"))) <= leftovers
 
 
@@ -61,3 +64,36 @@ def test_a_rejected_candidate_says_why(shakespeare):
     assert search.best().generate(**tokenizer(PROMPTS[:1], return_tensors="pt"),
                                   max_new_tokens=4).shape[1] > 0
     assert isinstance(search.best().module, torch.nn.Module)
+
+
+@pytest.mark.slow
+def test_an_onnx_runtime_pick_saves_and_loads_in_a_fresh_process(shakespeare, tmp_path):
+    """The pick reads its files from a directory of its own: the search's is gone when the
+    search returns (its ONNX Runtime pick could not be saved), and the pick's goes with it."""
+    import subprocess
+
+    from nano.models.shakespeare_lm import PROMPTS, held_out_text
+    from tests.fresh_process import ROOT, python_command
+
+    tokenizer, model = shakespeare
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "nano-*")))
+    search = InferenceOptimizer.optimize_generation(
+        model, tokenizer, PROMPTS[:2], held_out_text(), ["onnxruntime_int4"], new_tokens=8,
+        prompt_tokens=16, batches=(1,))
+    best = search.best()
+    assert best.method == "onnxruntime_int4"  # 5-10x the original's decode here
+    prompts = tokenizer(PROMPTS[:2], return_tensors="pt", padding=True, padding_side="left")
+    want = best.generate(**prompts, max_new_tokens=8)
+    saved = str(tmp_path / "pick")
+    InferenceOptimizer.save(best, saved)
+    io = str(tmp_path / "io.pt")
+    torch.save({"prompts": dict(prompts), "want": want}, io)
+    script = ("import torch\nfrom nano import InferenceOptimizer\n"
+              f"io = torch.load({io!r})\nm = InferenceOptimizer.load({saved!r})\n"
+              "assert torch.equal(m.generate(**io['prompts'], max_new_tokens=8), io['want'])\n")
+    done = subprocess.run([*python_command(), "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    del search, best
+    gc.collect()
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "nano-*"))) <= before
