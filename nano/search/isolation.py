@@ -24,6 +24,7 @@ and ``{"pid": N, "status": S}`` when it ends.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, IO, Optional, Sequence
+
+import cloudpickle
 
 from nano.launcher.openmp_binding import unbind_main_thread
 from nano.launcher.termination import die_with_parent, kill_group
@@ -68,10 +71,93 @@ class Outcome:
 
 
 def _dump(obj, path):
-    import cloudpickle  # pickles classes defined in __main__ or in functions by value
+    """Pickle ``obj`` to ``path`` (cloudpickle: classes defined in ``__main__`` or in
+    functions go by value), the bytes of its CPU tensors to ``path + STORAGES``.
 
-    with open(path, "wb") as f:
-        cloudpickle.dump(obj, f)
+    Pickled as usual, each tensor storage is first copied to a bytes object that the
+    pickler keeps until the end: the caller's memory doubled (a 1.1 B Llama of 4.4 GB took
+    the caller to 9.3 GB, and its generation search was killed for want of memory on 24
+    GiB). Here each storage's memory is written to the side file as it is."""
+    with open(path, "wb") as f, open(path + STORAGES, "wb") as side:
+        _StoragePickler(f, side).dump(obj)
+
+
+def _load(path):
+    """What ``_dump`` wrote to ``path``."""
+    with open(path, "rb") as f, open(path + STORAGES, "rb", buffering=0) as side:
+        return _StorageUnpickler(f, side).load()
+
+
+STORAGES = ".storages"  # beside a dumped file: its tensors' bytes
+
+
+def _cpu_storage(obj: Any) -> Any:
+    """``obj``'s untyped storage when it is a torch storage in CPU memory, else None."""
+    torch = sys.modules.get("torch")  # no torch imported: no tensors to write
+    if torch is None:
+        return None
+    if isinstance(obj, torch.storage.TypedStorage):
+        obj = obj._untyped_storage
+    if isinstance(obj, torch.UntypedStorage) and obj.device.type == "cpu":
+        return obj
+    return None
+
+
+def _storage_bytes(untyped: Any) -> Any:
+    """A uint8 numpy view of ``untyped``'s memory (no copy)."""
+    import torch
+
+    return torch.empty(0, dtype=torch.uint8).set_(untyped).numpy()
+
+
+class _StoragePickler(cloudpickle.Pickler):
+    """cloudpickle writing each CPU storage once to a side file, in its place an id."""
+
+    def __init__(self, file: IO[bytes], side: IO[bytes]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._side = side
+        self._written: dict = {}  # storage (address, bytes) -> its id
+
+    def persistent_id(self, obj: Any) -> Any:
+        untyped = _cpu_storage(obj)
+        if untyped is None:
+            return None
+        key = (untyped.data_ptr(), untyped.nbytes()) if untyped.nbytes() else id(untyped)
+        if key not in self._written:
+            self._written[key] = (len(self._written), self._side.tell(), untyped.nbytes())
+            self._side.write(_storage_bytes(untyped).data)
+        typed = not isinstance(obj, type(untyped))  # a TypedStorage, as tensors pickle theirs
+        dtype = str(obj.dtype).removeprefix("torch.") if typed else None
+        return ("storage", *self._written[key], dtype)
+
+
+class _StorageUnpickler(pickle.Unpickler):
+    """Reads what ``_StoragePickler`` wrote; a storage seen twice is one storage again."""
+
+    def __init__(self, file: IO[bytes], side: io.RawIOBase):
+        super().__init__(file)
+        self._side = side
+        self._read: dict = {}
+
+    def persistent_load(self, pid: Any) -> Any:
+        import torch
+
+        _, number, offset, nbytes, dtype = pid
+        if number not in self._read:
+            untyped = torch.UntypedStorage(nbytes)
+            self._side.seek(offset)
+            view, done = memoryview(_storage_bytes(untyped)), 0
+            while done < nbytes:  # a read returns at most 2 GiB on Linux
+                got = self._side.readinto(view[done:])
+                if not got:
+                    raise EOFError("a dumped file's storages end inside a tensor")
+                done += got
+            self._read[number] = untyped
+        untyped = self._read[number]
+        if dtype is None:
+            return untyped
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=getattr(torch, dtype),
+                                          _internal=True)
 
 
 def _tail(path: str, lines: int = 3) -> str:
@@ -261,8 +347,7 @@ def _child(msg: dict, zygote_pid: int) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     try:
-        with open(msg["task"], "rb") as f:
-            func, task = pickle.load(f)
+        func, task = _load(msg["task"])
         value = ("ok", func(task))
     except BaseException as e:  # noqa: BLE001 - every failure becomes a row
         from nano.runtimes.error_summary import summarize_error
@@ -341,8 +426,7 @@ def _zygote_main() -> None:
         msg = json.loads(line)
         if "payload" in msg:
             _janitor[:] = msg.get("janitor", [])
-            with open(msg["payload"], "rb") as f:
-                SHARED = pickle.load(f)
+            SHARED = _load(msg["payload"])
             _preload(msg.get("preload", []))
             proto.write(json.dumps({"ready": True}) + "\n")
             continue
