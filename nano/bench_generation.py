@@ -105,8 +105,6 @@ def generate_main(argv: list[str]) -> int:
     if args.format == "json":
         json.dump({"model": args.generate, "pick": best.method,
                    "seconds": round(time.monotonic() - started, 1),
-                   "bandwidth_bytes_per_s": search.bandwidth,
-                   "bandwidth_from": search.bandwidth_from,
                    "results": [_record(r) for r in search.rows]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
@@ -125,4 +123,5 @@ def _record(row: Any) -> dict:
             "speeds": [{"batch": s.batch, "first_token_s": s.first_token_s,
                         "decode_tokens_per_s": s.decode_tokens_per_s} for s in row.speeds],
             "size_bytes": row.size_bytes, "peak_memory_bytes": row.peak_memory_bytes,
-            "limit_tokens_per_s": row.limit_tokens_per_s}
+            "limit_tokens_per_s": row.limit_tokens_per_s, "bytes_per_step": row.bytes_per_step,
+            "bandwidth_bytes_per_s": row.bandwidth, "bandwidth_from": row.bandwidth_from}

@@ -27,8 +27,7 @@ from nano.generation.build import (DEFAULT_METHODS, METHODS, build_lm, lm_method
 from nano.generation.causal_lm import check_causal_lm, check_lengths
 from nano.generation.judging import HeldOut
 from nano.generation.lm_models import GeneratingModel, TorchLM, load_lm
-from nano.generation.timing import (Speed, bytes_per_step, last_level_cache_bytes, measure,
-                                   memory_bandwidth)
+from nano.generation.timing import Speed, bytes_per_step, measure, read_bandwidth
 from nano.search import isolation
 from nano.search.candidates import default_memory_limit
 from nano.search.isolation import Zygote
@@ -53,6 +52,9 @@ class LMResult:
     build_s: float = 0.0
     limit_tokens_per_s: Optional[float] = None  # bandwidth / bytes per step, at batch 1
     bytes_per_step: int = 0  # what a decode step reads at batch 1 (weights and cache)
+    read_bytes_per_s: float = 0.0  # a read of bytes_per_step, right after the timing
+    bandwidth: float = 0.0  # the limit's: the most shown at this working set or a larger one
+    bandwidth_from: str = ""  # what showed it: a read, or a decode
     cache_bytes_per_value: int = 4
     streamed_weight_bytes: int = 0  # what a decode step reads of the weights
 
@@ -83,20 +85,24 @@ def _measure(task: tuple) -> dict:
     path, held_out, timing_prompt, batches, new_tokens = task
     before = psutil.Process().memory_info().rss
     model = load_lm(path)
-    result = {"agreement": judging.agreement(model, held_out),
-              "perplexity": judging.perplexity(model, held_out.windows),
-              "speeds": [measure(model, timing_prompt[:1].expand(b, -1).contiguous(), new_tokens)
-                         for b in batches],
-              "size_bytes": model.size_on_disk(path),
-              "cache_bytes_per_value": model.cache_bytes_per_value(),
-              "streamed_weight_bytes": model.streamed_weight_bytes(path)}
+    agreement = judging.agreement(model, held_out)
+    perplexity = judging.perplexity(model, held_out.windows)
+    speeds = [measure(model, timing_prompt[:1].expand(b, -1).contiguous(), new_tokens)
+              for b in batches]
+    weights, per_value = model.streamed_weight_bytes(path), model.cache_bytes_per_value()
+    # the step's bytes at the middle of the timed tokens
+    step = bytes_per_step(model.config, weights, 1, timing_prompt.shape[1] + new_tokens // 2,
+                          per_value)
+    result = {"agreement": agreement, "perplexity": perplexity,
+              "speeds": speeds, "size_bytes": model.size_on_disk(path),
+              "cache_bytes_per_value": per_value, "streamed_weight_bytes": weights,
+              "bytes_per_step": step}
     result["peak_memory_bytes"] = max(
         0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+    del model
+    # as many bytes read in this process right after the timing (not in the peak)
+    result["read_bytes_per_s"] = read_bandwidth(step)
     return result
-
-
-def _bandwidth(_task: Any) -> float:
-    return memory_bandwidth()
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,6 @@ class GenerationSearch:
         self.model, self.options = model, options
         self.prompt_ids, self.prompt_mask, self.windows = prompt_ids, prompt_mask, windows
         self.rows: list[LMResult] = []
-        self.bandwidth: Optional[float] = None
-        self.bandwidth_from = ""  # what showed it: the read, or a row that read faster
         self.paths: dict[str, str] = {}
         self._picked: Optional[GeneratingModel] = None
 
@@ -156,14 +160,12 @@ class GenerationSearch:
                     Zygote({"config": self.model.config}, janitor_dirs=[workdir]) as meter, \
                     tqdm(total=len(options.methods), desc="optimize_generation", unit="method",
                          disable=None, file=sys.stderr) as bar:
-                bandwidth = meter.run(_bandwidth, None, options.timeout)
                 for method in options.methods:
                     bar.set_postfix_str(method)
                     self.rows.append(self._try(builder, meter, method, workdir, held_out,
                                                timing_prompt))
                     bar.update(1)
-            if bandwidth.status == "ok":
-                self._set_limits(bandwidth.result)
+            self._set_limits()
             self._judge()
             self._picked = self._load_best()
         finally:
@@ -186,26 +188,23 @@ class GenerationSearch:
         if measured.status != "ok":
             return LMResult(method, measured.status, f"after loading: {measured.detail}")
         self.paths[method] = path
-        row = LMResult(method, "ok", build_s=built.result, **measured.result)
-        row.bytes_per_step = bytes_per_step(self.model.config, row.streamed_weight_bytes, 1,
-                                            timing_prompt.shape[1] + self.options.new_tokens // 2,
-                                            row.cache_bytes_per_value)
-        return row
+        return LMResult(method, "ok", build_s=built.result, **measured.result)
 
-    def _set_limits(self, measured: float) -> None:
-        """Each row's limit from the bandwidth: the measured read's, or more where a row
-        whose steps outgrow the largest cache read faster (it can only have come from
-        memory: a read of 1 GiB showed 26.5 GB/s while onnxruntime_fp32 of a 0.43 B Llama
-        streamed 32.5, an impossible 114% of that limit)."""
-        cache = last_level_cache_bytes()
-        self.bandwidth, self.bandwidth_from = measured, "a 1 GiB read"
-        for row in self.rows:
-            read = row.bytes_per_step * row.decode_tokens_per_s(1)
-            if row.bytes_per_step > cache and read > self.bandwidth:
-                self.bandwidth, self.bandwidth_from = read, f"{row.method}'s decode"
+    def _set_limits(self) -> None:
+        """Each row's limit: bandwidth / its bytes per step, the bandwidth being the most
+        shown at a working set as large as its step or larger (a larger one never streams
+        faster): its own read, another row's read, or a row's decode. So no row shows more
+        than 100%, and noise in one read can only raise a limit, never flatter a row."""
+        shown = [(r.bytes_per_step, rate, source) for r in self.rows if r.bytes_per_step
+                 for rate, source in (
+                     (r.read_bytes_per_s, f"a read of {r.bytes_per_step / 1e6:.0f} MB"),
+                     (r.bytes_per_step * r.decode_tokens_per_s(1), f"{r.method}'s decode"))]
         for row in self.rows:
             if row.bytes_per_step:
-                row.limit_tokens_per_s = self.bandwidth / row.bytes_per_step
+                row.bandwidth, row.bandwidth_from = max(
+                    ((rate, source) for size, rate, source in shown
+                     if size >= row.bytes_per_step), key=lambda shown: shown[0])
+                row.limit_tokens_per_s = row.bandwidth / row.bytes_per_step
 
     def _judge(self) -> None:
         """Reject rows outside the accuracy bounds, relative to the original's row."""

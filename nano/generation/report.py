@@ -17,7 +17,7 @@ def render(search: Any) -> str:
         else None
     head = ["method", "status", "agreement", "perplexity", f"first token b{first} (ms)",
             f"decode tok/s b{first}", *[f"decode tok/s b{b}" for b in more], "x fp32",
-            "% of limit", "size (MB)", "peak mem (MB)"]
+            "% of limit", "limit GB/s", "size (MB)", "peak mem (MB)"]
     rows = []
     for r in search.rows:
         speed = r.speed(first)
@@ -29,14 +29,20 @@ def render(search: Any) -> str:
             _fmt(tps / base if tps and base else None, ".2f"),
             _fmt(100 * tps / r.limit_tokens_per_s if tps and r.limit_tokens_per_s else None,
                  ".0f"),
+            _fmt(r.bandwidth / 1e9 if r.bandwidth else None, ".1f"),
             _fmt(r.size_bytes / 1e6 if r.size_bytes else None, ".1f"),
             _fmt(r.peak_memory_bytes / 1e6 if r.peak_memory_bytes else None, ".0f")])
     lines = [text_table(head, rows)]
     notes = [f"{r.method}: {r.detail}" for r in search.rows if r.detail]
-    if search.bandwidth:
-        lines.append(f"memory bandwidth: {search.bandwidth / 1e9:.1f} GB/s (shown by "
-                     f"{search.bandwidth_from}); '% of limit' is decode tokens/s at batch "
-                     f"{first} over bandwidth / bytes each step reads (weights + KV cache)")
+    if any(r.bandwidth for r in search.rows):
+        lines.append(f"'% of limit': decode tokens/s at batch {first} over limit GB/s / bytes "
+                     f"each step reads (weights + KV cache); limit GB/s: the most a read of "
+                     f"as many bytes streamed here (from a CPU cache where they fit), or a "
+                     f"decode of as many or more")
+        raised = [f"{r.method} ({r.bandwidth_from})" for r in search.rows
+                  if r.bandwidth_from.endswith("decode")]
+        if raised:
+            lines.append("limit GB/s set by a decode: " + ", ".join(raised))
     lines.append(f"agreement: share of the original's greedy tokens (first "
                  f"{options.new_tokens} of each held-out prompt) the candidate also ranks first; "
                  f"kept: >= {options.min_agreement} and perplexity within "
