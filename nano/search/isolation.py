@@ -116,7 +116,9 @@ class _StoragePickler(cloudpickle.Pickler):
     def __init__(self, file: IO[bytes], side: IO[bytes]):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._side = side
-        self._written: dict = {}  # storage (address, bytes) -> its id
+        # storage (address, bytes) -> its id, and the storage: held until the dump ends,
+        # so a temporary one's address cannot come back as another's
+        self._written: dict = {}
 
     def persistent_id(self, obj: Any) -> Any:
         untyped = _cpu_storage(obj)
@@ -124,11 +126,12 @@ class _StoragePickler(cloudpickle.Pickler):
             return None
         key = (untyped.data_ptr(), untyped.nbytes()) if untyped.nbytes() else id(untyped)
         if key not in self._written:
-            self._written[key] = (len(self._written), self._side.tell(), untyped.nbytes())
+            self._written[key] = ((len(self._written), self._side.tell(), untyped.nbytes()),
+                                  untyped)
             self._side.write(_storage_bytes(untyped).data)
         typed = not isinstance(obj, type(untyped))  # a TypedStorage, as tensors pickle theirs
         dtype = str(obj.dtype).removeprefix("torch.") if typed else None
-        return ("storage", *self._written[key], dtype)
+        return ("storage", *self._written[key][0], dtype)
 
 
 class _StorageUnpickler(pickle.Unpickler):
