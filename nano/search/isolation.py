@@ -440,6 +440,10 @@ def _zygote_main() -> None:
         proto.write(json.dumps({"pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
         _task_pid = None
+        # what the task started in its group and left behind ends with it (under QEMU's
+        # user mode, a task's subprocess stuck in the emulator before its exec outlived
+        # the suite); the group's id stays taken while it has members, so this is safe
+        kill_group(pid)
         proto.write(json.dumps({"pid": pid, "status": status}) + "\n")
     # The caller closed the pipe: nothing is left to flush or remove. A normal exit would
     # spend most of a second tearing down torch's modules while close() waits.

@@ -220,3 +220,21 @@ def test_sending_a_payload_costs_the_caller_no_copy_of_its_tensors():
     assert done.returncode == 0, done.stderr[-2000:]
     grew_mib = int(done.stdout.split()[-1])
     assert grew_mib < 100, f"the caller grew by {grew_mib} MiB sending 400 MiB"
+
+
+def leave_a_process_behind(_):
+    import subprocess
+
+    return subprocess.Popen(["sleep", "600"]).pid  # in the task's group, never waited for
+
+
+def test_what_a_task_leaves_running_ends_with_it():
+    import psutil
+
+    with Zygote({"x": 1}) as z:
+        outcome = z.run(leave_a_process_behind, None, timeout=60)
+        assert outcome.status == "ok", outcome.detail
+        try:
+            psutil.Process(outcome.result).wait(timeout=10)  # TimeoutExpired while it runs
+        except psutil.NoSuchProcess:
+            pass  # gone and reaped already
