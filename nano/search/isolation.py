@@ -9,8 +9,9 @@ multiprocessing's spawn/forkserver it never re-imports the caller's
 ``__main__``, so scripts without an ``if __name__ == "__main__"`` guard work.
 
 Nothing outlives the caller: the zygote runs in its own session (a terminal's
-Ctrl-C reaches only the caller, which then stops it, so no second traceback), is
-killed with the running task's whole process group on ``close()``, and gets
+Ctrl-C reaches only the caller, which then stops it, so no second traceback), kills
+a task's process group when the task ends (what the task left running goes with it),
+is killed with the running task's whole process group on ``close()``, and gets
 SIGTERM from the kernel when the caller dies (even by SIGKILL); it then kills the
 task, removes its directory and the caller's ``janitor_dirs``, and exits. A task
 gets SIGKILL when the zygote dies.
