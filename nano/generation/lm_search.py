@@ -50,17 +50,20 @@ class LMResult:
     size_bytes: int = 0
     peak_memory_bytes: int = 0
     build_s: float = 0.0
-    limit_tokens_per_s: Optional[float] = None  # bandwidth / bytes per step, at batch 1
     bytes_per_step: int = 0  # what a decode step reads at batch 1 (weights and cache)
     read_bytes_per_s: float = 0.0  # a read of bytes_per_step, right after the timing
     bandwidth: float = 0.0  # the limit's: the most shown at this working set or a larger one
     bandwidth_from: str = ""  # what showed it: a read, or a decode
-    cache_bytes_per_value: int = 4
-    streamed_weight_bytes: int = 0  # what a decode step reads of the weights
 
     @property
     def passes(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def limit_tokens_per_s(self) -> Optional[float]:
+        """Decode tokens/s the bandwidth allows at batch 1 (None where not measured)."""
+        return self.bandwidth / self.bytes_per_step if self.bandwidth and self.bytes_per_step \
+            else None
 
     def speed(self, batch: int) -> Optional[Speed]:
         return next((s for s in self.speeds if s.batch == batch), None)
@@ -89,14 +92,11 @@ def _measure(task: tuple) -> dict:
     perplexity = judging.perplexity(model, held_out.windows)
     speeds = [measure(model, timing_prompt[:1].expand(b, -1).contiguous(), new_tokens)
               for b in batches]
-    weights, per_value = model.streamed_weight_bytes(path), model.cache_bytes_per_value()
     # the step's bytes at the middle of the timed tokens
-    step = bytes_per_step(model.config, weights, 1, timing_prompt.shape[1] + new_tokens // 2,
-                          per_value)
-    result = {"agreement": agreement, "perplexity": perplexity,
-              "speeds": speeds, "size_bytes": model.size_on_disk(path),
-              "cache_bytes_per_value": per_value, "streamed_weight_bytes": weights,
-              "bytes_per_step": step}
+    step = bytes_per_step(model.config, model.streamed_weight_bytes(path), 1,
+                          timing_prompt.shape[1] + new_tokens // 2, model.cache_bytes_per_value())
+    result = {"agreement": agreement, "perplexity": perplexity, "speeds": speeds,
+              "size_bytes": model.size_on_disk(path), "bytes_per_step": step}
     result["peak_memory_bytes"] = max(
         0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
     del model
@@ -204,7 +204,6 @@ class GenerationSearch:
                 row.bandwidth, row.bandwidth_from = max(
                     ((rate, source) for size, rate, source in shown
                      if size >= row.bytes_per_step), key=lambda shown: shown[0])
-                row.limit_tokens_per_s = row.bandwidth / row.bytes_per_step
 
     def _judge(self) -> None:
         """Reject rows outside the accuracy bounds, relative to the original's row."""
