@@ -22,7 +22,7 @@ import torch
 from nano.errors import NanoValueError
 from nano.generation.causal_lm import (check_lengths, eos_ids, kv_shape, pad_id)
 from nano.generation.decoding import Sampling, decode
-from nano.generation.openvino_export import BEAM_INPUT
+from nano.generation.openvino_export import BEAM_INPUT, WEIGHT_MODES, activation_group
 from nano.launcher.openmp_binding import unbind_main_thread
 from nano.runtimes.model import torch_threads
 from nano.runtimes.model_files import ModelLoadError, read_metadata, reading, save_directory
@@ -217,6 +217,8 @@ class OpenVINOLM(GeneratingModel):
         options: dict = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if self.weights == "fp32":  # the cache at full precision too: fp32 is exact
             options["KV_CACHE_PRECISION"] = "f32"
+        if self.weights in WEIGHT_MODES:
+            options["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = activation_group(ov_model)
         if thread_num:
             options["INFERENCE_NUM_THREADS"] = thread_num
         unbind_main_thread()  # OpenVINO sizes and places its threads from the caller's mask
