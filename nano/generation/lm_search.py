@@ -138,7 +138,6 @@ class GenerationSearch:
         self.model, self.options = model, options
         self.prompt_ids, self.prompt_mask, self.windows = prompt_ids, prompt_mask, windows
         self.rows: list[LMResult] = []
-        self.paths: dict[str, str] = {}
         self._picked: Optional[GeneratingModel] = None
 
     def run(self) -> "GenerationSearch":
@@ -167,7 +166,7 @@ class GenerationSearch:
                     bar.update(1)
             self._set_limits()
             self._judge()
-            self._picked = self._load_best()
+            self._picked = self._load_best(workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return self
@@ -187,7 +186,6 @@ class GenerationSearch:
                                         self.options.new_tokens), self.options.timeout, memory)
         if measured.status != "ok":
             return LMResult(method, measured.status, f"after loading: {measured.detail}")
-        self.paths[method] = path
         return LMResult(method, "ok", build_s=built.result, **measured.result)
 
     def _set_limits(self) -> None:
@@ -224,8 +222,9 @@ class GenerationSearch:
                 row.status, row.detail = "rejected", (
                     f"perplexity +{increase:.1%} > +{self.options.max_perplexity_increase:.0%}")
 
-    def _load_best(self) -> GeneratingModel:
-        """The pick, loaded from files it owns: the search's directory is removed when the
+    def _load_best(self, workdir: str) -> GeneratingModel:
+        """The pick, moved out of ``workdir`` (where each row was built, under its method's
+        name) and loaded from files it owns: the search's directory is removed when the
         search ends, and a model reading its files from there (ONNX Runtime's) could no
         longer be saved."""
         best = self.best_row()
@@ -233,7 +232,8 @@ class GenerationSearch:
             return TorchLM(ORIGINAL, self.model, self.options.thread_num)
         kept = tempfile.TemporaryDirectory(prefix="nano-generation-pick-")
         try:
-            path = shutil.move(self.paths[best.method], os.path.join(kept.name, best.method))
+            path = shutil.move(os.path.join(workdir, best.method),
+                               os.path.join(kept.name, best.method))
             model = load_lm(path, self.options.thread_num)
         except BaseException:
             kept.cleanup()
