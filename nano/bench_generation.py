@@ -124,4 +124,5 @@ def _record(row: Any) -> dict:
                         "decode_tokens_per_s": s.decode_tokens_per_s} for s in row.speeds],
             "size_bytes": row.size_bytes, "peak_memory_bytes": row.peak_memory_bytes,
             "limit_tokens_per_s": row.limit_tokens_per_s, "bytes_per_step": row.bytes_per_step,
-            "bandwidth_bytes_per_s": row.bandwidth, "bandwidth_from": row.bandwidth_from}
+            "bandwidth_bytes_per_s": row.bandwidth, "bandwidth_from": row.bandwidth_from,
+            "side_by_side_tokens_per_s": row.side_by_side}
