@@ -254,7 +254,7 @@ class GenerationSearch:
             return
         if sum(r.peak_memory_bytes for r in close) > psutil.virtual_memory().available / 2:
             logger.warning("the rows close to the fastest (%s) were not timed side by side: "
-                           "together they need more memory than is free",
+                           "together they need more than half the free memory",
                            ", ".join(r.method for r in close))
             return
         prompt = timing_prompt[:1].expand(first, -1).contiguous()
