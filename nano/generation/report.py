@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nano.generation.lm_search import FINAL_ROUNDS
 from nano.search.report import fmt as _fmt, text_table
 
 
@@ -50,8 +49,8 @@ def render(search: Any) -> str:
                  f"+{options.max_perplexity_increase:.0%}")
     again = [r for r in search.rows if r.side_by_side]
     if again:
-        lines.append(f"timed again side by side (batch {first}, median of "
-                     f"{FINAL_ROUNDS} alternating rounds), as close to the fastest: "
+        lines.append(f"timed again side by side (batch {first}, the median of alternating "
+                     f"rounds in one process), as close to the fastest: "
                      + ", ".join(f"{r.method} {r.side_by_side:.1f} tok/s" for r in again))
     best = search.best_row()
     lines.append(f"pick: {best.method}")
