@@ -115,6 +115,7 @@ def speed_part(number: int, model: torch.nn.Module, tokenizer, methods: list,
                kept: set | None) -> None:
     """Time every candidate of ``model`` and check the pick against the targets."""
     from nano import InferenceOptimizer
+    from nano.generation.lm_search import fastest
     from nano.models.shakespeare_lm import PROMPTS, held_out_text
 
     size = sum(p.numel() for p in model.parameters()) / 1e9
@@ -127,9 +128,7 @@ def speed_part(number: int, model: torch.nn.Module, tokenizer, methods: list,
 
     eager = speed.result("pytorch_fp32")
     eligible = [r for r in speed.rows if r.status == "ok" and (kept is None or r.method in kept)]
-    again = [r for r in eligible if r.side_by_side]  # the search's final round, if it ran
-    pick = max(again, key=lambda r: r.side_by_side) if again else \
-        max(eligible, key=lambda r: r.speed(1).decode_tokens_per_s)
+    pick = fastest(eligible, 1)  # by the search's final round where it ran
     ratio = pick.speed(1).decode_tokens_per_s / eager.speed(1).decode_tokens_per_s
     share = pick.speed(1).decode_tokens_per_s / pick.limit_tokens_per_s \
         if pick.limit_tokens_per_s else float("nan")

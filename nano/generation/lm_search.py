@@ -124,6 +124,16 @@ def _side_by_side(task: tuple) -> list[float]:
     return [statistics.median(r) for r in rates]
 
 
+def fastest(rows: Sequence[LMResult], batch: int) -> LMResult:
+    """The passing row of ``rows`` with the most decode tokens/s at ``batch``: by the final
+    side-by-side round where it timed any of them, else by each row's own timing."""
+    again = [r for r in rows if r.side_by_side]
+    if again:
+        return max(again, key=lambda r: r.side_by_side or 0.0)
+    return max((r for r in rows if r.passes and r.speed(batch)),
+               key=lambda r: r.decode_tokens_per_s(batch))
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """The choices of one ``optimize_generation`` call, checked when made."""
@@ -294,14 +304,8 @@ class GenerationSearch:
         return next((r for r in self.rows if r.method == method), None)
 
     def best_row(self) -> LMResult:
-        """The passing row with the most decode tokens/s at the first batch size: in the
-        final side-by-side round where it ran, else in each row's own timing."""
-        again = [r for r in self.rows if r.side_by_side]
-        if again:
-            return max(again, key=lambda r: r.side_by_side or 0.0)
-        first = self.options.batches[0]
-        return max((r for r in self.rows if r.passes and r.speed(first)),
-                   key=lambda r: r.decode_tokens_per_s(first))
+        """The pick's row: ``fastest`` of all rows at the first batch size."""
+        return fastest(self.rows, self.options.batches[0])
 
     def best(self) -> GeneratingModel:
         """The pick, loaded (the original itself when nothing beats it)."""
