@@ -229,7 +229,13 @@ def test_quantize_with_calib_dataloader_and_eval_func(model):
                                        calib_dataloader=loader(), eval_func=eval_func,
                                        accuracy_criterion={"absolute": 0.05})
     assert fast.method.precision == "int8" and calls
-    assert_close(fast(x()), model(x()), tol=0.1)
+    # The promise is eval_func's: a mean absolute error within 0.05. The fastest passing
+    # rung is picked, so which one (and its largest single error) varies run to run; the
+    # promise must hold on its data and on fresh values alike.
+    assert -eval_func(fast) <= 0.05
+    fresh = x(256, seed=9)
+    with torch.no_grad():
+        assert (fast(fresh) - model(fresh)).abs().mean().item() <= 0.05
 
 
 def test_quantize_positional_data_in_the_wrong_place_is_named(model):
