@@ -1,5 +1,6 @@
 """Each generation candidate against the original, on prompts from plays it never saw."""
 
+import gc
 import os
 import subprocess
 import warnings
@@ -26,6 +27,15 @@ def candidate(shakespeare, method):
             warnings.simplefilter("ignore")  # bf16 on a CPU without it warns (tested apart)
             _built[method] = build_lm(shakespeare[1], method)
     return _built[method]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _built_candidates_go_with_the_module():
+    """The built candidates' temporary directories are removed with them, here rather than
+    at interpreter exit (the session checks that no Nano temporary directory is left)."""
+    yield
+    _built.clear()
+    gc.collect()
 
 
 def original_tokens(model, prompts, **options):
