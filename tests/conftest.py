@@ -1,7 +1,50 @@
-"""Shared fixtures: a small CNN trained on scikit-learn's bundled digits (no download)."""
+"""Shared fixtures: a small CNN trained on scikit-learn's bundled digits (no download); each
+xdist worker's own temporary directory; no Nano temporary directory left after the session."""
+
+import glob
+import os
+import shutil
+import tempfile
 
 import pytest
 import torch
+
+_worker_tmp = None
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its own temporary directory (TMPDIR, which the
+    processes tests start inherit), so a test that checks what Nano left behind sees only
+    its own worker's files, not another test's still at work."""
+    global _worker_tmp
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        _worker_tmp = tempfile.mkdtemp(prefix=f"tests-{worker}-")
+        os.environ["TMPDIR"] = _worker_tmp
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+        # Two workers share the cores: eager PyTorch's OpenMP threads, spinning at their
+        # barriers on a core the other worker holds, made in-process work up to 10x slower.
+        # The processes tests start keep their own threads (the environment is untouched).
+        torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    if _worker_tmp:
+        shutil.rmtree(_worker_tmp, ignore_errors=True)
+
+
+def _nano_temporaries():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "nano-*")))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_nano_temporary_left():
+    """Every path Nano takes removes its temporary directories; the session fails if one
+    is left (tests that stop Nano on purpose check their own directories too)."""
+    before = _nano_temporaries()
+    yield
+    left = sorted(_nano_temporaries() - before)
+    assert not left, f"Nano temporary directories left after the tests: {left}"
 
 
 def _digits():
@@ -52,8 +95,6 @@ def accuracy(pred, target):
 def _no_build_cache_by_default():
     """Tests build afresh (and leave nothing in ~/.cache); the build-cache tests pass
     cache_dir= themselves. Set in the environment, so the processes tests start see it."""
-    import os
-
     previous = os.environ.get("NANO_CACHE_DIR")
     os.environ["NANO_CACHE_DIR"] = "off"
     yield
@@ -67,8 +108,6 @@ def _no_build_cache_by_default():
 def _searches_run_as_this_cpu():
     """Under scripts/test-emulated.sh the suite runs as another CPU; optimize()'s zygote,
     started plainly, would build and judge its candidates on the host's."""
-    import os
-
     from nano.search import isolation
     from tests.fresh_process import python_command
 

@@ -1,6 +1,7 @@
 """The isolation zygote: every way a task can end becomes an Outcome, never a dead caller."""
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from nano.search import isolation
 from nano.search.isolation import Zygote
 from nano.search.measure import measure_latency
+from tests.fresh_process import python_command
 
 
 def task(kind):
@@ -86,12 +88,14 @@ def parallel_task(_):
 
 @pytest.mark.slow
 def test_a_payload_that_runs_parallel_code_when_loaded_does_not_hang_its_tasks():
-    import torch
-
     with Zygote(ParallelOnUnpickle()) as z:
         outcome = z.run(parallel_task, None, timeout=60)
     assert outcome.status == "ok", outcome.detail
-    assert outcome.result == torch.get_num_threads()  # the child has its threads back
+    # the child has its threads back: a fresh interpreter's (this one's may be set apart)
+    fresh = subprocess.run([*python_command(), "-c",
+                            "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, check=True)
+    assert outcome.result == int(fresh.stdout)
 
 
 def preloaded(entry):

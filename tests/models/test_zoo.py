@@ -1,7 +1,5 @@
-"""The model zoo: every family builds in seconds, its output depends on its input, and (slow)
+"""The model zoo: every family builds, its output depends on its input, and (slow)
 a converting runtime and an INT8 runtime compute the same thing on fresh inputs."""
-
-import time
 
 import pytest
 import torch
@@ -26,10 +24,8 @@ def test_the_zoo_covers_the_families_users_bring():
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_each_model_builds_fast_and_its_output_depends_on_its_input(name):
-    start = time.perf_counter()
+def test_each_model_builds_and_its_output_depends_on_its_input(name):
     model, sample = build(name, batch=2)
-    assert time.perf_counter() - start < 20
     assert not model.training
     other = ZOO[name].sample(2)
     with torch.no_grad():
